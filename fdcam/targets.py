@@ -1,0 +1,79 @@
+"""Target classes and input images: checked once, at the boundary.
+
+`target` may be an int (one class for every image), a sequence of B ints (one per image),
+or a [B, C] int tensor / nested list (C classes per image; outputs gain a class axis).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor
+
+from fdcam.errors import FdcamError
+
+Target = int | Sequence[int] | Sequence[Sequence[int]] | Tensor
+
+
+def check_images(x: object, name: str = "x") -> Tensor:
+    """Accept only a float tensor [B, 3, H, W]; anything else is a one-line error."""
+    if not isinstance(x, Tensor):
+        raise FdcamError(f"{name} must be a float tensor [B, 3, H, W]; got {type(x).__name__}")
+    if x.dim() != 4:
+        raise FdcamError(f"{name} must have 4 dimensions [B, 3, H, W]; got shape {tuple(x.shape)}")
+    if x.shape[1] != 3:
+        raise FdcamError(f"{name} must have 3 colour channels [B, 3, H, W]; "
+                         f"got {x.shape[1]} in shape {tuple(x.shape)}")
+    if not x.is_floating_point():
+        raise FdcamError(f"{name} must be a float tensor; got dtype {x.dtype}")
+    if x.shape[0] == 0:
+        raise FdcamError(f"{name} is an empty batch; expected at least one image")
+    return x
+
+
+def resolve_targets(target: Target, batch: int, num_classes: int) -> tuple[Tensor, bool]:
+    """Normalise `target` to a long tensor [B, C] and say whether a class axis was asked for.
+
+    Returns ``(targets, multi)``: ``multi`` is True when the caller passed C classes per
+    image (a 2-D target), so results keep the class axis; otherwise C = 1 and results drop it.
+    """
+    if isinstance(target, bool):
+        raise FdcamError(f"target must be a class index, not {target!r}")
+    if isinstance(target, int):
+        t = torch.full((batch, 1), target, dtype=torch.long)
+        multi = False
+    else:
+        try:
+            t = torch.as_tensor(target)
+        except (TypeError, ValueError) as error:
+            raise FdcamError(f"target must be an int, B ints or a [B, C] table of ints; "
+                             f"got {target!r}") from error
+        if t.is_floating_point() or t.dtype == torch.bool or t.is_complex():
+            raise FdcamError(f"target must hold integer class indices; got dtype {t.dtype}")
+        t = t.long().cpu()
+        if t.dim() == 0:
+            t = t.expand(batch).reshape(batch, 1)
+            multi = False
+        elif t.dim() == 1:
+            if t.shape[0] != batch:
+                raise FdcamError(f"target has {t.shape[0]} entries but the batch has {batch} "
+                                 f"images; give one class per image (or one int for all)")
+            t = t.view(batch, 1)
+            multi = False
+        elif t.dim() == 2:
+            if t.shape[0] != batch:
+                raise FdcamError(f"target has {t.shape[0]} rows but the batch has {batch} "
+                                 f"images; give a [B, C] table with B = {batch}")
+            if t.shape[1] == 0:
+                raise FdcamError("target has no classes per image; expected [B, C] with C >= 1")
+            multi = True
+        else:
+            raise FdcamError(f"target must be an int, B ints or [B, C] ints; "
+                             f"got shape {tuple(t.shape)}")
+    bad = (t < 0) | (t >= num_classes)
+    if bad.any():
+        value = int(t[bad][0])
+        raise FdcamError(f"target class {value} is out of range; the model has {num_classes} "
+                         f"classes (0..{num_classes - 1})")
+    return t, multi
