@@ -1,0 +1,201 @@
+"""Class activation maps and FD-CAM itself (Eq. 1, 2, 11).
+
+Usage::
+
+    from fdcam import FDCAM
+    cam = FDCAM(model, target_layer=model.features[-1])   # or "features.30"
+    out = cam(x, target=243)          # x: [B, 3, H, W], normalised as the model expects
+    out.saliency                       # [B, H, W] in [0, 1]
+
+`FDCAM` follows the data flow of the paper's Fig. 2: the body runs once without gradients;
+α (Eq. 2) comes from gradients through the head only; similarity groups (Eq. 4–5) and
+grouped switching (Eq. 6–8) give s; ρ (Eq. 9–10) combines them into ω; Eq. 11 makes the map.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from fdcam.combine import BIAS, Combination, check_combination, combine_weights, min_max
+from fdcam.errors import FdcamError
+from fdcam.explanation import Explanation
+from fdcam.similarity import THETA, channel_similarity, check_theta, similarity_groups
+from fdcam.split import Split, eval_mode, no_grad_body, split_model
+from fdcam.switching import switch_scores
+from fdcam.targets import Target, check_images, resolve_targets
+
+
+@dataclass(frozen=True)
+class FDCAMExplanation(Explanation):
+    """An `Explanation` plus FD-CAM's intermediate results (for the book's figures).
+
+    ``switch_off`` s⁻ and ``switch_on`` s⁺ have the shape of ``scores``; ``groups`` is bool
+    [B, K, K] (row k: channel k's group); ``activations`` is A [B, K, h, w];
+    ``evaluations`` counts the distinct channel masks evaluated per image [B].
+    """
+
+    switch_off: Tensor | None = None
+    switch_on: Tensor | None = None
+    groups: Tensor | None = None
+    activations: Tensor | None = None
+    evaluations: Tensor | None = None
+
+
+def gradcam_weights(split: Split, a: Tensor, targets: Tensor,
+                    x: Tensor | None = None) -> tuple[Tensor, Tensor]:
+    """Grad-CAM weights (Eq. 2): ``α_c^k = (1 / hw) Σ_ij ∂f_c(X) / ∂A_ij^k``.
+
+    Gradients flow through the head only (A is a leaf), for all C classes of each image in
+    one batched backward pass. a: [B, K, h, w], targets: long [B, C]
+    -> (α [B, C, K], logits [B, classes])
+    """
+    with torch.enable_grad():
+        leaf = a.detach().requires_grad_(True)
+        logits = split.head(leaf, x)
+        grads = _class_gradients(logits, leaf, targets.to(logits.device))  # [C, B, K, h, w]
+    return grads.mean(dim=(-2, -1)).transpose(0, 1), logits.detach()
+
+
+def _class_gradients(logits: Tensor, leaf: Tensor, targets: Tensor) -> Tensor:
+    c = targets.shape[1]
+    select = torch.zeros(c, *logits.shape, dtype=logits.dtype, device=logits.device)
+    select.scatter_(2, targets.T.unsqueeze(-1), 1.0)  # select[j, i, targets[i, j]] = 1
+    if c == 1:
+        return torch.autograd.grad(logits, leaf, select[0])[0].unsqueeze(0)
+    try:
+        return torch.autograd.grad(logits, leaf, select, is_grads_batched=True)[0]
+    except RuntimeError:  # an op without a batching rule: one backward pass per class
+        return torch.stack([torch.autograd.grad(logits, leaf, select[j], retain_graph=True)[0]
+                            for j in range(c)])
+
+
+def class_activation_map(a: Tensor, weights: Tensor, size: tuple[int, int]) -> Tensor:
+    """CAM (Eq. 1 with Φ = ReLU, i.e. Eq. 11): ``L^c = ReLU(Σ_k ω_c^k A^k)``, upsampled.
+
+    The map is upsampled bilinearly to `size` and min-max normalised to [0, 1] per
+    (image, class); an all-zero map stays zero. a: [B, K, h, w], weights: [B, C, K]
+    -> [B, C, H, W]
+    """
+    maps = torch.relu(torch.einsum("bck,bkhw->bchw", weights.to(a.dtype), a))
+    maps = F.interpolate(maps, size=size, mode="bilinear", align_corners=False)
+    return min_max(maps.flatten(2)).view_as(maps)
+
+
+class FDCAM:
+    """FD-CAM (Li et al., ICPR 2022): ``L^c = ReLU(Σ_k ρ(α_c^k, s_c^k) A^k)`` (Eq. 11).
+
+    Args:
+        model: a CNN classifier returning raw logits.
+        target_layer: a module of `model` or its dotted name; default: the family's
+            conventional layer (VGG16 ``features.30``, ResNet ``layer4``, EfficientNet-Lite
+            ``_swish``).
+        theta: fraction of most similar channels in a group (Eq. 5), 0.05 in the paper.
+        bias: b of Eq. 10, 0.5 in the paper.
+        combination: ρ, see `fdcam.combine` (Eq. 10 ``"exp_minus_bias"`` by default).
+        grouping: False makes each group the channel itself (Table III's ``ng``).
+        switch_on: False keeps only the switch-off score (Table III's ``off``).
+        batch_size: masks per head call on the generic (non-linear-head) path.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        target_layer: str | nn.Module | None = None,
+        *,
+        theta: float = THETA,
+        bias: float = BIAS,
+        combination: Combination = "exp_minus_bias",
+        grouping: bool = True,
+        switch_on: bool = True,
+        batch_size: int = 64,
+        name: str = "fdcam",
+    ) -> None:
+        check_theta(theta)
+        check_combination(combination)
+        if not isinstance(batch_size, int) or batch_size < 1:
+            raise FdcamError(f"batch_size must be a positive int; got {batch_size!r}")
+        self.model = model
+        self.split = split_model(model, target_layer)
+        self.theta = theta
+        self.bias = bias
+        self.combination: Combination = combination
+        self.grouping = grouping
+        self.switch_on = switch_on
+        self.batch_size = batch_size
+        self.name = name
+
+    def __repr__(self) -> str:
+        return (f"FDCAM(layer={self.split.layer_name!r}, theta={self.theta}, bias={self.bias}, "
+                f"combination={self.combination!r}, grouping={self.grouping}, "
+                f"switch_on={self.switch_on})")
+
+    def __call__(self, x: Tensor, target: Target | None = None) -> FDCAMExplanation:
+        """Explain `x` [B, 3, H, W] for `target` (default: each image's top-1 class)."""
+        x = check_images(x)
+        _check_device(self.model, x)
+        if not torch.isfinite(x).all():
+            raise FdcamError("x contains NaN or infinite values; expected finite pixels")
+        with eval_mode(self.model):
+            return self._explain(x, target)
+
+    def _explain(self, x: Tensor, target: Target | None) -> FDCAMExplanation:
+        split = self.split
+        images = x if split.needs_images else None
+        a = no_grad_body(split, x)
+        if target is None:
+            with torch.no_grad():
+                target = split.head(a, images).argmax(dim=1).tolist()
+        num_classes = _num_classes(split, a, images)
+        targets, multi = resolve_targets(target, x.shape[0], num_classes)
+
+        alpha, logits = gradcam_weights(split, a, targets, images)  # [B, C, K]
+        if self.grouping:
+            groups = similarity_groups(channel_similarity(a), self.theta)
+        else:
+            eye = torch.eye(a.shape[1], dtype=torch.bool, device=a.device)
+            groups = eye.expand(a.shape[0], -1, -1)
+        switching = switch_scores(split, a, groups, targets, images,
+                                  switch_on=self.switch_on, batch_size=self.batch_size)
+        weights = combine_weights(alpha, switching.score.to(alpha.dtype), self.combination,
+                                  self.bias)
+        saliency = class_activation_map(a, weights, (x.shape[2], x.shape[3]))
+
+        def squeeze(t: Tensor | None) -> Tensor | None:
+            return t if (t is None or multi) else t[:, 0]
+
+        return FDCAMExplanation(
+            saliency=squeeze(saliency),  # type: ignore[arg-type]
+            targets=targets,
+            weights=squeeze(weights),
+            alpha=squeeze(alpha),
+            scores=squeeze(switching.score),
+            logits=logits,
+            method=self.name,
+            switch_off=squeeze(switching.off),
+            switch_on=squeeze(switching.on),
+            groups=groups,
+            activations=a,
+            evaluations=switching.evaluations,
+        )
+
+
+def _num_classes(split: Split, a: Tensor, images: Tensor | None) -> int:
+    """Number of classes, from the head's output on one image (cheap, no gradients)."""
+    head = split.linear_head
+    if head is not None and head.last is not None:
+        return head.last.out_features
+    if head is not None and len(head.layers) == 0:
+        return head.first.out_features
+    with torch.no_grad():
+        return split.head(a[:1], None if images is None else images[:1]).shape[1]
+
+
+def _check_device(model: nn.Module, x: Tensor) -> None:
+    parameter = next(model.parameters(), None)
+    if parameter is not None and parameter.device != x.device:
+        raise FdcamError(f"x is on {x.device} but the model is on {parameter.device}; "
+                         f"move one of them")
