@@ -1,0 +1,196 @@
+"""The paper's numbers next to ours, and the check every notebook makes of its profile.
+
+The paper's Tables I–IV are typed once, tidy, in ``data/paper_tables.csv`` (columns
+``table, method, metric, value``). Units are the paper's: insertion, deletion and overall
+(= insertion − deletion) are AUCs in [0, 1]; the pointing game (Table II) is an accuracy in
+percent.
+
+Usage in a notebook::
+
+    from fdcam.report import check_profile, compare_table, paper_table
+
+    check_profile(profile)            # second cell, right after the parameters
+    paper_table("I")                  # method, metric, value — in the paper's row order
+    compare_table(ours, "I")          # paper, ours, difference, our 95 % CI, side by side
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Sequence
+from functools import lru_cache
+from pathlib import Path
+
+import pandas as pd
+
+from fdcam.errors import FdcamError
+
+PROFILES = ("offline", "paper", "smoke")
+"""The values of the papermill parameter ``profile`` (see DESIGN.md, "Profiles")."""
+
+TABLES = ("I", "II", "III", "IV")
+
+METRICS = {
+    "insertion": "higher",
+    "deletion": "lower",
+    "overall": "higher",
+    "pointing_game": "higher",
+}
+"""Each metric of the paper's tables and which direction is better."""
+
+METHOD_LABELS = {
+    "gradcam": "Grad-CAM",
+    "gradcam++": "Grad-CAM++",
+    "xgradcam": "XGrad-CAM",
+    "scorecam": "Score-CAM",
+    "ablationcam": "Ablation-CAM",
+    "layercam": "Layer-CAM",
+    "groupcam": "Group-CAM",
+    "fdcam": "FD-CAM",
+    "fdcam-ng-off": "FD-CAM (ng+off)",
+    "fdcam-g-off": "FD-CAM (g+off)",
+    "fdcam-product": "FD-CAM (α̂ŝ)",
+    "fdcam-exp": "FD-CAM (α̂e^ŝ)",
+    "fdcam-exp-shifted": "FD-CAM (α̂e^(ŝ−0.5))",
+    "ig": "Integrated Gradients",
+    "xrai": "XRAI",
+}
+"""How the paper writes each method name; ours are the keys."""
+
+PAPER_TABLES_CSV = Path(__file__).resolve().parent.parent / "data" / "paper_tables.csv"
+
+COMPARE_COLUMNS = ("method", "metric", "paper", "ours", "difference", "ci_low", "ci_high",
+                   "paper_in_ci")
+
+
+def check_profile(profile: str) -> str:
+    """Return `profile` if it is one of `PROFILES`; otherwise raise a one-line FdcamError.
+
+    Every notebook calls it in its second cell, so that a bad papermill parameter
+    (``-p profile x``) stops the run before any work is done.
+    """
+    if profile not in PROFILES:
+        raise FdcamError(f"unknown profile {profile!r}; expected one of {', '.join(PROFILES)}")
+    return profile
+
+
+def method_label(method: str) -> str:
+    """The paper's name of one of our methods ("gradcam++" -> "Grad-CAM++"); else the key."""
+    return METHOD_LABELS.get(method, method)
+
+
+@lru_cache(maxsize=1)
+def _paper_tables() -> pd.DataFrame:
+    if not PAPER_TABLES_CSV.is_file():
+        raise FdcamError(f"the paper's tables are not at {PAPER_TABLES_CSV}; fdcam.report "
+                         f"reads data/paper_tables.csv from a source checkout "
+                         f"(pip install -e .)")
+    frame = pd.read_csv(PAPER_TABLES_CSV, dtype={"table": str, "method": str, "metric": str,
+                                                 "value": float})
+    return frame
+
+
+def paper_table(name: str | int) -> pd.DataFrame:
+    """The paper's Table `name` ("I" … "IV", or 1 … 4): columns method, metric, value.
+
+    Rows come in the paper's order (methods as listed in the table; for each method,
+    insertion, deletion, overall). The frame is a copy: change it freely.
+    """
+    table = _table_name(name)
+    frame = _paper_tables()
+    rows = frame[frame["table"] == table].drop(columns="table").reset_index(drop=True)
+    return rows.copy()
+
+
+def compare_table(ours: pd.DataFrame, name: str | int, *,
+                  keep_extra: bool = False) -> pd.DataFrame:
+    """The paper's Table `name` with our numbers side by side.
+
+    `ours` is tidy: one row per (method, metric) with columns ``method``, ``metric``,
+    ``mean`` and, optionally, ``ci_low`` and ``ci_high`` (our 95 % confidence interval);
+    other columns are ignored. It may hold more methods or metrics than the table.
+
+    Returns one row per row of the paper's table, in its order, with columns ``method,
+    metric, paper, ours, difference`` (ours − paper), ``ci_low, ci_high`` and ``paper_in_ci``
+    (whether the paper's value lies in our interval; missing where we have no interval).
+    Where we have no number, ``ours`` is NaN. With ``keep_extra=True`` our rows that the
+    paper's table does not have are appended, with ``paper`` NaN.
+    """
+    table = _table_name(name)
+    ours = _check_ours(ours, table)
+    paper = paper_table(table).rename(columns={"value": "paper"})
+    how = "outer" if keep_extra else "left"
+    merged = paper.merge(ours, on=["method", "metric"], how=how, sort=False)
+    if keep_extra:  # an outer merge sorts the keys: put the paper's rows first, in order
+        order = {key: i for i, key in enumerate(zip(paper["method"], paper["metric"],
+                                                    strict=True))}
+        rank = [order.get(key, len(order)) for key in zip(merged["method"], merged["metric"],
+                                                          strict=True)]
+        merged = merged.assign(_rank=rank).sort_values("_rank", kind="stable")
+        merged = merged.drop(columns="_rank")
+    merged = merged.rename(columns={"mean": "ours"})
+    merged["difference"] = merged["ours"] - merged["paper"]
+    inside = (merged["ci_low"] <= merged["paper"]) & (merged["paper"] <= merged["ci_high"])
+    known = merged[["paper", "ci_low", "ci_high"]].notna().all(axis=1)
+    merged["paper_in_ci"] = pd.array(
+        [bool(v) if k else pd.NA for v, k in zip(inside, known, strict=True)], dtype="boolean")
+    return merged[list(COMPARE_COLUMNS)].reset_index(drop=True)
+
+
+def _table_name(name: str | int) -> str:
+    roman = {1: "I", 2: "II", 3: "III", 4: "IV"}
+    if isinstance(name, int) and not isinstance(name, bool) and name in roman:
+        return roman[name]
+    if isinstance(name, str):
+        key = name.strip()
+        if key.lower().startswith("table"):
+            key = key[len("table"):].strip()
+        if key.upper() in TABLES:
+            return key.upper()
+        if key.isdigit() and int(key) in roman:
+            return roman[int(key)]
+    raise FdcamError(f"unknown paper table {name!r}; expected one of {', '.join(TABLES)}")
+
+
+def _check_ours(ours: pd.DataFrame, table: str) -> pd.DataFrame:
+    if not isinstance(ours, pd.DataFrame):
+        raise FdcamError(f"ours must be a pandas DataFrame, not {type(ours).__name__}")
+    missing = [c for c in ("method", "metric", "mean") if c not in ours.columns]
+    if missing:
+        raise FdcamError(f"ours lacks column(s) {', '.join(missing)}; expected method, metric, "
+                         f"mean and optionally ci_low, ci_high; got {', '.join(map(str, ours))}")
+    frame = ours.copy()
+    for column in ("ci_low", "ci_high"):
+        if column not in frame.columns:
+            frame[column] = float("nan")
+    frame = frame[["method", "metric", "mean", "ci_low", "ci_high"]]
+    duplicated = frame.duplicated(["method", "metric"], keep=False)
+    if duplicated.any():
+        pairs = sorted({f"{m}/{k}" for m, k in frame.loc[duplicated, ["method", "metric"]]
+                        .itertuples(index=False)})
+        raise FdcamError(f"ours has more than one row for {', '.join(pairs)}; expected one row "
+                         f"per (method, metric)")
+    if table == "II":
+        pointing = frame.loc[frame["metric"] == "pointing_game", "mean"].dropna()
+        if len(pointing) and (pointing.abs() <= 1).all():
+            raise FdcamError("ours has pointing_game values in [0, 1]; the paper's Table II is "
+                             "in percent: multiply by 100")
+    return frame.astype({"mean": float, "ci_low": float, "ci_high": float})
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m fdcam.report check-profile NAME``: exit 2 with one line if NAME is unknown."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    if len(args) != 2 or args[0] != "check-profile":
+        print("usage: python -m fdcam.report check-profile NAME", file=sys.stderr)
+        return 2
+    try:
+        check_profile(args[1])
+    except FdcamError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,191 @@
+"""The conda environment, the book's configuration and the Makefile agree with the project.
+
+* environment.yml pins exactly what pyproject.toml pins (runtime and dev), same versions;
+* _config.yml and _toc.yml parse, name files that exist, and keep the book offline;
+* the final notebook chapters land in the intended parts of the table of contents.
+"""
+
+import re
+import sys
+import tomllib
+from pathlib import Path
+
+import nbformat
+import pytest
+import yaml
+from sphinx.util.matching import patmatch
+
+ROOT = Path(__file__).resolve().parent.parent
+CHAPTERS = ["01_channel_similarity", "02_grouped_switching", "03_weight_combination",
+            "04_qualitative", "05_faithfulness", "06_discriminability", "07_ablations"]
+
+
+def _normalise(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()  # PEP 503
+
+
+def _pins(requirements: list[str], where: str) -> dict[str, str]:
+    pins: dict[str, str] = {}
+    for requirement in requirements:
+        match = re.fullmatch(r"\s*([A-Za-z0-9][A-Za-z0-9._-]*)\s*==\s*([^\s;]+)\s*", requirement)
+        assert match, f"{where}: {requirement!r} is not pinned with =="
+        name = _normalise(match.group(1))
+        assert name not in pins, f"{where}: {name} is pinned twice"
+        pins[name] = match.group(2)
+    return pins
+
+
+def pyproject_pins() -> dict[str, str]:
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    requirements = project["dependencies"] + project["optional-dependencies"]["dev"]
+    return _pins(requirements, "pyproject.toml")
+
+
+def environment() -> dict:
+    return yaml.safe_load((ROOT / "environment.yml").read_text())
+
+
+def environment_pins() -> dict[str, str]:
+    pip_sections = [d["pip"] for d in environment()["dependencies"] if isinstance(d, dict)]
+    assert len(pip_sections) == 1, "environment.yml: expected one pip section"
+    requirements = [r for r in pip_sections[0] if not r.startswith("-")]  # `-e .`
+    return _pins(requirements, "environment.yml")
+
+
+def test_environment_pins_equal_pyproject_pins():
+    ours, theirs = pyproject_pins(), environment_pins()
+    assert sorted(set(ours) - set(theirs)) == [], "pinned in pyproject.toml only"
+    assert sorted(set(theirs) - set(ours)) == [], "pinned in environment.yml only"
+    differ = {n: (ours[n], theirs[n]) for n in ours if ours[n] != theirs[n]}
+    assert differ == {}, "pyproject.toml vs environment.yml versions"
+
+
+def test_environment_python_satisfies_requires_python():
+    conda = [d for d in environment()["dependencies"] if isinstance(d, str)]
+    python = [d for d in conda if d.startswith("python")]
+    assert len(python) == 1
+    version = tuple(int(p) for p in re.split(r"[=<>]+", python[0])[1].split(".")[:2])
+    requires = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["requires-python"]
+    minimum = tuple(int(p) for p in requires.removeprefix(">=").split(".")[:2])
+    assert version >= minimum
+    assert "-e ." in next(d["pip"] for d in environment()["dependencies"] if isinstance(d, dict))
+
+
+@pytest.fixture(scope="module")
+def config() -> dict:
+    return yaml.safe_load((ROOT / "_config.yml").read_text())
+
+
+@pytest.fixture(scope="module")
+def toc() -> dict:
+    return yaml.safe_load((ROOT / "_toc.yml").read_text())
+
+
+def test_config_renders_papermill_outputs_as_they_are(config):
+    assert config["execute"]["execute_notebooks"] == "off"
+
+
+def test_config_files_exist(config):
+    for bib in config["bibtex_bibfiles"]:
+        assert (ROOT / bib).is_file(), bib
+    assert not config.get("logo") or (ROOT / config["logo"]).is_file()
+
+
+def test_config_keeps_the_book_offline(config):
+    sphinx = config["sphinx"]["config"]
+    path = sphinx["mathjax_path"]
+    assert "://" not in path, "MathJax must be served locally"
+    assert not path.startswith("//"), "MathJax must be served locally"
+    # `make mathjax` copies MathJax into the first static path under the name mathjax/.
+    static = sphinx["html_static_path"]
+    assert path.startswith("mathjax/")
+    assert static[0] == "_build/mathjax"
+    makefile = (ROOT / "Makefile").read_text()
+    assert f"{static[0]}/mathjax/MathJax.js" in makefile
+    assert config["launch_buttons"]["thebe"] is False
+    assert not any(config["launch_buttons"].get(k) for k in ("binderhub_url", "jupyterhub_url",
+                                                             "colab_url", "deepnote_url"))
+    analytics = config["html"]["analytics"]
+    assert not analytics["google_analytics_id"]
+    assert not analytics["plausible_analytics_domain"]
+
+
+def test_mathjax_package_has_the_configured_files(config):
+    mathjax = pytest.importorskip("jupyter_server_mathjax")
+    static = Path(mathjax.__file__).parent / "static"
+    assert (static / "MathJax.js").is_file()
+    mj2 = config["sphinx"]["config"]["mathjax2_config"]
+    for name in mj2["config"]:
+        assert (static / "config" / name).is_file(), name
+    font = mj2["HTML-CSS"]["webFont"]
+    assert (static / "fonts" / "HTML-CSS" / font / "woff").is_dir(), font
+
+
+def _toc_entries(node):
+    """Yield ("file" | "glob", value) for every entry of a jb-book toc."""
+    if isinstance(node, dict):
+        for key in ("file", "glob"):
+            if key in node:
+                yield key, node[key]
+        for key in ("parts", "chapters", "sections"):
+            for child in node.get(key, []):
+                yield from _toc_entries(child)
+
+
+def test_toc_parses_with_sphinx_external_toc():
+    parsing = pytest.importorskip("sphinx_external_toc.parsing")
+    site_map = parsing.parse_toc_yaml(ROOT / "_toc.yml")
+    assert site_map.root.docname == "book/intro"
+
+
+def test_toc_files_exist(toc):
+    assert toc["format"] == "jb-book"
+    files = [toc["root"]] + [v for k, v in _toc_entries(toc) if k == "file"]
+    for name in files:
+        matches = [p for p in (ROOT / f"{name}{s}" for s in (".md", ".ipynb")) if p.is_file()]
+        assert matches, f"_toc.yml names {name}, which does not exist"
+
+
+def _matches(docname: str, pattern: str) -> bool:
+    return patmatch(docname, pattern) is not None  # how sphinx-external-toc expands globs
+
+
+def _globs_by_part(toc) -> dict[str, list[str]]:
+    return {part["caption"]: [v for k, v in _toc_entries(part) if k == "glob"]
+            for part in toc["parts"]}
+
+
+def test_toc_globs_place_every_chapter_once(toc):
+    parts = _globs_by_part(toc)
+    expected = {"The method": CHAPTERS[:3], "Experiments": CHAPTERS[3:]}
+    for chapter in CHAPTERS:
+        homes = [caption for caption, globs in parts.items()
+                 if any(_matches(f"book/{chapter}", g) for g in globs)]
+        assert len(homes) == 1, f"{chapter} matches the globs of {homes}"
+        assert chapter in expected[homes[0]], f"{chapter} would land in {homes[0]}"
+
+
+def test_toc_globs_match_the_executed_notebooks(toc):
+    globs = [g for gs in _globs_by_part(toc).values() for g in gs]
+    for notebook in sorted((ROOT / "book").glob("*.ipynb")):
+        docname = f"book/{notebook.stem}"
+        assert any(_matches(docname, g) for g in globs), f"{docname} is in no toc glob"
+
+
+def test_every_source_notebook_has_a_profile_parameter():
+    for source in sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb")):
+        notebook = nbformat.read(source, as_version=4)
+        tagged = [c for c in notebook.cells if "parameters" in c.metadata.get("tags", [])]
+        assert len(tagged) == 1, f"{source.name}: one cell tagged `parameters`"
+        assert re.search(r"^profile\s*=\s*\"offline\"", tagged[0].source, re.M), source.name
+        outputs = [c for c in notebook.cells if c.cell_type == "code" and c.outputs]
+        assert outputs == [], f"{source.name}: source notebooks are committed without outputs"
+
+
+def test_python_kernel_is_this_interpreter():
+    # papermill's `-k python3` and nbval's `--nbval-current-env` must run this venv.
+    kernelspec = pytest.importorskip("jupyter_client.kernelspec")
+    spec = kernelspec.KernelSpecManager().get_kernel_spec("python3")
+    executable = spec.argv[0]
+    assert executable in {"python", "python3", sys.executable} or Path(executable).resolve() == \
+        Path(sys.executable).resolve()
