@@ -25,7 +25,7 @@ from fdcam.errors import FdcamError
 from fdcam.explanation import Explanation
 from fdcam.similarity import THETA, channel_similarity, check_theta, similarity_groups
 from fdcam.split import Split, eval_mode, no_grad_body, split_model
-from fdcam.switching import switch_scores
+from fdcam.switching import LinearTerms, linear_terms, switch_scores
 from fdcam.targets import Target, check_images, resolve_targets
 
 
@@ -45,31 +45,54 @@ class FDCAMExplanation(Explanation):
     evaluations: Tensor | None = None
 
 
-def gradcam_weights(split: Split, a: Tensor, targets: Tensor,
-                    x: Tensor | None = None) -> tuple[Tensor, Tensor]:
+def gradcam_weights(split: Split, a: Tensor, targets: Tensor, x: Tensor | None = None,
+                    terms: LinearTerms | None = None) -> tuple[Tensor, Tensor]:
     """Grad-CAM weights (Eq. 2): ``α_c^k = (1 / hw) Σ_ij ∂f_c(X) / ∂A_ij^k``.
 
     Gradients flow through the head only (A is a leaf), for all C classes of each image in
     one batched backward pass. a: [B, K, h, w], targets: long [B, C]
     -> (α [B, C, K], logits [B, classes])
+
+    With a linear head's per-batch `terms` (`fdcam.switching.linear_terms`), the first
+    layer's output is already known (b₁ + W₁·Z + Σ_k D_k), so the chain rule is applied by
+    hand there: ∂f/∂h₁ by autograd through the later layers, ∂f/∂P = (∂f/∂h₁)ᵀ W₁, then
+    ∂f/∂A through the channel-wise modules — one pass over W₁ instead of two.
     """
+    head = split.linear_head
     with torch.enable_grad():
-        leaf = a.detach().requires_grad_(True)
-        logits = split.head(leaf, x)
-        grads = _class_gradients(logits, leaf, targets.to(logits.device))  # [C, B, K, h, w]
+        if head is not None and terms is not None and terms.contributions is not None:
+            hidden = terms.first_layer().detach().requires_grad_(True)  # h₁: [B, H]
+            logits = head.layers(hidden.clone())  # clone: VGG's ReLU works in place
+            dh = _class_gradients(logits, hidden, targets.to(logits.device))  # [C, B, H]
+            leaf = a.detach().requires_grad_(True)
+            pooled = head.channel_wise(leaf.clone())
+            dp = (dh @ head.first.weight).view(dh.shape[0], *pooled.shape)
+            grads = _vjp(pooled, leaf, dp)
+        else:
+            leaf = a.detach().requires_grad_(True)
+            logits = split.head(leaf, x)
+            grads = _class_gradients(logits, leaf, targets.to(logits.device))
     return grads.mean(dim=(-2, -1)).transpose(0, 1), logits.detach()
 
 
 def _class_gradients(logits: Tensor, leaf: Tensor, targets: Tensor) -> Tensor:
+    """∂ logits[b, targets[b, j]] / ∂ leaf for every class column j: [C, *leaf.shape]."""
     c = targets.shape[1]
     select = torch.zeros(c, *logits.shape, dtype=logits.dtype, device=logits.device)
     select.scatter_(2, targets.T.unsqueeze(-1), 1.0)  # select[j, i, targets[i, j]] = 1
+    return _vjp(logits, leaf, select)
+
+
+def _vjp(output: Tensor, leaf: Tensor, cotangents: Tensor) -> Tensor:
+    """Vector-Jacobian products for a stack of cotangents [C, *output.shape]."""
+    c = cotangents.shape[0]
     if c == 1:
-        return torch.autograd.grad(logits, leaf, select[0])[0].unsqueeze(0)
+        return torch.autograd.grad(output, leaf, cotangents[0], retain_graph=True)[0][None]
     try:
-        return torch.autograd.grad(logits, leaf, select, is_grads_batched=True)[0]
+        return torch.autograd.grad(output, leaf, cotangents, is_grads_batched=True,
+                                   retain_graph=True)[0]
     except RuntimeError:  # an op without a batching rule: one backward pass per class
-        return torch.stack([torch.autograd.grad(logits, leaf, select[j], retain_graph=True)[0]
+        return torch.stack([torch.autograd.grad(output, leaf, cotangents[j], retain_graph=True)[0]
                             for j in range(c)])
 
 
@@ -146,20 +169,21 @@ class FDCAM:
         split = self.split
         images = x if split.needs_images else None
         a = no_grad_body(split, x)
+        # Per-batch terms of the linear-head fast path, shared by Eq. 2 and Eq. 6–8.
+        terms = None if split.linear_head is None else linear_terms(split.linear_head, a)
         if target is None:
-            with torch.no_grad():
-                target = split.head(a, images).argmax(dim=1).tolist()
+            target = _top1(split, a, images, terms)
         num_classes = _num_classes(split, a, images)
         targets, multi = resolve_targets(target, x.shape[0], num_classes)
 
-        alpha, logits = gradcam_weights(split, a, targets, images)  # [B, C, K]
+        alpha, logits = gradcam_weights(split, a, targets, images, terms)  # [B, C, K]
         if self.grouping:
             groups = similarity_groups(channel_similarity(a), self.theta)
         else:
             eye = torch.eye(a.shape[1], dtype=torch.bool, device=a.device)
             groups = eye.expand(a.shape[0], -1, -1)
-        switching = switch_scores(split, a, groups, targets, images,
-                                  switch_on=self.switch_on, batch_size=self.batch_size)
+        switching = switch_scores(split, a, groups, targets, images, switch_on=self.switch_on,
+                                  batch_size=self.batch_size, terms=terms)
         weights = combine_weights(alpha, switching.score.to(alpha.dtype), self.combination,
                                   self.bias)
         saliency = class_activation_map(a, weights, (x.shape[2], x.shape[3]))
@@ -181,6 +205,17 @@ class FDCAM:
             activations=a,
             evaluations=switching.evaluations,
         )
+
+
+def _top1(split: Split, a: Tensor, images: Tensor | None,
+          terms: LinearTerms | None) -> list[int]:
+    """Each image's top-1 class, reusing the linear-head terms when there are any."""
+    with torch.no_grad():
+        if split.linear_head is not None and terms is not None and terms.contributions is not None:
+            logits = split.linear_head.layers(terms.first_layer())
+        else:
+            logits = split.head(a, images)
+    return logits.argmax(dim=1).tolist()
 
 
 def _num_classes(split: Split, a: Tensor, images: Tensor | None) -> int:

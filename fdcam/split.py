@@ -89,7 +89,9 @@ class Split:
         """Logits [N, classes] from activations A: [N, K, h, w] (x: [N, 3, H, W] if needed)."""
         if self.needs_images and x is None:
             raise FdcamError(f"the hook split at {self.layer_name!r} needs the images as well")
-        return self._head(a, x)  # type: ignore[arg-type]
+        # A copy: heads may begin with in-place modules (ReLU(inplace=True)), which must
+        # neither overwrite the caller's activations nor a leaf that needs gradients.
+        return self._head(a.clone(), x)  # type: ignore[arg-type]
 
 
 def resolve_layer(model: nn.Module, layer: str | nn.Module | None) -> tuple[str, nn.Module]:

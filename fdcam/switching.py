@@ -94,6 +94,7 @@ def switch_scores(
     *,
     switch_on: bool = True,
     batch_size: int = 64,
+    terms: LinearTerms | None = None,
 ) -> SwitchScores:
     """Grouped switching scores (Eq. 6–8) for every channel, class and image.
 
@@ -102,7 +103,8 @@ def switch_scores(
     """
     k = a.shape[1]
     masks = switching_masks(groups, switch_on)
-    values, evaluations = masked_class_scores(split, a, masks, targets, x, batch_size=batch_size)
+    values, evaluations = masked_class_scores(split, a, masks, targets, x,
+                                              batch_size=batch_size, terms=terms)
     values = values.transpose(1, 2)  # [B, C, rows]
     full = values[..., 0]
     off_rows = values[..., 1 + k:] if switch_on else values[..., 1:]
@@ -119,15 +121,17 @@ def masked_class_scores(
     x: Tensor | None = None,
     *,
     batch_size: int = 64,
+    terms: LinearTerms | None = None,
 ) -> tuple[Tensor, Tensor]:
     """Target-class logits with the activations masked channel-wise, ``f_c(A ⊙ m)``.
 
-    a: [B, K, h, w]; masks: bool [B, n, K]; targets: long [B, C]
+    a: [B, K, h, w]; masks: bool [B, n, K]; targets: long [B, C]; `terms` may carry the
+    linear-head terms already computed for this batch
     -> (scores [B, n, C], distinct masks evaluated per image [B])
     """
     with torch.no_grad():
         if split.linear_head is not None:
-            return _linear_head_scores(split.linear_head, a, masks, targets)
+            return _linear_head_scores(split.linear_head, a, masks, targets, terms)
         return _generic_scores(split, a, masks, targets, x, batch_size)
 
 
@@ -161,22 +165,58 @@ def _generic_scores(split: Split, a: Tensor, masks: Tensor, targets: Tensor,
     return out, evaluations
 
 
+@dataclass(frozen=True)
+class LinearTerms:
+    """What a `LinearHead` needs once per batch, shared by switching and gradients.
+
+    ``delta``: P − Z [B, K, m] (channel on minus channel off, after the channel-wise
+    modules); ``active``: channels whose switching can change anything [B, K];
+    ``base``: b₁ + W₁·Z, the first layer's output with every channel off [H];
+    ``contributions``: D [B, K, H] with ``D_k = W₁[:, block k]·δ_k`` (None when the first
+    Linear layer is the classifier: then only target rows are ever computed).
+    """
+
+    delta: Tensor
+    active: Tensor
+    base: Tensor
+    contributions: Tensor | None
+
+    def first_layer(self) -> Tensor:
+        """The first Linear layer's output with every channel on, b₁ + W₁·P: [B, H]."""
+        if self.contributions is None:
+            raise ValueError("no contributions were computed for this head")
+        return self.base + self.contributions.sum(dim=1)
+
+
+def linear_terms(head: LinearHead, a: Tensor) -> LinearTerms:
+    """Per-batch terms of the fast path (see the module docstring). a: [B, K, h, w]."""
+    with torch.no_grad():
+        first = head.first
+        k = a.shape[1]
+        pooled = head.channel_wise(a.clone()).flatten(2)  # P: [B, K, m]; clone: in-place ops
+        zero = head.channel_wise(torch.zeros_like(a[:1])).flatten(2)  # Z = g(0): [1, K, m]
+        delta = pooled - zero
+        bias = first.bias if first.bias is not None else first.weight.new_zeros(first.out_features)
+        # b₁ + W₁·Z; the product is skipped when Z = 0 (pooling), saving a pass over W₁.
+        base = bias + first.weight @ zero.flatten() if zero.any() else bias.clone()
+        contributions = None
+        if len(head.layers):
+            weight = first.weight.view(first.out_features, k, -1)  # W₁ as [H, K, m]
+            contributions = _contributions(weight, delta)
+        return LinearTerms(delta, delta.ne(0).any(-1), base, contributions)
+
+
 def _linear_head_scores(head: LinearHead, a: Tensor, masks: Tensor,
-                        targets: Tensor) -> tuple[Tensor, Tensor]:
+                        targets: Tensor, terms: LinearTerms | None) -> tuple[Tensor, Tensor]:
     b, n, k = masks.shape
-    first = head.first
-    pooled = head.channel_wise(a).flatten(2)  # P: [B, K, m]
-    zero = head.channel_wise(torch.zeros_like(a[:1])).flatten(2)  # Z = g(0): [1, K, m]
-    delta = pooled - zero
-    active = delta.ne(0).any(-1)  # [B, K]
-    weight = first.weight.view(first.out_features, k, -1)  # W₁ as [H, K, m]
-    bias = first.bias if first.bias is not None else torch.zeros_like(weight[:, 0, 0])
-    base = bias + first.weight @ zero.flatten()  # b₁ + W₁·Z: every channel off
+    terms = linear_terms(head, a) if terms is None else terms
+    delta, active, base = terms.delta, terms.active, terms.base
     targets = targets.to(a.device)
     uniques, inverses = zip(*(_distinct(masks[i], active[i]) for i in range(b)), strict=True)
     evaluations = torch.tensor([u.shape[0] for u in uniques])
 
-    if len(head.layers) == 0:  # the first Linear is the classifier: only target rows
+    if terms.contributions is None:  # the first Linear is the classifier: only target rows
+        weight = head.first.weight.view(head.first.out_features, k, -1)
         rows = []
         for i in range(b):
             t = targets[i]
@@ -186,7 +226,7 @@ def _linear_head_scores(head: LinearHead, a: Tensor, masks: Tensor,
 
     # First layer for all distinct masks of all images, then the class-independent layers
     # once, then only the target rows of the last Linear layer.
-    d = _contributions(weight, delta)  # [B, K, H]
+    d = terms.contributions
     hidden = torch.cat([base + uniques[i].to(a.dtype) @ d[i, active[i]] for i in range(b)])
     last = head.last
     middle = head.layers[:-1] if last is not None else head.layers

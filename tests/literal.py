@@ -59,7 +59,7 @@ def literal_fdcam(head: Head, a: Tensor, c: int, size: tuple[int, int], *, theta
     k = a.shape[0]
     groups = groups_of(a, theta) if grouping else [[i] for i in range(k)]
     with torch.no_grad():
-        f = float(head(a.unsqueeze(0))[0, c])
+        f = float(head(a.clone().unsqueeze(0))[0, c])  # clone: heads may work in place
     off_masks, on_masks = [], []
     for g in groups:
         off = torch.ones(k)
@@ -73,7 +73,7 @@ def literal_fdcam(head: Head, a: Tensor, c: int, size: tuple[int, int], *, theta
     s = (s_off + s_on) / 2 if s_on is not None else s_off  # Eq. 8
 
     leaf = a.clone().unsqueeze(0).requires_grad_(True)
-    head(leaf)[0, c].backward()
+    head(leaf.clone())[0, c].backward()
     alpha = leaf.grad[0].mean(dim=(1, 2))  # Eq. 2
 
     def norm(v: Tensor) -> Tensor:

@@ -7,13 +7,16 @@ from torch import Tensor, nn
 
 
 def tiny_sequential(classes: int = 10, seed: int = 0) -> nn.Sequential:
-    """conv-relu-conv-relu | maxpool-avgpool-flatten-linear-relu-dropout-linear."""
+    """conv-relu-conv-relu | maxpool-avgpool-flatten-linear-relu-dropout-linear.
+
+    The head's ReLU works in place, as VGG16's does.
+    """
     torch.manual_seed(seed)
     return nn.Sequential(
         nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(),
         nn.Conv2d(8, 24, 3, padding=1), nn.ReLU(),  # "3": the target layer
         nn.MaxPool2d(2), nn.AdaptiveAvgPool2d(3), nn.Flatten(1),
-        nn.Linear(24 * 9, 32), nn.ReLU(), nn.Dropout(0.5), nn.Linear(32, classes),
+        nn.Linear(24 * 9, 32), nn.ReLU(inplace=True), nn.Dropout(0.5), nn.Linear(32, classes),
     ).eval()
 
 

@@ -10,13 +10,14 @@ from torchvision.models import resnet50, vgg16
 from fdcam import FDCAM, FdcamError
 from fdcam.cam import class_activation_map, gradcam_weights
 from fdcam.split import count_hooks, split_model
+from fdcam.switching import linear_terms
 from tests.literal import literal_fdcam
 from tests.models import tiny_sequential, tiny_skip
 
 
 def _activations(model: nn.Module, layer: nn.Module, x: Tensor) -> Tensor:
     kept: list[Tensor] = []
-    handle = layer.register_forward_hook(lambda _m, _i, o: kept.append(o.detach()))
+    handle = layer.register_forward_hook(lambda _m, _i, o: kept.append(o.detach().clone()))
     with torch.no_grad():
         model(x)
     handle.remove()
@@ -79,6 +80,22 @@ def test_tiny_sequential_matches_literal(fast: bool, options: dict) -> None:
             if options.get("grouping", True):
                 ours = [torch.nonzero(r).flatten().tolist() for r in out.groups[i]]
                 assert ours == lit["groups"]
+
+
+def test_head_starting_with_an_in_place_relu() -> None:
+    model = tiny_sequential()
+    model[3] = nn.ReLU(inplace=True)  # target the conv: the head begins with an in-place ReLU
+    x = torch.randn(2, 3, 12, 12, generator=torch.Generator().manual_seed(6))
+    cam = FDCAM(model, "2")
+    assert cam.split.linear_head is not None  # ReLU and pooling are channel-wise
+    out = cam(x, target=[3, 8])
+    a = _activations(model, model[2], x)
+    assert (a < 0).any()  # the activations FD-CAM saw were not overwritten by the ReLU
+    torch.testing.assert_close(out.activations, a)
+    head = nn.Sequential(*list(model)[3:])
+    for i, c in enumerate([3, 8]):
+        lit = literal_fdcam(head, a[i], c, (12, 12))
+        _assert_matches(out, lit, i, None)
 
 
 def test_hook_split_with_skip_connection_matches_literal() -> None:
@@ -256,16 +273,18 @@ def test_module_called_twice_is_refused() -> None:
         FDCAM(Twice().eval(), "conv")(torch.randn(1, 3, 4, 4), target=0)
 
 
-def test_gradcam_weights_equal_gradient_mean() -> None:
+@pytest.mark.parametrize("by_hand", [False, True], ids=["autograd", "linear-terms"])
+def test_gradcam_weights_equal_gradient_mean(by_hand: bool) -> None:
     model = tiny_sequential()
     split = split_model(model, "3")
     x = torch.randn(2, 3, 8, 8)
     a = split.body(x).detach()
-    alpha, logits = gradcam_weights(split, a, torch.tensor([[1, 2], [3, 1]]))
+    terms = linear_terms(split.linear_head, a) if by_hand else None
+    alpha, logits = gradcam_weights(split, a, torch.tensor([[1, 2], [3, 1]]), terms=terms)
     for i, cs in enumerate([[1, 2], [3, 1]]):
         for j, c in enumerate(cs):
             leaf = a[i: i + 1].clone().requires_grad_(True)
-            split.head(leaf)[0, c].backward()
+            model[4:](leaf)[0, c].backward()  # the literal head of this Sequential
             torch.testing.assert_close(alpha[i, j], leaf.grad[0].mean((1, 2)))
     torch.testing.assert_close(logits, model(x))
 

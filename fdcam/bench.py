@@ -1,0 +1,115 @@
+"""``make bench``: medians of wall-clock times on this machine, and their ratios.
+
+Everything a ratio compares is measured in the same run, interleaved round by round so
+that a busy machine slows every contender alike. Setting: VGG16 with random weights (no
+download), one 3×224×224 image, 2 CPU threads, as the core issue asks.
+
+    python -m fdcam.bench [--rounds N] [--threads T] [--skip-metrics]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+from collections.abc import Callable
+
+import torch
+
+from fdcam.cam import FDCAM
+
+
+def _time(function: Callable[[], object]) -> float:
+    start = time.perf_counter()
+    function()
+    return time.perf_counter() - start
+
+
+def measure(contenders: dict[str, Callable[[], object]], rounds: int) -> dict[str, list[float]]:
+    """Warm every contender up once, then time them round-robin `rounds` times."""
+    for function in contenders.values():
+        function()
+    times: dict[str, list[float]] = {name: [] for name in contenders}
+    for _ in range(rounds):
+        for name, function in contenders.items():
+            times[name].append(_time(function))
+    return times
+
+
+def core_benchmark(rounds: int) -> dict[str, float]:
+    from pytorch_grad_cam import GradCAM
+    from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
+    from torchvision.models import vgg16
+
+    torch.manual_seed(0)
+    model = vgg16().eval()
+    x = torch.randn(1, 3, 224, 224, generator=torch.Generator().manual_seed(0))
+    target = 243
+    classes = [list(range(20))]
+    fdcam = FDCAM(model, model.features[-1])
+    gradcam = GradCAM(model=model, target_layers=[model.features[-1]])
+
+    def forward() -> object:
+        with torch.no_grad():
+            return model(x)
+
+    contenders = {
+        "plain forward": forward,
+        "pytorch-grad-cam GradCAM": lambda: gradcam(x, targets=[ClassifierOutputTarget(target)]),
+        "FD-CAM, 1 class": lambda: fdcam(x, target=target),
+        "FD-CAM, 20 classes": lambda: fdcam(x, target=classes),
+    }
+    times = measure(contenders, rounds)
+    medians = {name: statistics.median(t) for name, t in times.items()}
+    out = fdcam(x, target=target)
+    print(f"VGG16 (random weights), 1x3x224x224, {torch.get_num_threads()} threads, "
+          f"{rounds} rounds; medians (min):")
+    for name, t in times.items():
+        print(f"  {name:<28s} {1000 * medians[name]:8.1f} ms  ({1000 * min(t):.1f})")
+    k = out.activations.shape[1]
+    print(f"  distinct channel masks evaluated: {int(out.evaluations[0])} of {2 * k + 1}")
+    fd, fwd, gc = medians["FD-CAM, 1 class"], medians["plain forward"], \
+        medians["pytorch-grad-cam GradCAM"]
+    ratios = {
+        "FD-CAM / plain forward (target <= 2.5, stretch <= 1.5)": fd / fwd,
+        "FD-CAM / pytorch-grad-cam GradCAM (target <= 0.7)": fd / gc,
+        "FD-CAM 20 classes / 1 class (target <= 1.5)": medians["FD-CAM, 20 classes"] / fd,
+    }
+    print("ratios:")
+    for name, value in ratios.items():
+        print(f"  {name:<56s} {value:5.2f}")
+    return ratios
+
+
+def metrics_benchmark(rounds: int) -> None:
+    from torchvision.models import vgg16
+
+    from fdcam.metrics import insertion_deletion_curves
+
+    torch.manual_seed(0)
+    model = vgg16().eval()
+    x = torch.randn(1, 3, 224, 224, generator=torch.Generator().manual_seed(0))
+    saliency = torch.rand(1, 224, 224, generator=torch.Generator().manual_seed(1))
+    target = torch.tensor([243])
+    times = measure({"insertion + deletion": lambda: insertion_deletion_curves(
+        model, x, saliency, target)}, rounds)
+    t = statistics.median(times["insertion + deletion"])
+    print(f"insertion + deletion curves, VGG16, one 224x224 image (2 x 29 forward passes): "
+          f"median {t:.2f} s over {rounds} rounds")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m fdcam.bench", description=__doc__)
+    parser.add_argument("--rounds", type=int, default=7)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--skip-metrics", action="store_true")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    core_benchmark(args.rounds)
+    if not args.skip_metrics:
+        metrics_benchmark(max(1, args.rounds // 3))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
