@@ -14,6 +14,7 @@ grouped switching (Eq. 6–8) give s; ρ (Eq. 9–10) combines them into ω; Eq.
 
 from __future__ import annotations
 
+import weakref
 from dataclasses import dataclass
 
 import torch
@@ -56,7 +57,8 @@ def gradcam_weights(split: Split, a: Tensor, targets: Tensor, x: Tensor | None =
     With a linear head's per-batch `terms` (`fdcam.switching.linear_terms`), the first
     layer's output is already known (b₁ + W₁·Z + Σ_k D_k), so the chain rule is applied by
     hand there: ∂f/∂h₁ by autograd through the later layers, ∂f/∂P = (∂f/∂h₁)ᵀ W₁, then
-    ∂f/∂A through the channel-wise modules — one pass over W₁ instead of two.
+    ∂f/∂A through the channel-wise modules. When those are pooling only, the spatial sum
+    of ∂f/∂A^k is ``Σ_h (∂f/∂h₁)_h Σ_j W₁[h, k, j]``: no pass over W₁ at all.
     """
     head = split.linear_head
     with torch.enable_grad():
@@ -64,6 +66,10 @@ def gradcam_weights(split: Split, a: Tensor, targets: Tensor, x: Tensor | None =
             hidden = terms.first_layer().detach().requires_grad_(True)  # h₁: [B, H]
             logits = head.layers(hidden.clone())  # clone: VGG's ReLU works in place
             dh = _class_gradients(logits, hidden, targets.to(logits.device))  # [C, B, H]
+            if head.sums_gradients:
+                spatial = a.shape[-2] * a.shape[-1]
+                alpha = (dh.detach() @ _block_sums(head.first, a.shape[1])) / spatial
+                return alpha.transpose(0, 1), logits.detach()
             leaf = a.detach().requires_grad_(True)
             pooled = head.channel_wise(leaf.clone())
             dp = (dh @ head.first.weight).view(dh.shape[0], *pooled.shape)
@@ -73,6 +79,23 @@ def gradcam_weights(split: Split, a: Tensor, targets: Tensor, x: Tensor | None =
             logits = split.head(leaf, x)
             grads = _class_gradients(logits, leaf, targets.to(logits.device))
     return grads.mean(dim=(-2, -1)).transpose(0, 1), logits.detach()
+
+
+_BLOCK_SUMS: weakref.WeakKeyDictionary[nn.Linear, tuple[int, int, Tensor]] = (
+    weakref.WeakKeyDictionary())
+
+
+def _block_sums(first: nn.Linear, k: int) -> Tensor:
+    """``Σ_j W₁[:, k, j]`` [H, K], cached per layer until its weight changes."""
+    weight = first.weight
+    key = (weight._version, weight.data_ptr())
+    cached = _BLOCK_SUMS.get(first)
+    if cached is None or cached[:2] != key or cached[2].device != weight.device:
+        with torch.no_grad():
+            sums = weight.view(first.out_features, k, -1).sum(-1)
+        _BLOCK_SUMS[first] = (*key, sums)
+        return sums
+    return cached[2]
 
 
 def _class_gradients(logits: Tensor, leaf: Tensor, targets: Tensor) -> Tensor:

@@ -35,6 +35,13 @@ _CHANNEL_WISE = (
     nn.Tanh, nn.Dropout, nn.Dropout2d, nn.BatchNorm2d,
 )
 
+# Channel-wise modules whose backward pass only redistributes each output's gradient over
+# input pixels with weights summing to 1 (averaging, max-selection, identity).
+_GRADIENT_PRESERVING = (
+    nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d, nn.MaxPool2d, nn.Identity, nn.Dropout,
+    nn.Dropout2d,
+)
+
 
 @dataclass(frozen=True)
 class LinearHead:
@@ -55,6 +62,16 @@ class LinearHead:
         if len(self.layers) and isinstance(self.layers[-1], nn.Linear):
             return self.layers[-1]
         return None
+
+    @property
+    def sums_gradients(self) -> bool:
+        """True when the channel-wise stage is pooling only (VGG16, ResNet, EfficientNet).
+
+        Then the spatial sum of ∂f/∂A^k equals the sum of ∂f/∂P_k over the pooled
+        positions, so Grad-CAM's α needs only ``Σ_j W₁[:, k, j]``, not W₁ itself.
+        (AvgPool2d is left out: with padding it may average fewer than its pixels.)
+        """
+        return all(type(m) in _GRADIENT_PRESERVING for m in self.channel_wise)
 
 
 class Split:
