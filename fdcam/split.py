@@ -200,14 +200,17 @@ def linear_head(head: Sequence[nn.Module]) -> LinearHead | None:
     i = 0
     while i < len(modules) and isinstance(modules[i], _CHANNEL_WISE):
         i += 1
-    if i + 1 >= len(modules):
+    if i >= len(modules):
         return None
-    flatten, first = modules[i], modules[i + 1]
+    flatten = modules[i]
     if not (isinstance(flatten, nn.Flatten) and flatten.start_dim == 1 and flatten.end_dim == -1):
         return None
-    if not isinstance(first, nn.Linear):
+    j = i + 1  # eval-mode identities may sit between Flatten and Linear (EfficientNet's dropout)
+    while j < len(modules) and isinstance(modules[j], nn.Dropout | nn.Identity):
+        j += 1
+    if j >= len(modules) or not isinstance(modules[j], nn.Linear):
         return None
-    return LinearHead(nn.Sequential(*modules[:i]), first, nn.Sequential(*modules[i + 2:]))
+    return LinearHead(nn.Sequential(*modules[:i]), modules[j], nn.Sequential(*modules[j + 1:]))
 
 
 def _flatten_sequentials(modules: Sequence[nn.Module]) -> Iterator[nn.Module]:
