@@ -28,6 +28,7 @@ Example::
 
 from __future__ import annotations
 
+import contextlib
 import math
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass
@@ -39,6 +40,7 @@ from torch import Tensor, nn
 
 from fdcam.errors import FdcamError
 from fdcam.models import LoadedModel
+from fdcam.split import eval_mode
 from fdcam.targets import check_images
 
 STEP_FRACTION = 0.036  # §IV-B: "a rate of 3.6% of the original image's area at each step"
@@ -191,30 +193,24 @@ def insertion_deletion_curves(
     changed = (torch.arange(n_points, device=x.device) * step).clamp_(max=area)
 
     network = model.model if isinstance(model, LoadedModel) else model
-    was_training = isinstance(network, nn.Module) and network.training
-    if isinstance(network, nn.Module):
-        network.eval()  # dropout/batch-norm in train mode would make the curves random
-    try:
-        with torch.no_grad():
-            ranks = saliency_ranks(saliency.to(x.device))
-            blurred = blur(x)
-            insertion = torch.empty(batch * n_points, device=x.device)
-            deletion = torch.empty(batch * n_points, device=x.device)
-            for start in range(0, batch * n_points, batch_size):
-                # One flat index per (image, point): batches may straddle images.
-                q = torch.arange(start, min(start + batch_size, batch * n_points),
-                                 device=x.device)
-                image, point = q // n_points, q % n_points
-                mask = (ranks[image] < changed[point, None]).view(-1, 1, height, width)
-                originals = x[image]
-                cls = targets[image]
-                deleted = originals.masked_fill(mask, 0.0)
-                inserted = torch.where(mask, originals, blurred[image])
-                deletion[q] = _probability(network, deleted, cls)
-                insertion[q] = _probability(network, inserted, cls)
-    finally:
-        if isinstance(network, nn.Module):
-            network.train(was_training)
+    # Dropout/batch-norm in train mode would make the curves random: eval mode, restored.
+    mode = eval_mode(network) if isinstance(network, nn.Module) else contextlib.nullcontext()
+    with mode, torch.no_grad():
+        ranks = saliency_ranks(saliency.to(x.device))
+        blurred = blur(x)
+        insertion = torch.empty(batch * n_points, device=x.device)
+        deletion = torch.empty(batch * n_points, device=x.device)
+        for start in range(0, batch * n_points, batch_size):
+            # One flat index per (image, point): batches may straddle images.
+            q = torch.arange(start, min(start + batch_size, batch * n_points), device=x.device)
+            image, point = q // n_points, q % n_points
+            mask = (ranks[image] < changed[point, None]).view(-1, 1, height, width)
+            originals = x[image]
+            cls = targets[image]
+            deleted = originals.masked_fill(mask, 0.0)
+            inserted = torch.where(mask, originals, blurred[image])
+            deletion[q] = _probability(network, deleted, cls)
+            insertion[q] = _probability(network, inserted, cls)
     insertion = insertion.view(batch, n_points)
     deletion = deletion.view(batch, n_points)
     return InsertionDeletion(insertion, deletion, changed, auc(insertion), auc(deletion))
