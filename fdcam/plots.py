@@ -1,5 +1,6 @@
 """Figures of the paper (Figs. 1–6): saliency overlays, method grids, insertion/deletion curves,
-the channel groups of Fig. 3 and the pipeline of Fig. 2.
+the channel groups of Fig. 3, the pipeline of Fig. 2, and the method chapters' diagnostics of
+Eq. 4–8 (similarity heat-map and histogram, group thresholds and sizes, score scatter plots).
 
 Every function takes torch tensors (numpy arrays are accepted too) and converts them to
 numpy only here, at the plotting boundary. All figures share one small, PNG-friendly style
@@ -82,7 +83,13 @@ def _styled(function: F) -> F:
     @functools.wraps(function)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         with plt.rc_context(STYLE):
-            return function(*args, **kwargs)
+            result = function(*args, **kwargs)
+            # IPython's inline backend is activated by the first figure of a session and then
+            # turns interactive mode on; rc_context would switch it off again on exit, and the
+            # notebook would stop showing figures. Interactive mode is not a style: keep it.
+            interactive = mpl.is_interactive()
+        mpl.interactive(interactive)
+        return result
 
     return wrapper  # type: ignore[return-value]
 
@@ -359,6 +366,222 @@ def channel_grid(activations: Tensor, channels: Sequence[int], similarity: Tenso
             ax.set_title(f"channel {channel}" if i == 0 else f"{channel}: cos {cosine:.2f}")
     fig.tight_layout(pad=0.3)
     return fig
+
+
+# ---------------------------------------------------------------------------------------
+# Eq. 4–8: the similarity matrix, the groups and the switching scores
+
+
+def _square(similarity: Tensor | np.ndarray, name: str = "similarity") -> Tensor:
+    sim = _tensor(similarity, name)
+    if sim.ndim != 2 or sim.shape[0] != sim.shape[1]:
+        raise FdcamError(f"{name} must have shape [K, K]; got {list(sim.shape)}")
+    return sim
+
+
+def _channel_list(channels: Sequence[int] | Tensor, k_total: int) -> list[int]:
+    channels = [int(c) for c in channels]
+    bad = [c for c in channels if not 0 <= c < k_total]
+    if bad:
+        raise FdcamError(f"channel(s) {bad[:5]} out of range; the layer has {k_total} channels")
+    return channels
+
+
+def _cluster_order(block: Tensor) -> np.ndarray:
+    """Leaf order of average-linkage clustering on the distance 1 − cos (display only)."""
+    from scipy.cluster.hierarchy import leaves_list, linkage
+    from scipy.spatial.distance import squareform
+
+    distance = (1.0 - block.double()).clamp_min(0).numpy()
+    distance = (distance + distance.T) / 2
+    np.fill_diagonal(distance, 0.0)
+    return leaves_list(linkage(squareform(distance, checks=False), method="average"))
+
+
+@_styled
+def similarity_heatmap(similarity: Tensor | np.ndarray, channels: Sequence[int] | Tensor, *,
+                       cluster: bool = True, ax: Axes | None = None,
+                       title: str | None = None) -> Axes:
+    """The cosine-similarity matrix M (Eq. 4) restricted to `channels`, as a heat-map.
+
+    similarity: [K, K]. With ``cluster`` the channels are reordered by average-linkage
+    hierarchical clustering on 1 − cos, so that groups of similar channels show as bright
+    blocks on the diagonal (the order is for display only; Eq. 5 does not cluster).
+    """
+    sim = _square(similarity)
+    channels = _channel_list(channels, sim.shape[0])
+    if len(channels) < 2:
+        raise FdcamError(f"similarity_heatmap needs at least 2 channels; got {len(channels)}")
+    block = sim[channels][:, channels]
+    if cluster:
+        order = _cluster_order(block)
+        block = block[order][:, order]
+    created = ax is None
+    if ax is None:
+        _, ax = plt.subplots(figsize=(3.2, 2.7))
+    low = min(0.0, float(block.min()))
+    image = ax.imshow(block.numpy(), cmap="viridis", vmin=low, vmax=1.0)
+    ax.grid(False)
+    order_name = "clustered order" if cluster else "given order"
+    ax.set_xlabel(f"channel l ({len(channels)} channels, {order_name})")
+    ax.set_ylabel(f"channel k ({order_name})")
+    ax.set_title(title or "Cosine similarity $\\cos(A^k, A^l)$")
+    ax.figure.colorbar(image, ax=ax, fraction=0.046, pad=0.04, label="cosine similarity")
+    if created:
+        ax.figure.tight_layout(pad=0.3)
+    return ax
+
+
+@_styled
+def similarity_histogram(similarity: Tensor | np.ndarray, *,
+                         channels: Sequence[int] | Tensor | None = None,
+                         thresholds: Tensor | np.ndarray | None = None, bins: int = 50,
+                         log: bool = True, ax: Axes | None = None,
+                         title: str | None = None) -> Axes:
+    """Distribution of the similarities between distinct channels (k ≠ l, each pair once).
+
+    similarity: [K, K]; `channels` restricts the pairs (e.g. to channels that are not
+    identically zero); `thresholds` τ_θ^k (Eq. 5) of the same channels are drawn as a
+    second distribution, to show where each row is cut. ``log``: a logarithmic density axis
+    (after a ReLU, half the pairs or more may be exactly 0).
+    """
+    sim = _square(similarity)
+    channels = (list(range(sim.shape[0])) if channels is None
+                else _channel_list(channels, sim.shape[0]))
+    if len(channels) < 2:
+        raise FdcamError(f"similarity_histogram needs at least 2 channels; got {len(channels)}")
+    block = sim[channels][:, channels]
+    upper = torch.triu(torch.ones_like(block, dtype=torch.bool), diagonal=1)
+    pairs = block[upper].numpy()
+    created = ax is None
+    if ax is None:
+        _, ax = plt.subplots(figsize=(3.2, 2.4))
+    edges = np.linspace(min(0.0, float(pairs.min())), 1.0, bins + 1)
+    ax.hist(pairs, bins=edges, density=True, color="#7f7f7f", alpha=0.7,
+            label=f"pairs k ≠ l ({len(pairs):,})")
+    if thresholds is not None:
+        tau = _vector(thresholds, "thresholds")
+        if len(tau) != len(channels):
+            tau = _vector(thresholds, "thresholds", sim.shape[0])[channels]
+        ax.hist(tau, bins=edges, density=True, histtype="step", linewidth=1.4,
+                color=_FDCAM_COLOR, label=r"thresholds $\tau_\theta^k$")
+    if log:
+        ax.set_yscale("log")
+    ax.set_xlabel("cosine similarity")
+    ax.set_ylabel("density (log scale)" if log else "density")
+    ax.set_title(title or "Similarities between channels")
+    ax.legend(loc="best")
+    if created:
+        ax.figure.tight_layout(pad=0.3)
+    return ax
+
+
+@_styled
+def group_threshold_plot(row: Tensor | np.ndarray, theta: float, *, channel: int | None = None,
+                         top: int = 100, ax: Axes | None = None,
+                         title: str | None = None) -> Axes:
+    """Eq. 5 for one channel: its row of M sorted high to low, the threshold τ_θ^k (the
+    (1 − θ) quantile, linear interpolation) and the members of G(A^k) (strictly above τ).
+
+    row: [K], the similarities of channel k with every channel; the `top` highest are drawn.
+    """
+    from fdcam.similarity import group_thresholds
+
+    values = _tensor(row, "row").double()
+    if values.ndim != 1 or values.shape[0] < 2:
+        raise FdcamError(f"row must have shape [K] with K >= 2; got {list(values.shape)}")
+    k_total = values.shape[0]
+    tau = float(group_thresholds(values[None], theta)[0])
+    ordered = torch.sort(values, descending=True).values.numpy()
+    shown = ordered[: min(top, k_total)]
+    rank = np.arange(1, len(shown) + 1)
+    member = shown > tau
+    created = ax is None
+    if ax is None:
+        _, ax = plt.subplots(figsize=(3.4, 2.4))
+    ax.plot(rank[member], shown[member], "o", markersize=2.2, color=_FDCAM_COLOR,
+            label=f"in the group ({int((values > tau).sum())})")
+    ax.plot(rank[~member], shown[~member], "o", markersize=2.2, color="#7f7f7f",
+            label="not in the group")
+    ax.axhline(tau, color="black", linewidth=0.8, linestyle="--",
+               label=rf"$\tau_\theta^k$ = {tau:.3f}")
+    # The (1 − θ) quantile sits at ascending position (1 − θ)(K − 1): rank θ(K − 1) + 1.
+    ax.axvline(theta * (k_total - 1) + 1, color="black", linewidth=0.6, linestyle=":",
+               label=rf"rank $\theta(K-1)+1$ = {theta * (k_total - 1) + 1:.2f}")
+    ax.set_xlabel("rank in the row (1 = most similar)")
+    ax.set_ylabel(r"$\cos(A^k, A^l)$")
+    name = f"channel {channel}" if channel is not None else "one channel"
+    ax.set_title(title or f"Eq. 5 for {name} (θ = {theta:g}, K = {k_total})")
+    ax.legend(loc="lower left")
+    if created:
+        ax.figure.tight_layout(pad=0.3)
+    return ax
+
+
+@_styled
+def group_size_bars(sizes: Tensor | np.ndarray, *, ax: Axes | None = None,
+                    title: str | None = None, log: bool = True) -> Axes:
+    """How many channels have a group of each size |G(A^k)| (Eq. 5). sizes: [K] ints."""
+    values = _vector(sizes, "sizes")
+    if len(values) == 0 or (values < 0).any() or not np.allclose(values, np.round(values)):
+        raise FdcamError("sizes must be non-negative integers, one per channel")
+    counts = np.bincount(np.round(values).astype(int))
+    present = np.flatnonzero(counts)
+    created = ax is None
+    if ax is None:
+        _, ax = plt.subplots(figsize=(3.4, 2.2))
+    ax.bar(present, counts[present], width=0.8, color=_OURS_COLOR)
+    if log:
+        ax.set_yscale("log")
+    ax.set_xlabel(r"group size $|G(A^k)|$")
+    ax.set_ylabel("channels")
+    ax.set_title(title or "Group sizes")
+    ax.grid(axis="x", visible=False)
+    if created:
+        ax.figure.tight_layout(pad=0.3)
+    return ax
+
+
+@_styled
+def score_scatter(x: Tensor | np.ndarray, y: Tensor | np.ndarray, *, xlabel: str, ylabel: str,
+                  color: Tensor | np.ndarray | None = None, color_label: str | None = None,
+                  identity: bool = False, ax: Axes | None = None, title: str | None = None,
+                  cmap: str = "viridis", center: float | None = None) -> Axes:
+    """One point per channel: two per-channel quantities (e.g. s⁻ and s⁺, Eq. 6–7), optionally
+    coloured by a third (e.g. the closest twin's similarity), with the line y = x.
+
+    ``center``: the colour value at the middle of `cmap` (e.g. 0 for signed weights with a
+    diverging map), when the colours lie on both sides of it.
+    """
+    xs = _vector(x, "x")
+    ys = _vector(y, "y", len(xs))
+    created = ax is None
+    if ax is None:
+        _, ax = plt.subplots(figsize=(3.2 if color is not None else 2.7, 2.5))
+    if color is not None:
+        cs = _vector(color, "color", len(xs))
+        order = np.argsort(cs, kind="stable")  # high values drawn last, on top
+        norm = None
+        if center is not None and cs.min() < center < cs.max():
+            norm = mpl.colors.TwoSlopeNorm(vcenter=center, vmin=cs.min(), vmax=cs.max())
+        points = ax.scatter(xs[order], ys[order], c=cs[order], s=5, cmap=cmap, norm=norm,
+                            linewidths=0)
+        ax.figure.colorbar(points, ax=ax, fraction=0.05, pad=0.03, label=color_label)
+    else:
+        ax.scatter(xs, ys, s=5, color=_OURS_COLOR, linewidths=0)
+    if identity:
+        low = float(min(xs.min(), ys.min()))
+        high = float(max(xs.max(), ys.max()))
+        ax.plot([low, high], [low, high], color="black", linewidth=0.6, linestyle="--",
+                label="y = x")
+        ax.legend(loc="upper left")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    if title:
+        ax.set_title(title)
+    if created:
+        ax.figure.tight_layout(pad=0.3)
+    return ax
 
 
 # ---------------------------------------------------------------------------------------

@@ -208,3 +208,96 @@ def test_style_is_scoped(image, saliency):
     before = matplotlib.rcParams["font.size"]
     plots.overlay(image, saliency)
     assert matplotlib.rcParams["font.size"] == before
+
+
+def _cosines(acts: torch.Tensor) -> torch.Tensor:
+    flat = torch.nn.functional.normalize(acts.flatten(1), dim=1)
+    return flat @ flat.T
+
+
+def test_similarity_heatmap_clusters_twins_together():
+    gen = torch.Generator().manual_seed(4)
+    base = torch.rand(3, 7, 7, generator=gen)
+    # channels 0, 2, 4 are copies of one feature; 1, 3, 5 of another
+    acts = torch.stack([base[0], base[1], base[0] * 2, base[1] + 0.01, base[0] * 0.5, base[1]])
+    similarity = _cosines(acts)
+    ax = plots.similarity_heatmap(similarity, range(6))
+    shown = ax.images[0].get_array()
+    assert shown.shape == (6, 6)
+    assert np.allclose(shown, shown.T)
+    assert np.allclose(np.sort(shown.ravel()), np.sort(similarity.numpy().ravel()))
+    # clustered: the first three rows are one feature, so the top-left block is all ~1
+    assert shown[:3, :3].min() > 0.99 and shown[3:, 3:].min() > 0.99
+    assert "clustered" in ax.get_xlabel()
+    plain = plots.similarity_heatmap(similarity, [0, 1, 2], cluster=False)
+    assert np.allclose(plain.images[0].get_array(), similarity[:3, :3].numpy())
+    _render(ax.figure)
+    with pytest.raises(FdcamError, match="at least 2 channels"):
+        plots.similarity_heatmap(similarity, [0])
+    with pytest.raises(FdcamError, match=r"out of range"):
+        plots.similarity_heatmap(similarity, [0, 6])
+
+
+def test_similarity_histogram_counts_each_pair_once():
+    similarity = _cosines(torch.rand(K, 5, 5, generator=torch.Generator().manual_seed(5)))
+    ax = plots.similarity_histogram(similarity, thresholds=similarity.mean(1))
+    bars = ax.patches
+    assert len(bars) > 0
+    assert ax.get_xlabel() == "cosine similarity"
+    assert f"({K * (K - 1) // 2:,})" in ax.get_legend().get_texts()[0].get_text()
+    # thresholds of a subset of channels may be given for the whole layer
+    ax = plots.similarity_histogram(similarity, channels=[0, 1, 2], thresholds=similarity.mean(1))
+    assert "(3)" in ax.get_legend().get_texts()[0].get_text()
+    _render(ax.figure)
+
+
+def test_group_threshold_plot_marks_the_group():
+    row = torch.linspace(0, 1, 41)  # K = 41, θ = 0.1: p = 36, τ = row[36] = 0.9
+    ax = plots.group_threshold_plot(row, 0.1, channel=7, top=41)
+    member, other = ax.lines[0], ax.lines[1]
+    assert len(member.get_xdata()) == 4  # 0.925, 0.95, 0.975, 1 are above τ = 0.9
+    assert len(other.get_xdata()) == 37
+    assert "channel 7" in ax.get_title()
+    assert any("0.900" in t.get_text() for t in ax.get_legend().get_texts())
+    _render(ax.figure)
+
+
+def test_group_size_bars_and_checks():
+    ax = plots.group_size_bars(torch.tensor([0, 0, 3, 3, 3, 2]))
+    heights = sorted(int(p.get_height()) for p in ax.patches)
+    assert heights == [1, 2, 3]
+    _render(ax.figure)
+    with pytest.raises(FdcamError, match="non-negative integers"):
+        plots.group_size_bars(torch.tensor([1.5, 2.0]))
+
+
+def test_score_scatter_with_colour_and_identity():
+    x = torch.linspace(0, 1, K)
+    ax = plots.score_scatter(x, x ** 2, xlabel="s⁻", ylabel="s⁺", color=x, color_label="cos",
+                             identity=True, title="t")
+    assert ax.get_xlabel() == "s⁻" and ax.get_title() == "t"
+    assert len(ax.figure.axes) == 2  # the colour bar
+    _render(ax.figure)
+    with pytest.raises(FdcamError, match=r"y must have shape \[12\]"):
+        plots.score_scatter(x, x[:3], xlabel="a", ylabel="b")
+    # a diverging colour map centred on 0 for signed values
+    ax = plots.score_scatter(x, x, xlabel="a", ylabel="b", color=x - 0.25, cmap="coolwarm",
+                             center=0.0)
+    norm = ax.collections[0].norm
+    assert float(norm(0.0)) == pytest.approx(0.5)
+
+
+def test_styled_keeps_interactive_mode_switched_on_during_the_call():
+    # The inline backend of a notebook switches interactive mode on when the first figure of
+    # the session is made; the style's rc_context must not switch it off again.
+    @plots._styled
+    def first_figure():
+        matplotlib.interactive(True)
+
+    was = matplotlib.is_interactive()
+    try:
+        matplotlib.interactive(False)
+        first_figure()
+        assert matplotlib.is_interactive()
+    finally:
+        matplotlib.interactive(was)

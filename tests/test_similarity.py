@@ -8,7 +8,13 @@ import pytest
 import torch
 
 from fdcam import FdcamError
-from fdcam.similarity import channel_similarity, group_thresholds, similarity_groups
+from fdcam.similarity import (
+    channel_similarity,
+    closest_similarity,
+    group_thresholds,
+    representative_channels,
+    similarity_groups,
+)
 from tests.literal import cosine_matrix
 
 
@@ -88,3 +94,24 @@ def test_paper_theta_keeps_about_five_percent() -> None:
 def test_bad_theta(theta: object) -> None:
     with pytest.raises(FdcamError, match="theta must be a fraction in"):
         group_thresholds(torch.zeros(1, 3, 3), theta)  # type: ignore[arg-type]
+
+
+def test_closest_similarity_by_hand() -> None:
+    a = _channels([1, 0, 0, 0], [2, 0, 0, 0], [0, 1, 0, 0], [0, 0, 0, 0], [1, 1, 0, 0])
+    r = 1 / math.sqrt(2)
+    closest = closest_similarity(channel_similarity(a))[0]
+    torch.testing.assert_close(closest, torch.tensor([1, 1, r, 0, r], dtype=torch.float64),
+                               atol=2.0**-36, rtol=0)
+    assert closest_similarity(torch.ones(1, 1)).tolist() == [0.0]
+
+
+def test_representative_channels_skip_each_others_groups() -> None:
+    # 0 and 1 are twins (1 the strongest), 2 is a different feature, 3 is zero
+    a = _channels([1, 0, 0, 0], [3, 0, 0, 0], [0, 2, 0, 0], [0, 0, 0, 0])
+    groups = similarity_groups(channel_similarity(a), 0.5)[0]
+    assert representative_channels(a[0], groups, n=3) == [1, 2]  # 0 is in 1's group; 3 is zero
+    assert representative_channels(a[0], groups, n=1) == [1]
+    with pytest.raises(FdcamError, match="expected a: \\[K, h, w\\]"):
+        representative_channels(a, groups)
+    with pytest.raises(FdcamError, match="n must be a positive int"):
+        representative_channels(a[0], groups, n=0)
