@@ -15,7 +15,8 @@ export JUPYTER_PREFER_ENV_PATH := 1
 NOTEBOOKS = $(sort $(wildcard notebooks/[0-9][0-9]_*.ipynb))
 MATHJAX := _build/mathjax/mathjax/MathJax.js
 
-.PHONY: setup test lint bench book book-html notebooks nbval mathjax clean
+.PHONY: setup test lint bench book book-html notebooks nbval nbval-book smoke-notebooks \
+	mathjax clean
 
 setup: $(STAMP)
 
@@ -36,14 +37,51 @@ test: setup lint
 bench: setup
 	$(PY) -m fdcam.bench
 
-# Re-run the committed executed notebooks (book/*.ipynb) and compare the outputs of the
-# cells marked `# NBVAL_CHECK_OUTPUT`; nothing to do while there are none.
+# The paper end to end, resumable (fdcam/reproduce.py; book/reproduce.md):
+#   make reproduce IMAGENET_VAL=… VOC_ROOT=… [DEVICE=cuda] [VOC_DOWNLOAD=1] [SHARD=i/n]
+#   make reproduce DRY_RUN=1        # offline CPU rehearsal: random weights, stand-in data
+# Also: VOC_CHECKPOINT (weights fine-tuned elsewhere), RESULTS_DIR, STEPS (a comma list),
+# N_IMAGES / N_VOC (the first N only), DRY_RUN_METHODS (all, or a comma list).
+.PHONY: reproduce bench-gpu
+DEVICE ?= auto
+reproduce: setup mathjax
+	$(PY) -m fdcam.reproduce --device '$(DEVICE)' \
+	  $(if $(IMAGENET_VAL),--imagenet-val '$(IMAGENET_VAL)') \
+	  $(if $(VOC_ROOT),--voc-root '$(VOC_ROOT)') \
+	  $(if $(VOC_CHECKPOINT),--voc-checkpoint '$(VOC_CHECKPOINT)') \
+	  $(if $(RESULTS_DIR),--results-dir '$(RESULTS_DIR)') \
+	  $(if $(SHARD),--shard '$(SHARD)') $(if $(STEPS),--steps '$(STEPS)') \
+	  $(if $(N_IMAGES),--n-images '$(N_IMAGES)') $(if $(N_VOC),--n-voc '$(N_VOC)') \
+	  $(if $(filter 1 yes true,$(VOC_DOWNLOAD)),--voc-download) \
+	  $(if $(filter 1 yes true,$(DRY_RUN)),--dry-run) \
+	  $(if $(DRY_RUN_METHODS),--dry-run-methods '$(DRY_RUN_METHODS)') \
+	  --jb-flags '$(JB_FLAGS)'
+
+# GPU timings of every part and a projection of the full run; on a CPU:
+#   make bench-gpu DEVICE=cpu BENCH_GPU_FLAGS='--images 2'
+bench-gpu: setup
+	$(PY) -m fdcam.bench_gpu --device '$(DEVICE)' $(if $(VOC_ROOT),--voc-root '$(VOC_ROOT)') \
+	  $(BENCH_GPU_FLAGS)
+
+# Re-run committed executed notebooks and compare the outputs of the cells marked
+# `# NBVAL_CHECK_OUTPUT`. `make nbval` (part of `make test`): the smoke-profile copies in
+# tests/nbval/ (written by `make smoke-notebooks`), seconds each. `make nbval-book`: the
+# offline-profile notebooks of the book in book/ (about 20 minutes on 2 cores).
+NBVAL_DIR ?= tests/nbval
 nbval: setup
-	@shopt -s nullglob; executed=(book/*.ipynb); \
+	@shopt -s nullglob; executed=($(NBVAL_DIR)/*.ipynb); \
 	if (( $${#executed[@]} )); then \
 	  echo "$(VENV)/bin/pytest -q --nbval-lax --nbval-current-env $${executed[*]}"; \
 	  $(VENV)/bin/pytest -q --nbval-lax --nbval-current-env "$${executed[@]}"; \
-	else echo "nbval: no executed notebooks in book/"; fi
+	else echo "nbval: no executed notebooks in $(NBVAL_DIR)/"; fi
+
+nbval-book:
+	@$(MAKE) --no-print-directory nbval NBVAL_DIR=book
+
+# The smoke-profile executed copies that `make nbval` checks: notebooks/NN_*.ipynb ->
+# tests/nbval/NN_*.ipynb with `-p profile smoke` (commit them after a change).
+smoke-notebooks:
+	@$(MAKE) --no-print-directory notebooks PROFILE=smoke NOTEBOOK_DIR=tests/nbval
 
 # Execute every notebooks/NN_*.ipynb into book/ with the chosen profile, then build the HTML.
 book: notebooks mathjax
@@ -53,18 +91,20 @@ book: notebooks mathjax
 book-html: setup mathjax
 	$(JB) build . $(JB_FLAGS)
 
-# Only execute: papermill, `-p profile $(PROFILE)`, in book/ as working directory (where
-# nbval will re-run them). An unknown profile stops here, with one line. A notebook that
-# fails leaves book/ as it was; its partial output goes to _build/papermill for reading.
+# Only execute: papermill, `-p profile $(PROFILE)`, into $(NOTEBOOK_DIR)/ (default book/), also
+# the working directory (where nbval will re-run them). An unknown profile stops here, with
+# one line. A notebook that fails leaves its executed copy as it was; its partial output
+# goes to _build/papermill for reading.
+NOTEBOOK_DIR ?= book
 notebooks: setup
 	@$(PY) -m fdcam.report check-profile '$(PROFILE)'
-	@mkdir -p _build/papermill
+	@mkdir -p _build/papermill $(NOTEBOOK_DIR)
 	@set -e; for source in $(NOTEBOOKS); do \
-	  name=$$(basename "$$source"); target="book/$$name"; kept="_build/papermill/$$name.kept"; \
+	  name=$$(basename "$$source"); target="$(NOTEBOOK_DIR)/$$name"; kept="_build/papermill/$$name.kept"; \
 	  echo "papermill $$source -> $$target (profile $(PROFILE))"; \
 	  rm -f "$$kept"; if [[ -f "$$target" ]]; then cp "$$target" "$$kept"; fi; \
 	  if ! $(VENV)/bin/papermill "$$source" "$$target" -p profile '$(PROFILE)' -k $(KERNEL) \
-	      --cwd book --no-progress-bar --log-level WARNING; then \
+	      --cwd $(NOTEBOOK_DIR) --no-progress-bar --log-level WARNING; then \
 	    if [[ -f "$$target" ]]; then mv "$$target" "_build/papermill/$$name"; fi; \
 	    if [[ -f "$$kept" ]]; then mv "$$kept" "$$target"; fi; \
 	    echo "error: $$source failed; its output is in _build/papermill/$$name" >&2; exit 1; \

@@ -54,8 +54,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from fdcam.combine import min_max
 from fdcam.errors import FdcamError
 from fdcam.explanation import Explanation
+from fdcam.split import default_layer, eval_mode, is_efficientnet_lite, resolve_layer
 from fdcam.targets import Target, check_images, resolve_targets
 
 Layer = str | nn.Module
@@ -111,39 +113,21 @@ class EfficientNetLiteClassifier(nn.Module):
         self.avgpool = net._avg_pooling
         self.dropout = net._dropout
         self.fc = net._fc
+        # Read once here, never through `self.features`: Ablation-CAM swaps that module for
+        # its ablation layer during a call (which has no `net`).
+        self.local_pooling = bool(net._global_params.local_pooling)
 
     def forward(self, x: Tensor) -> Tensor:
         a = self.features(x)
         # `local_pooling` variants average over the flattened map; the same mean.
-        pooled = a.flatten(2).mean(-1) if self._local_pooling else self.avgpool(a).flatten(1)
+        pooled = a.flatten(2).mean(-1) if self.local_pooling else self.avgpool(a).flatten(1)
         return self.fc(self.dropout(pooled))
 
-    @property
-    def _local_pooling(self) -> bool:
-        return bool(self.features.net._global_params.local_pooling)
 
-
-def _is_efficientnet_lite(model: nn.Module) -> bool:
-    with contextlib.suppress(ImportError):
-        from efficientnet_lite_pytorch import EfficientNet
-
-        return isinstance(model, EfficientNet)
-    return False
-
-
-def default_target_layer(model: nn.Module) -> str:
-    """The conventional target layer of a known family: VGG ``features.<last>`` (the paper's
-    ``features.30`` for VGG16), ResNet ``layer4``, EfficientNet-Lite ``_swish``."""
-    from torchvision.models import VGG, ResNet
-
-    if isinstance(model, VGG):
-        return f"features.{len(model.features) - 1}"
-    if isinstance(model, ResNet):
-        return "layer4"
-    if _is_efficientnet_lite(model):
-        return "_swish"
-    raise FdcamError(f"no default target layer for {type(model).__name__}; pass target_layer "
-                     f"(a module or a dotted name such as 'features.30')")
+#: The conventional target layer of a known family (`fdcam.split.default_layer`): VGG
+#: ``features.<last>`` (the paper's ``features.30`` for VGG16), ResNet ``layer4``,
+#: EfficientNet-Lite ``_swish``.
+default_target_layer = default_layer
 
 
 def resolve_target_layer(
@@ -155,45 +139,15 @@ def resolve_target_layer(
     default). `forward_model` is `model` itself, except for EfficientNet-Lite's ``_swish``,
     where it is an `EfficientNetLiteClassifier` and `layer` its ``features``.
     """
-    if target_layer is None:
-        target_layer = default_target_layer(model)
-    if isinstance(target_layer, str):
-        name = target_layer
-        try:
-            layer = model.get_submodule(name) if name else model
-        except AttributeError:
-            raise FdcamError(_unknown_layer_message(model, name)) from None
-    elif isinstance(target_layer, nn.Module):
-        found = [n for n, m in model.named_modules() if m is target_layer]
-        if not found:
-            raise FdcamError(f"target layer {type(target_layer).__name__} is not a submodule of "
-                             f"the model; pass one of its modules or a dotted name")
-        name, layer = found[0], target_layer
-    else:
-        raise FdcamError(f"target_layer must be a module or a dotted name; "
-                         f"got {type(target_layer).__name__}")
+    name, layer = resolve_layer(model, default_layer(model) if target_layer is None
+                                else target_layer)
     if layer is model:
         raise FdcamError("the target layer cannot be the whole model; pick a convolutional "
                          "layer inside it")
-    if _is_efficientnet_lite(model) and layer is model._swish:
+    if is_efficientnet_lite(model) and layer is model._swish:
         wrapper = EfficientNetLiteClassifier(model)
         return "_swish", wrapper.features, wrapper
     return name, layer, model
-
-
-def _unknown_layer_message(model: nn.Module, name: str) -> str:
-    """Name the deepest valid prefix of `name` and list its children, on one line."""
-    parts = name.split(".")
-    parent, prefix = model, ""
-    for depth in range(len(parts) - 1, 0, -1):
-        candidate = ".".join(parts[:depth])
-        with contextlib.suppress(AttributeError):
-            parent, prefix = model.get_submodule(candidate), candidate
-            break
-    names = [f"{prefix}.{child}" if prefix else child for child, _ in parent.named_children()]
-    where = f" under {prefix!r}" if prefix else ""
-    shown = ", ".join(names[:40]) + (f", … ({len(names) - 40} more)" if len(names) > 40 else "")
-    return f"unknown layer {name!r}; available{where}: {shown or '(none)'}"
 
 
 # --------------------------------------------------------------------------------------
@@ -203,26 +157,20 @@ def _unknown_layer_message(model: nn.Module, name: str) -> str:
 
 @contextlib.contextmanager
 def _explaining(model: nn.Module) -> Iterator[None]:
-    """Eval mode for the call; every module's mode and every ``.grad`` restored after."""
-    modes = [(module, module.training) for module in model.modules()]
+    """`fdcam.split.eval_mode` for the call, and every parameter's ``.grad`` restored after
+    (the library methods and IG back-propagate into the parameters)."""
     grads = [(p, p.grad) for p in model.parameters()]
-    model.eval()
     try:
-        yield
+        with eval_mode(model):
+            yield
     finally:
-        for module, training in modes:
-            module.training = training
         for p, grad in grads:
             p.grad = grad
 
 
-def _min_max(maps: Tensor) -> Tensor:
-    """Min-max over the last two axes: ``(m − min) / (max − min)``; constant maps -> 0."""
-    flat = maps.flatten(-2)
-    low = flat.amin(-1, keepdim=True)
-    span = flat.amax(-1, keepdim=True) - low
-    out = torch.where(span > 0, (flat - low) / torch.where(span > 0, span, 1), 0.0)
-    return out.view_as(maps)
+def _min_max_maps(maps: Tensor) -> Tensor:
+    """`fdcam.combine.min_max` over the last two axes (each map); constant maps -> 0."""
+    return min_max(maps.flatten(-2)).view_as(maps)
 
 
 class Explainer(ABC):
@@ -591,10 +539,10 @@ class GroupCAM(Explainer):
             alpha = grad.mean(dim=(2, 3))  # [B, K]
             maps = group_maps(alpha, a.detach(), self.groups, self.denoise_percentile)
             up = F.interpolate(maps, size=x.shape[2:], mode="bilinear", align_corners=False)
-            masks = _min_max(up)  # [B, G, H, W]
+            masks = _min_max_maps(up)  # [B, G, H, W]
             p = self._masked_probabilities(x, blurred, masks, classes)  # [B, G]
             scores = torch.relu(p - base[rows, classes][:, None])
-            saliency = _min_max(torch.relu((scores[:, :, None, None] * up).sum(dim=1)))
+            saliency = _min_max_maps(torch.relu((scores[:, :, None, None] * up).sum(dim=1)))
         self._keep("alpha", alpha)
         self._keep("scores", scores)
         return saliency
@@ -648,7 +596,7 @@ def _attribution_to_saliency(attribution: Tensor, clip_percentile: float | None)
         flat = attribution.flatten(1)
         top = torch.quantile(flat, clip_percentile / 100, dim=1)
         attribution = torch.minimum(attribution, top[:, None, None])
-    return _min_max(attribution)
+    return _min_max_maps(attribution)
 
 
 def _check_percentile(value: float | None, name: str) -> float | None:
@@ -683,7 +631,11 @@ class IntegratedGradients(Explainer):
         self.clip_percentile = _check_percentile(clip_percentile, "clip_percentile")
 
     def _explain_column(self, x: Tensor, classes: Tensor, logits: Tensor) -> Tensor:
-        from captum.attr import IntegratedGradients as CaptumIG
+        with warnings.catch_warnings():
+            # captum imports tqdm.auto, which warns in a notebook kernel without ipywidgets
+            # ("IProgress not found"); no captum progress bar is ever shown here.
+            warnings.filterwarnings("ignore", message="IProgress not found")
+            from captum.attr import IntegratedGradients as CaptumIG
 
         ig = CaptumIG(self.forward_model)
         attribution = ig.attribute(x, baselines=torch.zeros_like(x), target=classes,
@@ -770,7 +722,7 @@ class XRAI(Explainer):
             finite = torch.isfinite(a)
             low = a[finite].min() if finite.any() else a.new_zeros(())
             maps.append(torch.where(finite, a, low))
-        return _min_max(torch.stack(maps))
+        return _min_max_maps(torch.stack(maps))
 
 
 # --------------------------------------------------------------------------------------

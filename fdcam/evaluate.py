@@ -53,6 +53,7 @@ from fdcam.explanation import Explanation
 from fdcam.metrics import (
     STEP_FRACTION,
     ClassBoxes,
+    InsertionDeletion,
     insertion_deletion_curves,
     pointing_game,
     pointing_record,
@@ -66,6 +67,8 @@ ExplainerFactory = Callable[[Any], Explainer]
 """Called once, lazily, with the `model` given to `evaluate`; returns the explainer."""
 ImageSource = Tensor | Callable[[], Tensor]
 """A normalised image [3, H, W], or a function that loads it (errors become failed rows)."""
+OnExplained = Callable[[str, str, list[int], Tensor, InsertionDeletion | None], None]
+"""``on_explained(image_id, method, classes, saliency [n, H, W], curves or None)``."""
 
 KEY = ["image", "method", "target"]
 METRIC_COLUMNS = ["probability", "insertion", "deletion", "overall"]
@@ -96,6 +99,8 @@ def evaluate(
     device: str | torch.device | None = None,
     progress: bool = False,
     retry_failed: bool = False,
+    curves: bool = True,
+    on_explained: OnExplained | None = None,
 ) -> list[str]:
     """Explain and score every image with every method; append rows to `out_csv`.
 
@@ -112,6 +117,10 @@ def evaluate(
     deletes those first). Each (image, method) is written and flushed as soon as it ends.
     ``shard=(i, n)`` keeps images whose position in `images` is ≡ i (mod n).
     `batch_size` is the number of perturbed images per forward pass of the metrics.
+    ``curves=False`` skips insertion/deletion (their cells stay empty; ``probability`` is
+    still filled), for runs that only need the pointing game. `on_explained` is called
+    after each (image, method) succeeds, with the maps and the curves (None without
+    curves), so that a caller can keep some of them, e.g. for a figure.
 
     Returns the ids of the selected images that have an error row, in input order.
     """
@@ -149,7 +158,8 @@ def evaluate(
                 if pending:
                     _evaluate_image(image_id, source, pending, wanted, methods, model,
                                     network, explainers, image_boxes, pointing, device,
-                                    batch_size, step_fraction, table, writer, handle)
+                                    batch_size, step_fraction if curves else None, table,
+                                    writer, handle, on_explained)
                 if table.has_error(image_id):
                     failed.append(image_id)
                 bar.update(1)  # this shard's images only, to match `total`
@@ -163,8 +173,9 @@ def _evaluate_image(image_id: str, source: ImageSource, pending: dict[str, list[
                     model: nn.Module | LoadedModel, network: nn.Module,
                     explainers: dict[str, Explainer],
                     image_boxes: Mapping[int, ClassBoxes | Tensor] | None, pointing: bool,
-                    device: str | torch.device, batch_size: int, step_fraction: float,
-                    table: _ResultsFile, writer: Any, handle: TextIO) -> None:
+                    device: str | torch.device, batch_size: int, step_fraction: float | None,
+                    table: _ResultsFile, writer: Any, handle: TextIO,
+                    on_explained: OnExplained | None = None) -> None:
     try:
         x = _load(image_id, source).to(device)
         top1 = None
@@ -182,7 +193,8 @@ def _evaluate_image(image_id: str, source: ImageSource, pending: dict[str, list[
             explainers[method] = methods[method](model)
         try:
             rows = _evaluate_method(image_id, method, explainers[method], x, classes,
-                                    network, image_boxes, pointing, batch_size, step_fraction)
+                                    network, image_boxes, pointing, batch_size, step_fraction,
+                                    on_explained)
         except Exception as error:  # the explainer's own failure: record it and go on
             rows = [_error_row(image_id, method, c, error, pointing) for c in classes]
         table.write(writer, handle, rows)
@@ -191,7 +203,9 @@ def _evaluate_image(image_id: str, source: ImageSource, pending: dict[str, list[
 def _evaluate_method(image_id: str, method: str, explainer: Explainer, x: Tensor,
                      classes: list[int], network: nn.Module,
                      image_boxes: Mapping[int, ClassBoxes | Tensor] | None, pointing: bool,
-                     batch_size: int, step_fraction: float) -> list[list[object]]:
+                     batch_size: int, step_fraction: float | None,
+                     on_explained: OnExplained | None = None) -> list[list[object]]:
+    """Rows of one (image, method); ``step_fraction=None``: no insertion/deletion curves."""
     n = len(classes)
     target = torch.tensor(classes, dtype=torch.long, device=x.device)
     # A copy per class: an explainer that writes into its input must not touch the original.
@@ -206,15 +220,27 @@ def _evaluate_method(image_id: str, method: str, explainer: Explainer, x: Tensor
     if list(saliency.shape) != [n, *x.shape[1:]]:
         raise FdcamError(f"explainer {method!r} returned saliency of shape "
                          f"{list(saliency.shape)}; expected [{n}, {x.shape[1]}, {x.shape[2]}]")
-    curves = insertion_deletion_curves(network, x[None].expand(n, -1, -1, -1), saliency,
-                                       target, step_fraction=step_fraction,
-                                       batch_size=batch_size)
-    probability = curves.deletion[:, 0].tolist()  # deletion starts from the clean image
-    ins, dele = curves.insertion_auc.tolist(), curves.deletion_auc.tolist()
+    curves: InsertionDeletion | None = None
+    if step_fraction is None:
+        with torch.no_grad():
+            logits = network(x[None]).float()
+        probability = torch.softmax(logits, dim=1)[0, target].tolist()
+        ins: list[float | None] = [None] * n
+        dele: list[float | None] = [None] * n
+        overall: list[float | None] = [None] * n
+    else:
+        curves = insertion_deletion_curves(network, x[None].expand(n, -1, -1, -1), saliency,
+                                           target, step_fraction=step_fraction,
+                                           batch_size=batch_size)
+        probability = curves.deletion[:, 0].tolist()  # deletion starts from the clean image
+        ins, dele = curves.insertion_auc.tolist(), curves.deletion_auc.tolist()
+        overall = [a - b for a, b in zip(ins, dele, strict=True)]
+    if on_explained is not None:
+        on_explained(image_id, method, list(classes), saliency, curves)
     rows: list[list[object]] = []
     for i, cls in enumerate(classes):
         row: list[object] = [image_id, method, cls, probability[i], ins[i], dele[i],
-                             ins[i] - dele[i]]
+                             overall[i]]
         if pointing:
             row += _pointing_cells(saliency[i], image_boxes, cls)
         rows.append([*row, None])

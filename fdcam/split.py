@@ -112,19 +112,37 @@ class Split:
 
 
 def resolve_layer(model: nn.Module, layer: str | nn.Module | None) -> tuple[str, nn.Module]:
-    """Name and module of the target layer, given as a module or a dotted name."""
+    """Name and module of the target layer, given as a module or a dotted name.
+
+    An unknown name is reported with the children of its deepest valid prefix
+    ("unknown layer 'features.31'; available under 'features': features.0, …").
+    """
     if isinstance(layer, str):
         try:
             return layer, model.get_submodule(layer)
         except AttributeError:
-            names = [name for name, _ in model.named_modules() if name]
-            raise FdcamError(f"unknown layer {layer!r}; available: {_abbreviate(names)}") from None
+            raise FdcamError(_unknown_layer_message(model, layer)) from None
     if isinstance(layer, nn.Module):
         for name, module in model.named_modules():
             if module is layer:
                 return name, module
-        raise FdcamError(f"target layer {type(layer).__name__} is not a submodule of the model")
+        raise FdcamError(f"target layer {type(layer).__name__} is not a submodule of the model; "
+                         f"pass one of its modules or a dotted name")
     raise FdcamError(f"target_layer must be a module or a dotted name; got {type(layer).__name__}")
+
+
+def _unknown_layer_message(model: nn.Module, name: str) -> str:
+    """Name the deepest valid prefix of `name` and list its children, on one line."""
+    parts = name.split(".")
+    parent, prefix = model, ""
+    for depth in range(len(parts) - 1, 0, -1):
+        candidate = ".".join(parts[:depth])
+        with contextlib.suppress(AttributeError):
+            parent, prefix = model.get_submodule(candidate), candidate
+            break
+    names = [f"{prefix}.{child}" if prefix else child for child, _ in parent.named_children()]
+    where = f" under {prefix!r}" if prefix else ""
+    return f"unknown layer {name!r}; available{where}: {_abbreviate(names) or '(none)'}"
 
 
 def default_layer(model: nn.Module) -> str:
@@ -135,7 +153,7 @@ def default_layer(model: nn.Module) -> str:
         return f"features.{len(model.features) - 1}"
     if isinstance(model, ResNet):
         return "layer4"
-    if _is_efficientnet_lite(model):
+    if is_efficientnet_lite(model):
         return "_swish"
     raise FdcamError(f"no default target layer for {type(model).__name__}; pass target_layer "
                      f"(a module or a dotted name such as 'features.30')")
@@ -150,7 +168,7 @@ def split_model(model: nn.Module, layer: str | nn.Module | None = None) -> Split
         return _split_vgg(model, name)
     if isinstance(model, ResNet) and name in ("layer1", "layer2", "layer3", "layer4"):
         return _split_resnet(model, name)
-    if _is_efficientnet_lite(model) and name == "_swish":
+    if is_efficientnet_lite(model) and name == "_swish":
         return _split_efficientnet_lite(model)
     if isinstance(model, nn.Sequential) and "." not in name:
         return _split_sequential(model, name)
@@ -262,7 +280,8 @@ def _split_hook(model: nn.Module, name: str, module: nn.Module) -> Split:
     return Split(model, name, body, head, None, needs_images=True)
 
 
-def _is_efficientnet_lite(model: nn.Module) -> bool:
+def is_efficientnet_lite(model: nn.Module) -> bool:
+    """True for an ``efficientnet_lite_pytorch`` EfficientNet (False if it is not installed)."""
     with contextlib.suppress(ImportError):
         from efficientnet_lite_pytorch import EfficientNet
 

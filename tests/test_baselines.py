@@ -482,3 +482,58 @@ def test_efficientnet_lite_gradcam_is_the_head_activation_map(lite: LoadedModel)
     torch.testing.assert_close(explanation.saliency, torch.from_numpy(np.stack(expected)),
                                atol=1e-5, rtol=1e-4)
     assert hook_count(model) == 0
+
+
+def test_efficientnet_lite_view_survives_a_swapped_features_module(lite: LoadedModel) -> None:
+    # Ablation-CAM replaces the target layer (`features`) by its ablation layer, a module
+    # without `net`; the view's forward must not read anything through `features`.
+    view = EfficientNetLiteClassifier(lite.model)
+    a = torch.randn(2, 1280, 2, 2, generator=torch.Generator().manual_seed(3))
+
+    class Fixed(nn.Module):
+        def forward(self, _x: Tensor) -> Tensor:
+            return a
+
+    view.features = Fixed()
+    model = lite.model
+    with torch.no_grad():
+        expected = model._fc(model._dropout(model._avg_pooling(a).flatten(1)))
+        torch.testing.assert_close(view(images(size=64)), expected, rtol=0, atol=0)
+
+
+def test_efficientnet_lite_ablationcam_matches_the_library(lite: LoadedModel) -> None:
+    """Regression: Ablation-CAM on EfficientNet-Lite raised AttributeError ('_local_pooling')."""
+    model = lite.model
+    swish = model._swish
+
+    class Features(nn.Module):  # written out here, independently of fdcam's view
+        def __init__(self) -> None:
+            super().__init__()
+            self.net = model
+
+        def forward(self, x: Tensor) -> Tensor:
+            return self.net.extract_features(x)
+
+    class View(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.features = Features()
+            self.fc = model._fc
+
+        def forward(self, x: Tensor) -> Tensor:
+            pooled = model._avg_pooling(self.features(x)).flatten(1)
+            return self.fc(model._dropout(pooled))
+
+    x = images(batch=1, size=64)
+    explanation = make_explainer("ablationcam", lite, batch_size=64)(x, target=[[285, 2]])
+    view = View().eval()
+    expected = []
+    for c in (285, 2):
+        with pgc.AblationCAM(model=view, target_layers=[view.features], batch_size=64) as cam:
+            expected.append(cam(input_tensor=x, targets=[ClassifierOutputTarget(c)]))
+    assert explanation.saliency.shape == (1, 2, 64, 64)
+    torch.testing.assert_close(explanation.saliency,
+                               torch.from_numpy(np.stack(expected, axis=1)), rtol=0, atol=0)
+    assert model._swish is swish
+    assert not any(type(m).__name__ == "AblationLayer" for m in model.modules())
+    assert hook_count(model) == 0

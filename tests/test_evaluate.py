@@ -461,3 +461,38 @@ def test_cli_with_boxes_and_malformed_xml(tmp_path: Path, cli: Callable[..., int
     with pytest.raises(FdcamError, match=r"malformed VOC annotation .*b\.xml"):
         cli("--images", str(folder), "--methods", "corner", "--out", str(out),
             "--boxes", str(boxes))
+
+
+# ------------------------------------------------------------- curves=False and on_explained
+
+
+def test_without_curves_only_probability_and_pointing_are_filled(tmp_path: Path) -> None:
+    images = make_images(2)
+    boxes = {image_id: {1: torch.tensor([[0.0, 0.0, 7.0, 7.0]])} for image_id, _ in images}
+    run(images, tmp_path / "p.csv", boxes=boxes, curves=False)
+    df = read_results(tmp_path / "p.csv")
+    assert len(df) == 4 and df["error"].isna().all()
+    assert df[["insertion", "deletion", "overall"]].isna().all().all()
+    assert df["hit"].notna().all()
+    model = tiny_cnn()
+    for image_id, x in images:
+        expected = float(torch.softmax(model(x[None]), dim=1)[0, 1])
+        got = df.loc[df["image"] == image_id, "probability"]
+        assert got.tolist() == pytest.approx([expected] * 2, abs=1e-6)
+
+
+def test_on_explained_sees_maps_and_curves_of_successful_rows(tmp_path: Path) -> None:
+    images = make_images(2)
+    targets = {image_id: [0, 3] for image_id, _ in images}
+    seen: list[tuple[str, str, list[int], tuple[int, ...], bool]] = []
+
+    def keep(image_id, method, classes, saliency, curves):  # type: ignore[no-untyped-def]
+        seen.append((image_id, method, classes, tuple(saliency.shape), curves is not None))
+
+    run(images, tmp_path / "r.csv", methods=factories(energy=energy), targets=targets,
+        on_explained=keep)
+    assert seen == [(i, "energy", [0, 3], (2, SIZE, SIZE), True) for i, _ in images]
+    seen.clear()
+    run(images, tmp_path / "r.csv", methods=factories(energy=energy), targets=targets,
+        on_explained=keep)
+    assert seen == []  # resumed: nothing recomputed

@@ -1,0 +1,325 @@
+"""`make reproduce`: sharded = unsharded, the dry run's pieces, notebooks, bad input; bench-gpu.
+
+The evaluation steps run the real `fdcam.experiments` on stand-in trees (`fdcam.standins`),
+with VGG16 swapped for a tiny CNN at 32×32 pixels so that a whole run takes seconds.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import replace
+from pathlib import Path
+
+import nbformat
+import pandas as pd
+import pytest
+import torch
+
+from fdcam import bench_gpu, reproduce
+from fdcam.data import VOC2007, VOC_CLASSES, ImageNetVal
+from fdcam.errors import FdcamError
+from fdcam.evaluate import KEY, read_results
+from fdcam.models import LoadedModel, imagenet_categories
+from fdcam.reproduce import (
+    DRY_RESULTS,
+    PAPER_RESULTS,
+    SHARD_STEPS,
+    STEPS,
+    Plan,
+    State,
+    build_parser,
+    check_shard_records,
+    main,
+    make_plan,
+    run,
+)
+from fdcam.standins import StandIns, write_standins
+from tests.models import tiny_sequential
+
+METHODS = ("gradcam", "fdcam")
+TINY_INPUT = (32, 32)
+
+
+def plan_for(*argv: str) -> Plan:
+    return make_plan(build_parser().parse_args(list(argv)))
+
+
+@pytest.fixture(scope="module")
+def trees(tmp_path_factory: pytest.TempPathFactory) -> StandIns:
+    return write_standins(tmp_path_factory.mktemp("standins"), n_imagenet=5, n_voc_train=2,
+                          n_voc_val=5, content="noise")
+
+
+@pytest.fixture
+def tiny_models(monkeypatch: pytest.MonkeyPatch) -> None:
+    """VGG16 (ImageNet and VOC) → tiny CNNs at 32×32, wherever experiments loads them."""
+    mean, std = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+
+    def load_model(name: str, *, pretrained: bool = True,
+                   device: str | torch.device = "cpu") -> LoadedModel:
+        assert name == "vgg16" and not pretrained  # a dry run never asks for the weights
+        return LoadedModel("tiny", tiny_sequential(1000, seed=0), "3", mean, std,
+                           imagenet_categories(), TINY_INPUT)
+
+    def voc_loaded_model(checkpoint: str | Path, device: str | torch.device = "cpu"
+                         ) -> LoadedModel:
+        return LoadedModel("tiny-voc", tiny_sequential(20, seed=1), "3", mean, std,
+                           list(VOC_CLASSES), TINY_INPUT)
+
+    monkeypatch.setattr("fdcam.models.load_model", load_model)
+    monkeypatch.setattr("fdcam.finetune.voc_loaded_model", voc_loaded_model)
+    monkeypatch.setenv("FDCAM_OFFLINE", "1")  # restored after the test (run() sets it)
+
+
+def dry_plan(trees: StandIns, tmp_path: Path, results: str, **changes: object) -> Plan:
+    checkpoint = tmp_path / "voc.pt"
+    checkpoint.write_bytes(b"weights made elsewhere")  # tiny_models ignores the contents
+    plan = replace(plan_for("--dry-run"), standins_dir=trees.imagenet_val.parents[4],
+                   results_dir=tmp_path / results, voc_checkpoint=checkpoint, n_images=5,
+                   faithfulness_methods=METHODS, pointing_methods=METHODS,
+                   steps=("faithfulness", "pointing"), scratch=tmp_path / "scratch",
+                   notebooks_out=tmp_path / "notebooks-out")
+    return replace(plan, **changes)  # type: ignore[arg-type]
+
+
+# ------------------------------------------------------------------------------ sharding
+
+
+def test_sharded_run_merged_equals_unsharded_run(trees: StandIns, tmp_path: Path,
+                                                 tiny_models: None) -> None:
+    whole = dry_plan(trees, tmp_path, "whole", steps=("faithfulness", "pointing", "merge"))
+    run(whole)
+    for i in range(3):
+        run(dry_plan(trees, tmp_path, "sharded", shard=(i, 3)))
+    sharded = dry_plan(trees, tmp_path, "sharded", steps=("merge",))
+    run(sharded)
+
+    shard_files = sorted(p.name for p in (tmp_path / "sharded").glob("*.shard*of3.csv"))
+    assert len(shard_files) == 6  # faithfulness and pointing, three shards each
+    for name in ("faithfulness.csv", "pointing.csv"):
+        expected = read_results(tmp_path / "whole" / name)
+        merged = read_results(tmp_path / "sharded" / name)
+        expected = expected.sort_values(KEY, kind="stable").reset_index(drop=True)
+        assert not expected.empty and expected["error"].isna().all()
+        pd.testing.assert_frame_equal(merged, expected)
+    faithfulness = read_results(tmp_path / "whole" / "faithfulness.csv")
+    assert len(faithfulness) == 5 * len(METHODS)  # every image, every method, top-1 class
+    pointing = read_results(tmp_path / "whole" / "pointing.csv")
+    pairs = sum(len(set(VOC2007(trees.voc_root, "val").annotation(i)["labels"]))
+                for i in range(5))
+    assert len(pointing) == pairs * len(METHODS)  # every labelled class of every image
+
+    # A rerun finds every row done: nothing is appended.
+    before = (tmp_path / "whole" / "faithfulness.csv").read_bytes()
+    run(whole)
+    assert (tmp_path / "whole" / "faithfulness.csv").read_bytes() == before
+
+
+def test_merge_refuses_shards_made_with_different_weights(tmp_path: Path) -> None:
+    shards = tmp_path / "shards"
+    shards.mkdir()
+    for i, sha in enumerate(("aa", "aa", "bb")):
+        (shards / f"pointing-{i}-of-3.json").write_text(
+            json.dumps({"voc_checkpoint_sha256": sha}))
+    with pytest.raises(FdcamError, match="different fine-tuned weights") as caught:
+        check_shard_records(tmp_path)
+    assert "\n" not in str(caught.value)
+    (shards / "pointing-2-of-3.json").write_text(json.dumps({"voc_checkpoint_sha256": "aa"}))
+    check_shard_records(tmp_path)
+
+
+def test_steps_of_a_sharded_and_of_a_full_run() -> None:
+    assert plan_for("--shard", "1/4").steps == SHARD_STEPS
+    assert plan_for("--shard", "1/4").shard == (1, 4)
+    assert plan_for().steps == tuple(s for s in STEPS if s != "standins")
+    assert plan_for("--steps", "book,merge,notebooks").steps == ("merge", "notebooks", "book")
+    assert plan_for("--dry-run", "--shard", "0/2").steps[0] == "standins"
+
+
+# ------------------------------------------------------------------------------ dry run
+
+
+def test_dry_run_plan_is_offline_cpu_and_kept_apart() -> None:
+    plan = plan_for("--dry-run")
+    assert plan.dry_run and plan.device == "cpu" and plan.steps == STEPS
+    assert plan.results_dir == DRY_RESULTS != PAPER_RESULTS
+    assert plan.notebooks_out != reproduce.ROOT / "book"
+    assert plan.book_source != reproduce.ROOT
+    assert "scorecam" not in plan.faithfulness_methods  # type: ignore[operator]
+    assert "ablationcam" not in plan.pointing_methods  # type: ignore[operator]
+    assert "groupcam" in plan.faithfulness_methods  # type: ignore[operator]
+    everything = plan_for("--dry-run", "--dry-run-methods", "all")
+    assert "scorecam" in everything.faithfulness_methods  # type: ignore[operator]
+    assert plan_for("--dry-run", "--dry-run-methods", "fdcam").pointing_methods == ("fdcam",)
+
+
+def test_dry_run_standins_parse_and_reach_the_notebooks(tmp_path: Path) -> None:
+    plan = replace(plan_for("--dry-run"), standins_dir=tmp_path / "standins")
+    reproduce.step_standins(plan, State())
+    imagenet_val, voc_root = reproduce._inputs(plan)
+    val = ImageNetVal(imagenet_val)
+    assert len(val) >= plan.n_images  # type: ignore[operator]
+    assert len(VOC2007(voc_root, "train")) == reproduce.DRY_VOC_TRAIN
+    assert len(VOC2007(voc_root, "val")) == reproduce.DRY_VOC_VAL
+    parameters = reproduce.notebook_parameters(plan, State())
+    assert parameters["profile"] == "paper" and parameters["dry_run"] is True
+    assert parameters["imagenet_val"] == str(imagenet_val)
+    assert parameters["voc_root"] == str(voc_root)
+    assert parameters["results_dir"] == str(DRY_RESULTS)
+
+
+def test_a_dry_run_never_writes_into_real_results(tmp_path: Path) -> None:
+    real = tmp_path / "real"
+    real.mkdir()
+    (real / reproduce.RUN_RECORD).write_text(json.dumps({"kind": "paper"}))
+    plan = replace(plan_for("--dry-run"), results_dir=real)
+    with pytest.raises(FdcamError, match="holds paper results") as caught:
+        reproduce.check_plan(plan)
+    assert "\n" not in str(caught.value)
+    with pytest.raises(FdcamError, match="is the paper's results folder"):
+        plan_for("--dry-run", "--results-dir", str(PAPER_RESULTS))
+
+
+def _notebook(path: Path, parameters: str, body: str) -> None:
+    nb = nbformat.v4.new_notebook()
+    cell = nbformat.v4.new_code_cell(parameters)
+    cell.metadata["tags"] = ["parameters"]
+    nb.cells = [cell, nbformat.v4.new_code_cell(body)]
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3",
+                                 "language": "python"}
+    nbformat.write(nb, path)
+
+
+def test_notebook_step_executes_skips_and_keeps_the_old_output(trees: StandIns,
+                                                               tmp_path: Path) -> None:
+    sources = tmp_path / "notebooks"
+    sources.mkdir()
+    _notebook(sources / "05_faithfulness.ipynb",
+              'profile = "offline"\nresults_dir = None\ndry_run = False\nn_images = None',
+              'assert profile == "paper" and dry_run and n_images == 5\nprint(results_dir)')
+    _notebook(sources / "01_channel_similarity.ipynb", 'profile = "offline"', "print(1)")
+    plan = dry_plan(trees, tmp_path, "results", notebooks_in=sources)
+    state = State()
+    reproduce.step_notebooks(plan, state)
+    executed = nbformat.read(plan.notebooks_out / "05_faithfulness.ipynb", as_version=4)
+    assert str(plan.results_dir) in executed.cells[-1].outputs[0]["text"]
+    assert not (plan.notebooks_out / "01_channel_similarity.ipynb").exists()
+    assert state.not_dry_runnable == ["01_channel_similarity"]
+    assert "06_discriminability" in state.missing_notebooks
+    assert "05_faithfulness" not in state.missing_notebooks
+
+    # A failing notebook leaves the previous output in place and its own in scratch.
+    _notebook(sources / "05_faithfulness.ipynb", "dry_run = False", "raise ValueError('x')")
+    before = (plan.notebooks_out / "05_faithfulness.ipynb").read_bytes()
+    with pytest.raises(FdcamError, match="1 notebook") as caught:
+        reproduce.step_notebooks(plan, State())
+    assert "\n" not in str(caught.value)
+    assert (plan.notebooks_out / "05_faithfulness.ipynb").read_bytes() == before
+    assert (plan.scratch / "05_faithfulness.ipynb").is_file()
+
+
+# ------------------------------------------------------------------------------ bad input
+
+
+def _one_line_error(capsys: pytest.CaptureFixture[str], *argv: str) -> str:
+    assert main(list(argv)) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("error: ")
+    return err
+
+
+def test_missing_imagenet_val_is_one_line_naming_it(tmp_path: Path,
+                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    missing = tmp_path / "nowhere"
+    err = _one_line_error(capsys, "--imagenet-val", str(missing), "--voc-root", str(tmp_path))
+    assert "IMAGENET_VAL" in err and str(missing) in err and "does not exist" in err
+    assert "IMAGENET_VAL is not set" in _one_line_error(capsys, "--voc-root", str(tmp_path))
+
+
+def test_incomplete_inputs_are_caught_before_any_work(trees: StandIns, tmp_path: Path,
+                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    # The full run needs all 2,000 manifest images; the first five are enough with N_IMAGES.
+    err = _one_line_error(capsys, "--imagenet-val", str(trees.imagenet_val), "--results-dir",
+                          str(tmp_path / "r"))
+    assert "IMAGENET_VAL=" in err and "1995 of the 2000 images" in err
+    err = _one_line_error(capsys, "--imagenet-val", str(trees.imagenet_val), "--n-images", "5",
+                          "--results-dir", str(tmp_path / "r"))
+    assert "VOC_ROOT is not set" in err
+    err = _one_line_error(capsys, "--imagenet-val", str(trees.imagenet_val), "--n-images", "5",
+                          "--voc-root", str(tmp_path), "--results-dir", str(tmp_path / "r"))
+    assert "VOC_ROOT=" in err and "not a VOC2007 tree" in err
+    assert not (tmp_path / "r").exists()  # nothing was written
+
+
+@pytest.mark.parametrize(("argv", "message"), [
+    (["--shard", "4/4"], "SHARD i/n needs 0 <= i < n"),
+    (["--shard", "two"], "SHARD must look like i/n"),
+    (["--steps", "faithfulness,tables"], "unknown step 'tables'"),
+    (["--steps", "standins"], "belongs to the dry run"),
+    (["--device", "tpu"], "unknown DEVICE 'tpu'"),
+    (["--dry-run-methods", "all"], "applies to the dry run only"),
+    (["--dry-run", "--dry-run-methods", "gradcam,magic"], "unknown method 'magic'"),
+])
+def test_bad_arguments_are_one_line_errors(argv: list[str], message: str,
+                                           capsys: pytest.CaptureFixture[str]) -> None:
+    assert message in _one_line_error(capsys, *argv)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+def test_cuda_without_a_gpu_is_one_line(capsys: pytest.CaptureFixture[str]) -> None:
+    assert "no CUDA device" in _one_line_error(capsys, "--device", "cuda")
+    assert bench_gpu.main(["--device", "cuda"]) == 2
+    assert "no CUDA device" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------------------ bench-gpu
+
+
+def test_bench_projection_multiplies_per_image_costs_by_the_paper_counts() -> None:
+    parts = {key: bench_gpu.Part(key, [1.0])
+             for key in (*bench_gpu.TABLE_I_METHODS, *bench_gpu.VARIANTS)}
+    parts.update({f"voc:{m}": bench_gpu.Part(m, [4.0]) for m in bench_gpu.TABLE_II_METHODS})
+    parts["insdel"] = bench_gpu.Part("insdel", [2.0])
+    parts["finetune"] = bench_gpu.Part("finetune", [0.5])
+    parts["forward"] = bench_gpu.Part("forward", [0.25])
+    parts["decode"] = bench_gpu.Part("decode", [0.01])
+    projection = bench_gpu.project(parts, pairs=10, voc_classes=2)
+    assert len(projection.faithfulness) == 13
+    assert all(v == 2000 * 3.0 for v in projection.faithfulness.values())
+    assert all(v == 10 * 2.0 for v in projection.pointing.values())
+    compute, loading = 10 * (2501 * 0.5 + 2510 * 0.25), 10 * 5011 * 0.01
+    assert projection.finetune == pytest.approx(compute + loading)  # decoded in turn
+    assert projection.decoding == pytest.approx(4510 * 0.01)
+    scaled = bench_gpu.project(parts, pairs=10, voc_classes=2, scale=0.001, workers=8)
+    assert scaled.faithfulness["fdcam"] == pytest.approx(6.0)
+    assert scaled.finetune == pytest.approx(loading / 8)  # loader-bound: decoding overlaps
+    assert scaled.decoding == projection.decoding  # JPEG decoding stays CPU time
+    parts["scorecam"].error = "OutOfMemoryError"
+    assert math.isnan(bench_gpu.project(parts, pairs=10, voc_classes=2).total)
+
+
+def test_bench_uses_the_experiments_settings() -> None:
+    from types import SimpleNamespace
+
+    from fdcam import experiments
+
+    for device in ("cpu", "cuda"):
+        for method in ("scorecam", "groupcam", "fdcam"):
+            assert bench_gpu.pipeline_options(method, torch.device(device)) == \
+                experiments._options(method, SimpleNamespace(device=device))
+    assert bench_gpu.pipeline_metric_batch() == experiments.Setup.batch_size
+    assert set(bench_gpu.TABLE_II_METHODS) == set(experiments.TABLE_METHODS["II"])
+    faithfulness = {m for t in ("I", "III", "IV") for m in experiments.TABLE_METHODS[t]}
+    assert faithfulness == {*bench_gpu.TABLE_I_METHODS, *bench_gpu.VARIANTS}
+    assert bench_gpu.H100.rate() == pytest.approx(66.9e12 * 0.5)
+    assert 2 * bench_gpu.VGG16_GMAC == 31.0
+
+
+def test_voc_pairs_are_counted_from_a_tree(trees: StandIns) -> None:
+    pairs, source = bench_gpu.voc_pairs(trees.voc_root)
+    voc = VOC2007(trees.voc_root, "val")
+    assert pairs == sum(len(set(voc.annotation(i)["labels"])) for i in range(len(voc)))
+    assert "counted" in source
+    assumed, source = bench_gpu.voc_pairs(None)
+    assert assumed == pytest.approx(2510 * 1.46) and "assumed" in source
