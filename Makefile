@@ -10,9 +10,7 @@ JB_FLAGS ?= -W --keep-going
 JB := $(VENV)/bin/jupyter-book
 # The executed notebooks run in this virtual environment's kernel: papermill's `python3`
 # resolves to .venv's interpreter when environment paths come first; nbval is told so.
-KERNEL := python3
 export JUPYTER_PREFER_ENV_PATH := 1
-NOTEBOOKS = $(sort $(wildcard notebooks/[0-9][0-9]_*.ipynb))
 MATHJAX := _build/mathjax/mathjax/MathJax.js
 
 .PHONY: setup test lint bench book book-html notebooks nbval nbval-book smoke-notebooks \
@@ -41,7 +39,7 @@ bench: setup
 #   make reproduce IMAGENET_VAL=… VOC_ROOT=… [DEVICE=cuda] [VOC_DOWNLOAD=1] [SHARD=i/n]
 #   make reproduce DRY_RUN=1        # offline CPU rehearsal: random weights, stand-in data
 # Also: VOC_CHECKPOINT (weights fine-tuned elsewhere), RESULTS_DIR, STEPS (a comma list),
-# N_IMAGES / N_VOC (the first N only), DRY_RUN_METHODS (all, or a comma list).
+# N_IMAGES / N_VOC (the first N only).
 .PHONY: reproduce bench-gpu
 DEVICE ?= auto
 reproduce: setup mathjax
@@ -54,7 +52,6 @@ reproduce: setup mathjax
 	  $(if $(N_IMAGES),--n-images '$(N_IMAGES)') $(if $(N_VOC),--n-voc '$(N_VOC)') \
 	  $(if $(filter 1 yes true,$(VOC_DOWNLOAD)),--voc-download) \
 	  $(if $(filter 1 yes true,$(DRY_RUN)),--dry-run) \
-	  $(if $(DRY_RUN_METHODS),--dry-run-methods '$(DRY_RUN_METHODS)') \
 	  --jb-flags '$(JB_FLAGS)'
 
 # GPU timings of every part and a projection of the full run; on a CPU:
@@ -91,26 +88,15 @@ book: notebooks mathjax
 book-html: setup mathjax
 	$(JB) build . $(JB_FLAGS)
 
-# Only execute: papermill, `-p profile $(PROFILE)`, into $(NOTEBOOK_DIR)/ (default book/), also
-# the working directory (where nbval will re-run them). An unknown profile stops here, with
-# one line. A notebook that fails leaves its executed copy as it was; its partial output
-# goes to _build/papermill for reading.
+# Only execute: every notebooks/NN_*.ipynb through papermill (fdcam/notebooks.py) with
+# `-p profile $(PROFILE)` and NB_PARAMS (e.g. NB_PARAMS='-p device cuda'), into
+# $(NOTEBOOK_DIR)/ (default book/), also the working directory (where nbval re-runs them).
+# A bad parameter stops before anything runs, or in the cell after the parameters, with one
+# line; a failed notebook leaves its executed copy as it was (partial output: _build/papermill).
 NOTEBOOK_DIR ?= book
+NB_PARAMS ?=
 notebooks: setup
-	@$(PY) -m fdcam.report check-profile '$(PROFILE)'
-	@mkdir -p _build/papermill $(NOTEBOOK_DIR)
-	@set -e; for source in $(NOTEBOOKS); do \
-	  name=$$(basename "$$source"); target="$(NOTEBOOK_DIR)/$$name"; kept="_build/papermill/$$name.kept"; \
-	  echo "papermill $$source -> $$target (profile $(PROFILE))"; \
-	  rm -f "$$kept"; if [[ -f "$$target" ]]; then cp "$$target" "$$kept"; fi; \
-	  if ! $(VENV)/bin/papermill "$$source" "$$target" -p profile '$(PROFILE)' -k $(KERNEL) \
-	      --cwd $(NOTEBOOK_DIR) --no-progress-bar --log-level WARNING; then \
-	    if [[ -f "$$target" ]]; then mv "$$target" "_build/papermill/$$name"; fi; \
-	    if [[ -f "$$kept" ]]; then mv "$$kept" "$$target"; fi; \
-	    echo "error: $$source failed; its output is in _build/papermill/$$name" >&2; exit 1; \
-	  fi; \
-	  rm -f "$$kept"; \
-	done
+	$(PY) -m fdcam.notebooks --into $(NOTEBOOK_DIR) -p profile '$(PROFILE)' $(NB_PARAMS)
 
 # MathJax 2.7 for reading offline, from the jupyter-server-mathjax package (a dev
 # dependency); _config.yml adds _build/mathjax to html_static_path. The package has no SVG

@@ -89,7 +89,7 @@ def pipeline_options(method: str, device: torch.device) -> dict[str, Any]:
 
     from fdcam import experiments
 
-    return experiments._options(method, SimpleNamespace(device=device.type))  # type: ignore[arg-type]
+    return experiments.method_options(method, SimpleNamespace(device=device.type))  # type: ignore[arg-type]
 
 
 def pipeline_metric_batch() -> int:

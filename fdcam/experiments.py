@@ -25,9 +25,10 @@ Runs, in the order that lets later notebooks reuse earlier rows::
 
 Targets: the faithfulness runs explain each image's top-1 class (the model's decision, the
 usual choice of the insertion/deletion literature); the pointing game explains every class
-with a box in the image. Score-CAM and Ablation-CAM cost one full forward pass per channel
-(1,280 for EfficientNet-Lite0): on a CPU the offline profile runs them on fewer images
-(`Setup.heavy_limits`), and every table says how many images each number rests on.
+with a box in the image. Score-CAM costs one full forward pass per channel (1,280 for
+EfficientNet-Lite0; Ablation-CAM too on VGG16): on a CPU the offline profile runs it on
+the photos but on 2 of the 8 mosaics only (`Setup.heavy_methods`, `Setup.heavy_limits`),
+and every table says how many images (or pairs) each number rests on.
 
 Relative paths given to `setup` are taken from the repository root, whatever the working
 directory (papermill runs the notebooks in ``book/`` or ``tests/nbval/``).
@@ -58,6 +59,7 @@ import torch
 from PIL import Image
 from torch import Tensor
 
+from fdcam.checks import check_device, check_int
 from fdcam.errors import FdcamError
 from fdcam.evaluate import (
     ImageSource,
@@ -80,12 +82,12 @@ from fdcam.report import PROFILES, check_profile, compare_table, method_label
 
 __all__ = [
     "FAITHFULNESS_METRICS", "HEAVY_METHODS", "PROFILES", "SETTINGS", "TABLE_METHODS",
-    "ClassMaps", "CurvePanel", "PointingImage", "ProfileSettings", "Setup",
-    "combination_check", "combination_verdict", "discriminability_maps", "faithfulness_curves",
-    "faithfulness_results", "findings", "freeze_body", "merge_shards", "paired_vs_fdcam",
-    "pointing_results", "ranks", "rounded", "rows_done", "run_faithfulness", "run_pointing",
-    "setup", "side_by_side", "switch_on_check", "table_1", "table_2", "table_3", "table_4",
-    "table_methods",
+    "ClassMaps", "CurvePanel", "PointingImage", "ProfileSettings", "Setup", "as_text",
+    "combination_check", "combination_verdict", "csv_path", "discriminability_maps",
+    "faithfulness_curves", "faithfulness_results", "findings", "freeze_body", "merge_shards",
+    "method_options", "paired_vs_fdcam", "pointing_results", "ranks", "rounded", "rows_done",
+    "run_faithfulness", "run_pointing", "setup", "side_by_side", "switch_on_check", "table_1",
+    "table_2", "table_3", "table_4", "table_methods",
 ]
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -120,9 +122,12 @@ _SMOKE_METHODS: dict[str, tuple[str, ...]] = {
     "IV": TABLE_METHODS["IV"],
 }
 
-# Masked or ablated copies per forward pass of the heavy methods and Group-CAM (the
-# library defaults, 16 and 32, leave a CPU half idle; the result does not depend on it).
-_BATCHED_METHODS = ("scorecam", "ablationcam", "groupcam")
+# Masked or ablated copies per forward pass of the heavy methods and Group-CAM; the maps do
+# not depend on it. On this 2-core CPU small batches are faster (Score-CAM on
+# EfficientNet-Lite0: 20 s per map at 4, 22 s at 16, 41 s at 64; Ablation-CAM's ablation
+# layer scans the whole batch once per copy); on a GPU large ones are.
+_CPU_BATCH = {"scorecam": 4, "ablationcam": 16, "groupcam": 16}
+_CUDA_BATCH = 128
 
 
 @dataclass(frozen=True)
@@ -149,11 +154,13 @@ class ProfileSettings:
 
 
 SETTINGS: dict[str, ProfileSettings] = {
-    # CPU budget (2 cores): the three experiment notebooks in about 12 minutes. Score-CAM
-    # takes about 50 s per map on EfficientNet-Lite0: it runs on the five photos of Table I
-    # (every method on the same images) but not on the mosaics (4 classes each: 200 s per
-    # mosaic); Ablation-CAM's ~15 s per class map bounds the number of mosaics.
-    "offline": ProfileSettings(n_images=5, n_pointing=5, heavy_images=None, heavy_pointing=0,
+    # CPU budget (2 cores): the three experiment notebooks within about 12 minutes (about 8
+    # on an idle machine, from per-method timings; other processes slow all of it).
+    # Score-CAM takes about 20 s per map on EfficientNet-Lite0 (batch 4): it runs on the
+    # five photos of Table I (every method on the same images) and on the first 2 of the
+    # 8 mosaics (4 classes each: about 80 s per mosaic); a mosaic costs the other methods
+    # a few seconds.
+    "offline": ProfileSettings(n_images=5, n_pointing=8, heavy_images=None, heavy_pointing=2,
                                heavy=("scorecam",)),
     "smoke": ProfileSettings(n_images=2, n_pointing=1, heavy_images=0, heavy_pointing=0,
                              step_fraction=0.125, figure_images=2,
@@ -162,6 +169,14 @@ SETTINGS: dict[str, ProfileSettings] = {
     "paper": ProfileSettings(n_images=None, n_pointing=None, heavy_images=None,
                              heavy_pointing=None),
 }
+
+
+# A dry run (random-weight VGG16 on stand-in trees, CPU) proves the wiring, not numbers:
+# curves with 12.5 % of the image per step (the smoke profile's; the paper's 3.6 % costs
+# three times as much), and Score-CAM and Ablation-CAM, ~512 VGG16 passes per map, on the
+# first image of each run only.
+DRY_RUN_STEP_FRACTION = 0.125
+DRY_RUN_HEAVY_LIMITS: Mapping[str, int | None] = {"faithfulness": 1, "pointing": 1}
 
 
 @dataclass(frozen=True)
@@ -275,7 +290,9 @@ def setup(profile: str, *, imagenet_val: str | Path | None = None,
     `n_images` if given), `voc_root` the VOC2007 tree (val split, first `n_mosaics` images
     if given), `voc_checkpoint` the fine-tuned VGG16 of `fdcam.finetune` (may be omitted
     for a dry run: a random 20-class head). ``dry_run=True`` loads VGG16 with random
-    weights and writes to ``data/results/paper-dry-run/``.
+    weights, writes to ``data/results/paper-dry-run/``, uses coarse curves
+    (`DRY_RUN_STEP_FRACTION`) and runs the heavy methods on one image of each run
+    (`DRY_RUN_HEAVY_LIMITS`): the pipeline of the paper profile in minutes on a CPU.
 
     `heavy_limits` overrides how many faithfulness / pointing images the heavy methods
     (``Setup.heavy_methods``: Score-CAM offline, Score-CAM and Ablation-CAM for VGG16) run
@@ -286,10 +303,10 @@ def setup(profile: str, *, imagenet_val: str | Path | None = None,
     so every run recomputes (which is what nbval checks).
     """
     check_profile(profile)
-    seed = _check_int(seed, "seed", minimum=0)
-    device = _check_device(device)
-    n_images = None if n_images is None else _check_int(n_images, "n_images")
-    n_mosaics = None if n_mosaics is None else _check_int(n_mosaics, "n_mosaics")
+    seed = check_int(seed, "seed", minimum=0)
+    device = check_device(device)
+    n_images = None if n_images is None else check_int(n_images, "n_images")
+    n_mosaics = None if n_mosaics is None else check_int(n_mosaics, "n_mosaics")
     if not isinstance(dry_run, bool):
         raise FdcamError(f"dry_run must be True or False; got {dry_run!r}")
     if dry_run and profile != "paper":
@@ -319,7 +336,7 @@ def _check_heavy(limits: Mapping[str, int | None] | None) -> dict[str, int | Non
         if kind not in ("faithfulness", "pointing"):
             raise FdcamError(f"heavy_limits has unknown key {kind!r}; expected faithfulness "
                              f"or pointing")
-        out[kind] = None if limit is None else _check_int(limit, f"heavy_limits[{kind!r}]",
+        out[kind] = None if limit is None else check_int(limit, f"heavy_limits[{kind!r}]",
                                                           minimum=0)
     return out
 
@@ -418,10 +435,12 @@ def _paper_setup(settings: ProfileSettings, imagenet_val: str | Path | None,
     pointing = _VocPointingImages(voc, voc_ids, pointing_model)
     note = (f"{len(faithfulness)} ILSVRC2012 val images of the manifest; "
             f"{len(voc_ids)} VOC2007 val images")
+    limits = dict(DRY_RUN_HEAVY_LIMITS) if dry_run else {"faithfulness": None, "pointing": None}
+    step_fraction = DRY_RUN_STEP_FRACTION if dry_run else settings.step_fraction
     return Setup("paper", model, pointing_model, device, Path(), faithfulness, pointing,
-                 dict(settings.methods), {"faithfulness": None, "pointing": None},
-                 settings.step_fraction, figure_images=settings.figure_images, seed=seed,
-                 dry_run=dry_run, data_note=note, heavy_methods=settings.heavy)
+                 dict(settings.methods), limits, step_fraction,
+                 figure_images=settings.figure_images, seed=seed, dry_run=dry_run,
+                 data_note=note, heavy_methods=settings.heavy)
 
 
 def _voc_model(checkpoint: Path | None, device: str, dry_run: bool) -> LoadedModel:
@@ -536,21 +555,6 @@ def _existing_file(value: str | Path | None, name: str, expected: str) -> Path:
     return path
 
 
-def _check_int(value: object, name: str, minimum: int = 1) -> int:
-    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < minimum:
-        raise FdcamError(f"{name} must be an int >= {minimum} (or None); got {value!r}")
-    return int(value)
-
-
-def _check_device(device: object) -> str:
-    if not isinstance(device, str) or not re.fullmatch(r"cpu|cuda(:\d+)?", device):
-        raise FdcamError(f"device must be 'cpu' or 'cuda' (or 'cuda:N'); got {device!r}")
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise FdcamError(f"device {device!r} was asked for but no CUDA device is available; "
-                         f"use device='cpu'")
-    return device
-
-
 def _clip(limit: int | None, n: int) -> int | None:
     return None if limit is None or limit >= n else limit
 
@@ -600,8 +604,8 @@ def _run(setup: Setup, kind: str, methods: list[str], shard: tuple[int, int],
             or not all(isinstance(v, int) and not isinstance(v, bool) for v in shard)
             or not 0 <= shard[0] < shard[1]):
         raise FdcamError(f"shard must be (i, n) with 0 <= i < n; got {shard!r}")
-    batch = setup.batch_size if batch_size is None else _check_int(batch_size, "batch_size")
-    csv_path = _csv_path(setup, kind, (int(shard[0]), int(shard[1])))
+    batch = setup.batch_size if batch_size is None else check_int(batch_size, "batch_size")
+    path = csv_path(setup, kind, (int(shard[0]), int(shard[1])))
     pointing = kind == "pointing"
     model = setup.pointing_model if pointing else setup.model
     if pointing:
@@ -620,23 +624,25 @@ def _run(setup: Setup, kind: str, methods: list[str], shard: tuple[int, int],
     for count, names in sorted(groups.items(), reverse=True):
         if count == 0:
             continue
-        factories = {name: functools.partial(make_explainer, name, **_options(name, setup))
+        factories = {name: functools.partial(make_explainer, name, **method_options(name, setup))
                      for name in names}
-        evaluate(images[:count], factories, model, csv_path, boxes=boxes, batch_size=batch,
+        evaluate(images[:count], factories, model, path, boxes=boxes, batch_size=batch,
                  step_fraction=setup.step_fraction, shard=shard, device=setup.device,
                  curves=not pointing, on_explained=keeper)
-    if not csv_path.exists():  # nothing to run (e.g. only heavy methods, limit 0)
-        csv_path.parent.mkdir(parents=True, exist_ok=True)
+    if not path.exists():  # nothing to run (e.g. only heavy methods, limit 0)
+        path.parent.mkdir(parents=True, exist_ok=True)
         from fdcam.evaluate import result_columns
 
-        csv_path.write_text(",".join(result_columns(pointing)) + "\n")
-    return csv_path
+        path.write_text(",".join(result_columns(pointing)) + "\n")
+    return path
 
 
-def _options(method: str, setup: Setup) -> dict[str, Any]:
-    if method in _BATCHED_METHODS:
-        return {"batch_size": 128 if setup.device.startswith("cuda") else 64}
-    return {}
+def method_options(method: str, setup: Setup) -> dict[str, Any]:
+    """`make_explainer` options of `method` in `setup` (the batch size of the methods that
+    run many masked copies; their maps do not depend on it)."""
+    if method not in _CPU_BATCH:
+        return {}
+    return {"batch_size": _CUDA_BATCH if setup.device.startswith("cuda") else _CPU_BATCH[method]}
 
 
 class _BoxesView(Mapping[str, Mapping[int, ClassBoxes]]):
@@ -671,7 +677,9 @@ def _check_methods(methods: Sequence[str] | None, default: tuple[str, ...],
     return chosen
 
 
-def _csv_path(setup: Setup, kind: str, shard: tuple[int, int]) -> Path:
+def csv_path(setup: Setup, kind: str, shard: tuple[int, int] = (0, 1)) -> Path:
+    """The CSV a run of `kind` ("faithfulness" or "pointing") appends to: the main table, or
+    ``<table>.shard<i>of<n>.csv`` for shard (i, n) of a sharded run."""
     main = setup.faithfulness_csv if kind == "faithfulness" else setup.pointing_csv
     if shard == (0, 1):
         return main
@@ -759,7 +767,7 @@ def faithfulness_curves(setup: Setup, n: int | None = None,
     run); a method that has none for an image is explained and measured here (heavy
     methods only within their image limit). `methods` default to Table I's.
     """
-    n = setup.figure_images if n is None else _check_int(n, "n")
+    n = setup.figure_images if n is None else check_int(n, "n")
     chosen = _check_methods(methods, setup.methods["I"], "faithfulness")
     if "fdcam" not in chosen:
         chosen.append("fdcam")
@@ -790,7 +798,7 @@ def faithfulness_curves(setup: Setup, n: int | None = None,
 def _explain_and_measure(setup: Setup, method: str, x: Tensor) -> dict[str, Any]:
     from fdcam.baselines import make_explainer
 
-    explainer = make_explainer(method, setup.model, **_options(method, setup))
+    explainer = make_explainer(method, setup.model, **method_options(method, setup))
     explanation = explainer(x[None])
     target = explanation.targets.reshape(-1)[:1].to(x.device)
     curves = insertion_deletion_curves(setup.model.model, x[None], explanation.saliency,
@@ -844,7 +852,7 @@ def discriminability_maps(setup: Setup, image_id: str | None = None,
             continue
         from fdcam.baselines import make_explainer
 
-        explainer = make_explainer(method, setup.pointing_model, **_options(method, setup))
+        explainer = make_explainer(method, setup.pointing_model, **method_options(method, setup))
         explanation = explainer(x[None].repeat(len(classes), 1, 1, 1), target=classes)
         maps[method] = explanation.saliency.detach().cpu()
     names = [setup.pointing_model.categories[c] for c in classes]
@@ -1261,6 +1269,14 @@ def ranks(table: pd.DataFrame) -> pd.DataFrame:
             rank = values.rank(ascending=lower, method="min")
             out[f"{metric} {source}"] = rank.reindex(labels).astype("Int64")
     return out
+
+
+def as_text(frame: pd.DataFrame, decimals: int = 3, *, index: bool = True) -> str:
+    """A table as plain text with every float printed with `decimals` decimals — the form
+    the notebooks print in cells that nbval compares (bit-stable, whatever pandas' display
+    options)."""
+    return frame.to_string(float_format=f"{{:.{decimals}f}}".format, index=index,
+                           na_rep="—")
 
 
 def rounded(frame: pd.DataFrame, decimals: int = 3) -> pd.DataFrame:

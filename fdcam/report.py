@@ -9,15 +9,13 @@ Usage in a notebook::
 
     from fdcam.report import check_profile, compare_table, paper_table
 
-    check_profile(profile)            # second cell, right after the parameters
+    check_profile(profile)            # one-line FdcamError unless offline, paper or smoke
     paper_table("I")                  # method, metric, value — in the paper's row order
     compare_table(ours, "I")          # paper, ours, difference, our 95 % CI, side by side
 """
 
 from __future__ import annotations
 
-import sys
-from collections.abc import Sequence
 from functools import lru_cache
 from pathlib import Path
 
@@ -66,8 +64,8 @@ COMPARE_COLUMNS = ("method", "metric", "paper", "ours", "difference", "ci_low", 
 def check_profile(profile: str) -> str:
     """Return `profile` if it is one of `PROFILES`; otherwise raise a one-line FdcamError.
 
-    Every notebook calls it in its second cell, so that a bad papermill parameter
-    (``-p profile x``) stops the run before any work is done.
+    `fdcam.notebooks.check_parameters` and `fdcam.experiments.setup` call it, so a bad
+    papermill parameter (``-p profile x``) stops a notebook before any work is done.
     """
     if profile not in PROFILES:
         raise FdcamError(f"unknown profile {profile!r}; expected one of {', '.join(PROFILES)}")
@@ -177,21 +175,3 @@ def _check_ours(ours: pd.DataFrame, table: str) -> pd.DataFrame:
             raise FdcamError("ours has pointing_game values in [0, 1]; the paper's Table II is "
                              "in percent: multiply by 100")
     return frame.astype({"mean": float, "ci_low": float, "ci_high": float})
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m fdcam.report check-profile NAME``: exit 2 with one line if NAME is unknown."""
-    args = list(sys.argv[1:] if argv is None else argv)
-    if len(args) != 2 or args[0] != "check-profile":
-        print("usage: python -m fdcam.report check-profile NAME", file=sys.stderr)
-        return 2
-    try:
-        check_profile(args[1])
-    except FdcamError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -28,13 +28,13 @@ share the weights (``--voc-checkpoint``), as GPU training is not bit-identical a
 machines.
 
 ``--dry-run`` runs the same pipeline offline on a CPU in minutes: VGG16 with random weights,
-stand-in trees of a few images (`fdcam.standins`), a fine-tuning of two steps, the methods
-that take seconds per map (Score-CAM and Ablation-CAM each need ~512 VGG16 passes per map,
-minutes on a CPU, and are left out unless ``--dry-run-methods all``), insertion/deletion
-curves with 12.5 % of the image per step (the smoke profile's; the paper's 3.6 % takes
-three times as long), results in ``data/results/paper-dry-run``, notebooks in
-``_build/dry-run/notebooks`` and the book in ``_build/dry-run/book``. Only notebooks that
-declare a ``dry_run`` parameter run in it (the others would load the ImageNet weights).
+stand-in trees of a few images (`fdcam.standins`), a fine-tuning of two steps, and what
+``experiments.setup(..., dry_run=True)`` sets: every method, Score-CAM and Ablation-CAM
+(~512 VGG16 passes per map) on the first image of each run only, insertion/deletion curves
+with 12.5 % of the image per step (the paper's 3.6 % takes three times as long). Results go
+to ``data/results/paper-dry-run``, notebooks (each run with ``dry_run=True``) to
+``_build/dry-run/notebooks`` and the book to ``_build/dry-run/book``. Notebooks that do
+not declare a ``dry_run`` parameter are skipped in it (they would load ImageNet weights).
 A results folder remembers whether it holds real or dry-run results and refuses the other.
 
 Examples::
@@ -63,7 +63,7 @@ from typing import Any
 
 import torch
 
-from fdcam import experiments
+from fdcam import experiments, notebooks
 from fdcam.errors import FdcamError
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -88,11 +88,10 @@ DRY_RESULTS = experiments.RESULTS_ROOT / "paper-dry-run"
 DRY_BUILD = ROOT / "_build" / "dry-run"
 PAPERMILL_LEFTOVERS = ROOT / "_build" / "papermill"
 
-# The dry run: few images, a two-step fine-tuning, the methods that take seconds per map.
+# The dry run: few images, a two-step fine-tuning (the rest: experiments.setup(dry_run=True)).
 DRY_IMAGENET_IMAGES = 2
 DRY_VOC_TRAIN, DRY_VOC_VAL = 4, 2
 DRY_FINETUNE = {"epochs": 1, "batch_size": 2, "limit": DRY_VOC_TRAIN, "pretrained": False}
-DRY_SKIPPED_METHODS = experiments.HEAVY_METHODS  # ~512 VGG16 passes per map
 FAITHFULNESS_METHODS = tuple(dict.fromkeys(
     m for table in ("I", "III", "IV") for m in experiments.TABLE_METHODS[table]))
 POINTING_METHODS = experiments.TABLE_METHODS["II"]
@@ -195,22 +194,6 @@ def _steps(text: str | None, dry_run: bool, sharded: bool) -> tuple[str, ...]:
     return tuple(steps)
 
 
-def _dry_methods(text: str | None) -> tuple[tuple[str, ...], tuple[str, ...]]:
-    if text == "all":
-        return FAITHFULNESS_METHODS, POINTING_METHODS
-    if text:
-        chosen = [m.strip() for m in text.split(",") if m.strip()]
-        known = set(FAITHFULNESS_METHODS) | set(POINTING_METHODS)
-        unknown = [m for m in chosen if m not in known]
-        if unknown:
-            raise FdcamError(f"unknown method {unknown[0]!r} in DRY_RUN_METHODS; available: "
-                             f"{', '.join(FAITHFULNESS_METHODS)} (or all)")
-        return (tuple(m for m in FAITHFULNESS_METHODS if m in chosen),
-                tuple(m for m in POINTING_METHODS if m in chosen))
-    return (tuple(m for m in FAITHFULNESS_METHODS if m not in DRY_SKIPPED_METHODS),
-            tuple(m for m in POINTING_METHODS if m not in DRY_SKIPPED_METHODS))
-
-
 def make_plan(args: argparse.Namespace) -> Plan:
     """Resolve the command line into a `Plan`; every bad input is a one-line FdcamError."""
     shard = _shard(args.shard or "0/1")
@@ -228,18 +211,15 @@ def make_plan(args: argparse.Namespace) -> Plan:
             raise FdcamError(f"RESULTS_DIR={results} is the paper's results folder; a dry run "
                              f"writes elsewhere (default {DRY_RESULTS})")
         dry_root = DRY_ROOT
-        faithfulness, pointing = _dry_methods(args.dry_run_methods)
         return Plan(
             dry_run=True, device=device, imagenet_val=None, voc_root=None, voc_download=False,
             voc_checkpoint=voc_checkpoint, checkpoint_dir=dry_root / "voc-finetune",
             results_dir=results, notebooks_out=DRY_BUILD / "notebooks",
             book_source=DRY_BUILD / "book", shard=shard, steps=steps,
             n_images=args.n_images or DRY_IMAGENET_IMAGES, n_voc=args.n_voc,
-            faithfulness_methods=faithfulness, pointing_methods=pointing, seed=args.seed,
+            faithfulness_methods=None, pointing_methods=None, seed=args.seed,
             jb_flags=jb_flags, standins_dir=dry_root / "standins", scratch=DRY_BUILD / "papermill",
             progress_every=60.0)
-    if args.dry_run_methods:
-        raise FdcamError("DRY_RUN_METHODS applies to the dry run only (DRY_RUN=1)")
     imagenet_val = _path(args.imagenet_val)
     voc_root = _path(args.voc_root) or (VOC_DOWNLOAD_ROOT if args.voc_download else None)
     return Plan(
@@ -421,8 +401,6 @@ def _setup(plan: Plan, state: State) -> Any:
         voc_checkpoint=_voc_checkpoint(plan, state), n_images=plan.n_images,
         n_mosaics=plan.n_voc, device=plan.device, results_dir=plan.results_dir,
         dry_run=plan.dry_run, seed=plan.seed)
-    if plan.dry_run:  # coarse curves: the wiring is the same, the CPU time a third
-        setup.step_fraction = experiments.SETTINGS["smoke"].step_fraction
     state.setup = setup
     return setup
 
@@ -491,7 +469,7 @@ def step_faithfulness(plan: Plan, state: State) -> None:
     methods = plan.faithfulness_methods or setup.faithfulness_methods
     index, count = plan.shard
     expected = len(range(index, len(setup.faithfulness_images), count)) * len(methods)
-    with _progress(experiments._csv_path(setup, "faithfulness", plan.shard), expected,
+    with _progress(experiments.csv_path(setup, "faithfulness", plan.shard), expected,
                    plan.progress_every):
         path = experiments.run_faithfulness(setup, plan.faithfulness_methods, shard=plan.shard)
     say(f"faithfulness rows (Tables I, III, IV), shard {index}/{count}: {path}")
@@ -500,7 +478,7 @@ def step_faithfulness(plan: Plan, state: State) -> None:
 def step_pointing(plan: Plan, state: State) -> None:
     setup = _setup(plan, state)
     _record_shard(plan, state, "pointing")
-    with _progress(experiments._csv_path(setup, "pointing", plan.shard), None,
+    with _progress(experiments.csv_path(setup, "pointing", plan.shard), None,
                    plan.progress_every):
         path = experiments.run_pointing(setup, plan.pointing_methods, shard=plan.shard)
     say(f"pointing-game rows (Table II), shard {plan.shard[0]}/{plan.shard[1]}: {path}")
@@ -524,11 +502,6 @@ def step_merge(plan: Plan, state: State) -> None:
     say(f"merged the shards in {plan.results_dir}" + (f": {merged}" if merged else ""))
 
 
-def notebook_sources(folder: Path) -> list[Path]:
-    """``NN_*.ipynb`` in `folder`, in name order (the Makefile's NOTEBOOKS)."""
-    return sorted(folder.glob("[0-9][0-9]_*.ipynb"))
-
-
 def notebook_parameters(plan: Plan, state: State) -> dict[str, Any]:
     """The papermill parameters of the paper profile (absolute paths: cwd differs)."""
     imagenet_val, voc_root = _inputs(plan)
@@ -540,58 +513,33 @@ def notebook_parameters(plan: Plan, state: State) -> dict[str, Any]:
             "seed": plan.seed, "dry_run": plan.dry_run}
 
 
-def execute_notebook(source: Path, target: Path, parameters: dict[str, Any],
-                     scratch: Path) -> None:
-    """papermill `source` → `target` with `parameters`.
-
-    As ``make notebooks``: kernel python3, the output folder as working directory, no
-    progress bar; the output is written to `scratch` first and moved into place only when
-    the notebook succeeds, so a failure leaves the previous `target` as it was.
-    """
-    import papermill
-
-    scratch.mkdir(parents=True, exist_ok=True)
-    written = scratch / source.name
-    target.parent.mkdir(parents=True, exist_ok=True)
-    os.environ.setdefault("JUPYTER_PREFER_ENV_PATH", "1")
-    papermill.execute_notebook(str(source), str(written), parameters=parameters,
-                               kernel_name="python3", cwd=str(target.parent),
-                               progress_bar=False, log_output=False)
-    shutil.move(str(written), str(target))
-
-
 def step_notebooks(plan: Plan, state: State) -> None:
     """Execute every notebook with the parameters it declares (papermill would inject the
     others as unused variables, with a warning each). A dry run executes only notebooks
     that declare ``dry_run``: the others would load the ImageNet weights."""
-    import papermill
-
-    sources = notebook_sources(plan.notebooks_in)
+    sources = notebooks.sources(plan.notebooks_in)
     present = {p.stem for p in sources}
     state.missing_notebooks = [c for c in CHAPTERS if c not in present]
     if state.missing_notebooks:
         say(f"skipped, not written yet: {', '.join(state.missing_notebooks)}")
     parameters = notebook_parameters(plan, state)
     for source in sources:
-        declared = papermill.inspect_notebook(str(source))
+        declared = notebooks.declared_parameters(source)
         if plan.dry_run and "dry_run" not in declared:
             state.not_dry_runnable.append(source.stem)
             say(f"skipped {source.name} in the dry run: it has no dry_run parameter, so its "
                 f"paper profile would load the ImageNet weights")
             continue
         target = plan.notebooks_out / source.name
-        start = time.perf_counter()
         try:
-            execute_notebook(source, target,
-                             {k: v for k, v in parameters.items() if k in declared},
-                             plan.scratch)
-        except Exception as error:  # papermill's PapermillExecutionError, kernel deaths, …
-            first = (str(error).strip().splitlines() or [type(error).__name__])[-1]
-            say(f"FAILED {source.name}: {first[:200]} (its output: "
-                f"{plan.scratch / source.name})")
+            seconds = notebooks.execute(
+                source, target, {k: v for k, v in parameters.items() if k in declared},
+                plan.scratch)
+        except FdcamError as error:
+            say(f"FAILED {error}")
             state.failed_notebooks.append(source.name)
             continue
-        say(f"executed {source.name} -> {target} ({time.perf_counter() - start:.0f} s)")
+        say(f"executed {source.name} -> {target} ({seconds:.0f} s)")
     if state.failed_notebooks:
         raise FdcamError(f"{len(state.failed_notebooks)} notebook(s) failed: "
                          f"{', '.join(state.failed_notebooks)}; their partial outputs are in "
@@ -705,9 +653,6 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--dry-run", action="store_true",
                         help="offline on a CPU: random weights, stand-in data (DRY_RUN=1)")
-    parser.add_argument("--dry-run-methods", default=None,
-                        help="dry run: 'all' or a comma list (default: all but Score-CAM "
-                             "and Ablation-CAM)")
     parser.add_argument("--jb-flags", default=None,
                         help="jupyter-book flags (default '-W --keep-going')")
     return parser

@@ -476,7 +476,8 @@ def test_without_curves_only_probability_and_pointing_are_filled(tmp_path: Path)
     assert df["hit"].notna().all()
     model = tiny_cnn()
     for image_id, x in images:
-        expected = float(torch.softmax(model(x[None]), dim=1)[0, 1])
+        with torch.no_grad():
+            expected = float(torch.softmax(model(x[None]), dim=1)[0, 1])
         got = df.loc[df["image"] == image_id, "probability"]
         assert got.tolist() == pytest.approx([expected] * 2, abs=1e-6)
 

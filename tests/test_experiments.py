@@ -72,7 +72,9 @@ def test_offline_setup_and_heavy_limits() -> None:
     assert offline.model.input_size == (224, 224)
     assert offline.methods == experiments.TABLE_METHODS
     assert offline.images_for("scorecam", "faithfulness") == offline.image_ids("faithfulness")
-    assert offline.images_for("scorecam", "pointing") == []
+    assert offline.images_for("scorecam", "pointing") == ["mosaic00", "mosaic01"]
+    assert experiments.setup("offline", n_mosaics=2, heavy_limits={"pointing": 0}).images_for(
+        "scorecam", "pointing") == []
     assert offline.images_for("gradcam", "pointing") == ["mosaic00", "mosaic01"]
     default = experiments.setup("offline", n_images=2, n_mosaics=3, seed=1,
                                 heavy_limits={"pointing": 1})
@@ -151,7 +153,11 @@ def test_paper_dry_run_on_stand_in_trees(tmp_path: Path, standins) -> None:  # t
         for boxes in item.boxes.values():
             assert boxes.boxes.min() >= 0 and boxes.boxes.max() <= 223
             assert boxes.difficult is not None and len(boxes.difficult) == len(boxes.boxes)
-    assert paper.heavy_limits == {"faithfulness": None, "pointing": None}
+    # A dry run proves the wiring: heavy methods on one image per run, coarse curves.
+    assert paper.heavy_limits == {"faithfulness": 1, "pointing": 1}
+    assert paper.images_for("scorecam", "faithfulness") == list(standins.imagenet_names[:1])
+    assert paper.images_for("gradcam", "faithfulness") == list(standins.imagenet_names[:2])
+    assert paper.step_fraction == experiments.DRY_RUN_STEP_FRACTION
     assert experiments._results_dir("paper", None, True, 0) == (
         experiments.RESULTS_ROOT / "paper-dry-run")
     # The VOC path end to end: a cheap method, every annotated class, no curves.

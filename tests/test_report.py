@@ -1,8 +1,6 @@
 """fdcam.report: the paper's tables, the side-by-side comparison, the profile check."""
 
 import math
-import subprocess
-import sys
 
 import pandas as pd
 import pytest
@@ -15,7 +13,6 @@ from fdcam.report import (
     PROFILES,
     check_profile,
     compare_table,
-    main,
     method_label,
     paper_table,
 )
@@ -155,22 +152,6 @@ def test_check_profile():
     with pytest.raises(FdcamError) as error:
         check_profile("x")
     assert str(error.value) == "unknown profile 'x'; expected one of offline, paper, smoke"
-
-
-def test_check_profile_command_line(capsys):
-    assert main(["check-profile", "offline"]) == 0
-    assert main(["check-profile", "gpu"]) == 2
-    err = capsys.readouterr().err
-    assert err == "error: unknown profile 'gpu'; expected one of offline, paper, smoke\n"
-    assert main([]) == 2
-
-
-def test_check_profile_as_a_module():
-    done = subprocess.run([sys.executable, "-m", "fdcam.report", "check-profile", "x"],
-                          capture_output=True, text=True, check=False)
-    assert done.returncode == 2
-    assert done.stderr.strip().splitlines() == [
-        "error: unknown profile 'x'; expected one of offline, paper, smoke"]
 
 
 def test_method_label():

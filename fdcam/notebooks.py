@@ -1,0 +1,236 @@
+"""Executing the book's notebooks: parameters checked first, one line when anything fails.
+
+`make notebooks` / `make book` (and `make reproduce`'s notebooks step) run every
+``notebooks/NN_*.ipynb`` through papermill with this module::
+
+    python -m fdcam.notebooks --into book -p profile offline [-p NAME VALUE ...] [NOTEBOOK ...]
+
+What it adds to plain papermill:
+
+* a parameter that none of the notebooks declares is refused before anything runs (papermill
+  would only warn and inject it); each notebook receives the parameters it declares;
+* every notebook checks its parameters in the cell right after them (`check_parameters`,
+  or `fdcam.experiments.setup`), so a bad value stops the run there, and `FdcamError`
+  shows in the notebook as its one line (`fdcam.errors`);
+* a failed notebook is reported in one line — notebook, cell, error — and leaves the
+  previously executed copy in place; its partial output is kept for reading;
+* each notebook's wall time is printed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import logging
+import os
+import shutil
+import sys
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from fdcam.checks import (
+    check_bool,
+    check_choice,
+    check_choices,
+    check_device,
+    check_finite,
+    check_fraction,
+    check_int,
+    check_optional_int,
+)
+from fdcam.errors import FdcamError
+from fdcam.report import PROFILES
+
+ROOT = Path(__file__).resolve().parent.parent
+"""The repository (the package is installed editable)."""
+SOURCES = ROOT / "notebooks"
+SCRATCH = ROOT / "_build" / "papermill"
+"""Where papermill writes; a failed notebook's partial output stays here."""
+KERNEL = "python3"
+
+
+# --------------------------------------------------------------------------- the parameters
+
+
+def _photo_names() -> list[str]:
+    from fdcam.data import offline_photos
+
+    return [photo.name for photo in offline_photos()]
+
+
+_CHECKS: dict[str, Any] = {
+    "profile": lambda v, n: check_choice(v, n, PROFILES),
+    "device": lambda v, n: check_device(v),
+    "seed": lambda v, n: check_int(v, n, minimum=0),
+    "dry_run": check_bool,
+    "threads": lambda v, n: check_int(v, n, minimum=0),
+    "theta": check_fraction,
+    "bias": check_finite,
+    "photo": lambda v, n: check_choice(v, n, _photo_names()),
+    "fig1_photos": lambda v, n: check_choices(v, n, _photo_names()),
+    "fig4_photos": lambda v, n: check_choices(v, n, _photo_names()),
+    "fig1_mosaic": lambda v, n: check_int(v, n, minimum=0),
+    "scorecam_batch_size": check_int,
+    "n_images": check_optional_int,
+    "n_mosaics": check_optional_int,
+}
+
+
+def check_parameters(**parameters: Any) -> dict[str, Any]:
+    """Check a notebook's papermill parameters; a bad one is a one-line `FdcamError`.
+
+    Called in the cell after the ``parameters`` cell with every parameter by name:
+    ``check_parameters(profile=profile, device=device, photo=photo, ...)``. ``dry_run``
+    (random weights, for `make reproduce DRY_RUN=1`) applies to the paper profile only.
+    Returns the checked values.
+    """
+    checked = {}
+    for name, value in parameters.items():
+        if name not in _CHECKS:
+            raise FdcamError(f"check_parameters has no check for {name!r}; known: "
+                             f"{', '.join(_CHECKS)}")
+        checked[name] = _CHECKS[name](value, name)
+    if checked.get("dry_run") and checked.get("profile", "paper") != "paper":
+        raise FdcamError(f"dry_run applies to the paper profile only; got profile "
+                         f"{checked['profile']!r}")
+    return checked
+
+
+def parse_value(text: str) -> Any:
+    """A ``-p NAME VALUE`` value: a Python literal (3, 0.5, None, True, ['a', 'b']) if it
+    reads as one, else the string itself (``-p profile offline``)."""
+    try:
+        return ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        return text
+
+
+# -------------------------------------------------------------------------------- running
+
+
+def sources(folder: Path = SOURCES) -> list[Path]:
+    """``NN_*.ipynb`` in `folder`, in name order."""
+    return sorted(folder.glob("[0-9][0-9]_*.ipynb"))
+
+
+def declared_parameters(source: Path) -> list[str]:
+    """The names in `source`'s cell tagged ``parameters`` (papermill's inspection)."""
+    import papermill
+
+    return list(papermill.inspect_notebook(str(source)))
+
+
+def split_parameters(notebooks: Sequence[Path],
+                     parameters: Mapping[str, Any]) -> dict[Path, dict[str, Any]]:
+    """Each notebook's share of `parameters` (those it declares). A name that none of the
+    notebooks declares is a one-line `FdcamError`, before any of them runs."""
+    declared = {source: declared_parameters(source) for source in notebooks}
+    known = {name for names in declared.values() for name in names}
+    unknown = [name for name in parameters if name not in known]
+    if unknown:
+        which = notebooks[0].name if len(notebooks) == 1 else "any of the notebooks"
+        raise FdcamError(f"unknown parameter {unknown[0]!r}: not declared by {which}; "
+                         f"declared: {', '.join(sorted(known))}")
+    return {source: {k: v for k, v in parameters.items() if k in declared[source]}
+            for source in notebooks}
+
+
+def execute(source: Path, target: Path, parameters: Mapping[str, Any],
+            scratch: Path = SCRATCH) -> float:
+    """papermill `source` → `target` with `parameters`; returns the seconds it took.
+
+    The kernel is ``python3`` of this environment, the working directory `target`'s
+    folder, no progress bar. The output goes to `scratch` first and replaces `target` only
+    when every cell ran, so a failure leaves the previous `target` as it was; it raises a
+    one-line `FdcamError` naming the notebook, the cell and the error.
+    """
+    import papermill
+    from papermill.exceptions import PapermillExecutionError
+
+    scratch.mkdir(parents=True, exist_ok=True)
+    written = scratch / source.name
+    target.parent.mkdir(parents=True, exist_ok=True)
+    os.environ.setdefault("JUPYTER_PREFER_ENV_PATH", "1")  # python3 = this environment's
+    logging.getLogger("papermill").setLevel(logging.ERROR)
+    start = time.perf_counter()
+    try:
+        papermill.execute_notebook(str(source), str(written), parameters=dict(parameters),
+                                   kernel_name=KERNEL, cwd=str(target.parent),
+                                   progress_bar=False, log_output=False)
+    except PapermillExecutionError as error:
+        raise FdcamError(f"{source.name} stopped in cell [{error.exec_count}]: "
+                         f"{error.ename}: {_first_line(error.evalue)} (its output: "
+                         f"{written})") from None
+    except Exception as error:  # the kernel died, a bad notebook file, …
+        raise FdcamError(f"{source.name} did not run: {type(error).__name__}: "
+                         f"{_first_line(str(error))}") from None
+    shutil.move(str(written), str(target))
+    return time.perf_counter() - start
+
+
+def _first_line(text: str) -> str:
+    lines = [line for line in str(text).strip().splitlines() if line.strip()]
+    return (lines[0] if lines else "")[:300]
+
+
+def run(notebooks: Sequence[Path], into: Path, parameters: Mapping[str, Any],
+        scratch: Path = SCRATCH) -> dict[str, float]:
+    """Execute `notebooks` in order into the folder `into`; stops at the first failure
+    (a one-line `FdcamError`). Returns each notebook's seconds."""
+    if not notebooks:
+        raise FdcamError(f"no notebooks to run; expected NN_*.ipynb files in {SOURCES}")
+    missing = [str(p) for p in notebooks if not p.is_file()]
+    if missing:
+        raise FdcamError(f"notebook {missing[0]} does not exist")
+    shares = split_parameters(notebooks, parameters)
+    for share in shares.values():  # the values too, before anything runs
+        checkable = {k: v for k, v in share.items() if k in _CHECKS}
+        check_parameters(**checkable)
+    seconds = {}
+    for source, share in shares.items():
+        shown = " ".join(f"{k}={v!r}" for k, v in share.items())
+        print(f"papermill {_shown(source)} -> {_shown(into / source.name)} ({shown})",
+              flush=True)
+        seconds[source.name] = execute(source, into / source.name, share, scratch)
+        print(f"  {seconds[source.name]:.0f} s", flush=True)
+    print(f"{len(seconds)} notebook(s) in {sum(seconds.values()):.0f} s", flush=True)
+    return seconds
+
+
+def _shown(path: Path) -> str:
+    try:
+        return str(path.resolve().relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m fdcam.notebooks",
+        description="Execute the book's notebooks with papermill (default: all of "
+                    "notebooks/NN_*.ipynb, in order).")
+    parser.add_argument("notebooks", nargs="*", type=Path, help="source notebooks")
+    parser.add_argument("--into", type=Path, default=ROOT / "book",
+                        help="output folder, also the working directory (default book/)")
+    parser.add_argument("-p", "--parameter", nargs=2, action="append", default=[],
+                        metavar=("NAME", "VALUE"),
+                        help="a papermill parameter; VALUE is read as a Python literal "
+                             "where it is one (3, None, True, ['a', 'b']), else as text")
+    args = parser.parse_args(argv)
+    parameters = {name: parse_value(value) for name, value in args.parameter}
+    try:
+        run(args.notebooks or sources(), args.into, parameters)
+    except FdcamError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("error: interrupted; finished notebooks are in place, the one running was "
+              "left as it was", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
