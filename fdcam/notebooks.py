@@ -21,12 +21,14 @@ from __future__ import annotations
 
 import argparse
 import ast
+import contextlib
 import logging
 import os
 import shutil
 import sys
+import tempfile
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -156,9 +158,10 @@ def execute(source: Path, target: Path, parameters: Mapping[str, Any],
     logging.getLogger("papermill").setLevel(logging.ERROR)
     start = time.perf_counter()
     try:
-        papermill.execute_notebook(str(source), str(written), parameters=dict(parameters),
-                                   kernel_name=KERNEL, cwd=str(target.parent),
-                                   progress_bar=False, log_output=False)
+        with _quiet_kernel_warning():
+            papermill.execute_notebook(str(source), str(written), parameters=dict(parameters),
+                                       kernel_name=KERNEL, cwd=str(target.parent),
+                                       progress_bar=False, log_output=False)
     except PapermillExecutionError as error:
         raise FdcamError(f"{source.name} stopped in cell [{error.exec_count}]: "
                          f"{error.ename}: {_first_line(error.evalue)} (its output: "
@@ -168,6 +171,30 @@ def execute(source: Path, target: Path, parameters: Mapping[str, Any],
                          f"{_first_line(str(error))}") from None
     shutil.move(str(written), str(target))
     return time.perf_counter() - start
+
+
+# ipykernel ≥ 7 warns on every local kernel start; it says nothing about the notebook.
+_KERNEL_WARNING = "Kernel is running over TCP without encryption"
+
+
+@contextlib.contextmanager
+def _quiet_kernel_warning() -> Iterator[None]:
+    """The kernel inherits file descriptor 2: catch what it and papermill write there and
+    pass it on, less ipykernel's transport warning."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile(mode="w+b") as caught:
+        os.dup2(caught.fileno(), 2)
+        try:
+            yield
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            caught.seek(0)
+            for line in caught.read().decode(errors="replace").splitlines(keepends=True):
+                if _KERNEL_WARNING not in line:
+                    sys.stderr.write(line)
+            sys.stderr.flush()
 
 
 def _first_line(text: str) -> str:

@@ -138,6 +138,18 @@ def test_command_line_error_is_one_line(tmp_path: Path) -> None:
         "profile"]
 
 
+def test_command_line_run_prints_the_notebooks_and_no_kernel_chatter(tmp_path: Path) -> None:
+    source = _notebook(tmp_path / "01_a.ipynb", 'profile = "offline"',
+                       "import sys\nprint('from the kernel', file=sys.stderr)")
+    done = subprocess.run(
+        [sys.executable, "-m", "fdcam.notebooks", str(source), "--into", str(tmp_path / "o"),
+         "-p", "profile", "smoke"], capture_output=True, text=True, check=False)
+    assert done.returncode == 0, done.stderr
+    assert "without encryption" not in done.stderr
+    assert "01_a.ipynb" in done.stdout and "1 notebook(s) in" in done.stdout
+    assert (tmp_path / "o" / "01_a.ipynb").is_file()
+
+
 # ------------------------------------------------------------------- the book's notebooks
 
 
