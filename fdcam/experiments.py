@@ -83,8 +83,9 @@ from fdcam.report import PROFILES, check_profile, compare_table, method_label
 __all__ = [
     "FAITHFULNESS_METRICS", "HEAVY_METHODS", "PROFILES", "SETTINGS", "TABLE_METHODS",
     "ClassMaps", "CurvePanel", "PointingImage", "ProfileSettings", "Setup", "as_text",
-    "combination_check", "combination_verdict", "csv_path", "discriminability_maps",
-    "faithfulness_curves", "faithfulness_results", "findings", "freeze_body", "merge_shards",
+    "check_paper_paths", "combination_check", "combination_verdict", "csv_path",
+    "discriminability_maps", "faithfulness_curves", "faithfulness_results", "findings",
+    "freeze_body", "merge_shards",
     "method_options", "paired_vs_fdcam", "pointing_results", "ranks", "rounded", "rows_done",
     "run_faithfulness", "run_pointing", "setup", "side_by_side", "switch_on_check", "table_1",
     "table_2", "table_3", "table_4", "table_methods",
@@ -395,13 +396,13 @@ def _offline_setup(profile: str, settings: ProfileSettings, n_images: int | None
                  heavy_methods=settings.heavy)
 
 
-def _paper_setup(settings: ProfileSettings, imagenet_val: str | Path | None,
-                 voc_root: str | Path | None, voc_checkpoint: str | Path | None,
-                 n_images: int | None, n_voc: int | None, device: str, dry_run: bool,
-                 seed: int) -> Setup:
-    from fdcam.data import PAPER_MANIFEST_FILE, VOC2007, ImageNetVal, read_manifest
-    from fdcam.models import load_model
-
+def check_paper_paths(imagenet_val: str | Path | None, voc_root: str | Path | None,
+                      voc_checkpoint: str | Path | None,
+                      dry_run: bool = False) -> tuple[Path, Path, Path | None]:
+    """The paper profile's inputs exist: the ILSVRC2012 val folder, the VOC2007 tree and
+    (except in a dry run, where it may be omitted) the fine-tuned VGG16's weights. A missing
+    one is a one-line `FdcamError` naming it; nothing is read or loaded. Relative paths are
+    taken from the repository root. `setup` checks their contents as well."""
     imagenet_path = _existing_dir(imagenet_val, "imagenet_val",
                                   "the ILSVRC2012 val folder (class subfolders, or flat "
                                   "with LOC_val_solution.csv)")
@@ -412,6 +413,18 @@ def _paper_setup(settings: ProfileSettings, imagenet_val: str | Path | None,
         checkpoint = _existing_file(voc_checkpoint, "voc_checkpoint",
                                     "the VGG16 fine-tuned on VOC2007 by `python -m "
                                     "fdcam.finetune` (vgg16_voc2007.pt or checkpoint.pt)")
+    return imagenet_path, voc_path, checkpoint
+
+
+def _paper_setup(settings: ProfileSettings, imagenet_val: str | Path | None,
+                 voc_root: str | Path | None, voc_checkpoint: str | Path | None,
+                 n_images: int | None, n_voc: int | None, device: str, dry_run: bool,
+                 seed: int) -> Setup:
+    from fdcam.data import PAPER_MANIFEST_FILE, VOC2007, ImageNetVal, read_manifest
+    from fdcam.models import load_model
+
+    imagenet_path, voc_path, checkpoint = check_paper_paths(imagenet_val, voc_root,
+                                                            voc_checkpoint, dry_run)
     names = read_manifest(PAPER_MANIFEST_FILE)
     if n_images is not None:
         names = names[:n_images]

@@ -212,9 +212,13 @@ def run(notebooks: Sequence[Path], into: Path, parameters: Mapping[str, Any],
     if missing:
         raise FdcamError(f"notebook {missing[0]} does not exist")
     shares = split_parameters(notebooks, parameters)
-    for share in shares.values():  # the values too, before anything runs
-        checkable = {k: v for k, v in share.items() if k in _CHECKS}
-        check_parameters(**checkable)
+    for source, share in shares.items():  # the values too, before anything runs
+        check_parameters(**{k: v for k, v in share.items() if k in _CHECKS})
+        if share.get("profile") == "paper" and "imagenet_val" in declared_parameters(source):
+            from fdcam.experiments import check_paper_paths
+
+            check_paper_paths(share.get("imagenet_val"), share.get("voc_root"),
+                              share.get("voc_checkpoint"), bool(share.get("dry_run")))
     seconds = {}
     for source, share in shares.items():
         shown = " ".join(f"{k}={v!r}" for k, v in share.items())

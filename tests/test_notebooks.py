@@ -89,6 +89,20 @@ def test_unknown_parameter_is_refused_before_anything_runs(tmp_path: Path) -> No
     assert not (tmp_path / "out").exists()
 
 
+def test_missing_paper_paths_are_refused_before_anything_runs(tmp_path: Path) -> None:
+    source = _notebook(tmp_path / "05_e.ipynb",
+                       'profile = "offline"\nimagenet_val = None\nvoc_root = None\n'
+                       'voc_checkpoint = None\ndry_run = False', "raise SystemExit")
+    with pytest.raises(FdcamError, match=r"^the paper profile needs imagenet_val: the "
+                                         r"ILSVRC2012 val folder"):
+        notebooks.run([source], tmp_path / "out", {"profile": "paper"}, tmp_path / "scratch")
+    with pytest.raises(FdcamError, match=r"^imagenet_val .*nope is not a folder; expected"):
+        notebooks.run([source], tmp_path / "out",
+                      {"profile": "paper", "imagenet_val": str(tmp_path / "nope")},
+                      tmp_path / "scratch")
+    assert not (tmp_path / "out").exists()
+
+
 def test_each_notebook_gets_the_parameters_it_declares(tmp_path: Path) -> None:
     first = _notebook(tmp_path / "01_a.ipynb", 'profile = "offline"', "print(profile)")
     second = _notebook(tmp_path / "02_b.ipynb", 'profile = "offline"\nn_images = None',
