@@ -1203,7 +1203,8 @@ def combination_verdict(check: pd.DataFrame, table4: pd.DataFrame,
 def findings(table: pd.DataFrame, paired: pd.DataFrame | None = None) -> str:
     """What a table says, in a few lines: per metric, the best method by our numbers and
     FD-CAM's rank by ours and by the paper's; how often the paper's value lies in our 95 %
-    interval; and which paired differences with FD-CAM (`paired_vs_fdcam`) exclude zero.
+    interval; which methods rest on fewer images (heavy methods); and which paired
+    differences with FD-CAM (`paired_vs_fdcam`) exclude zero.
 
     Numbers are rounded (3 decimals), so the text is bit-stable across reruns (nbval).
     """
@@ -1215,13 +1216,26 @@ def findings(table: pd.DataFrame, paired: pd.DataFrame | None = None) -> str:
         if ranked.empty:
             lines.append(f"{metric}: no numbers yet")
             continue
-        best = ", ".join(ranked[ranked == ranked.min()].index)
+        sizes = table[table["metric"] == metric].groupby("label")["n"].max()
+        full = int(sizes.max()) if len(sizes) else 0
+        best = ", ".join(
+            label + (f" (on {int(sizes[label])} of {full})" if label in sizes
+                     and int(sizes[label]) < full else "")
+            for label in ranked[ranked == ranked.min()].index)
         fd_label = method_label("fdcam")
         fd = ours.get(fd_label, pd.NA)
         fd_paper = order[f"{metric} paper"].get(fd_label, pd.NA)
         fd_text = "n/a" if pd.isna(fd) else f"{int(fd)} of {len(ranked)}"
         paper_text = "" if pd.isna(fd_paper) else f" (paper: {int(fd_paper)})"
         lines.append(f"{metric}: best {best}; FD-CAM rank {fd_text}{paper_text}")
+    sizes = table.groupby("label", sort=False)["n"].max()
+    fewer = sizes[sizes < sizes.max()]
+    if len(fewer):
+        unit = "pairs" if "pointing_game" in set(table["metric"]) else "images"
+        lines.append(f"not every method on the same {unit}: " + ", ".join(
+            f"{label} {int(n)}" for label, n in fewer.items())
+            + f" (the others {int(sizes.max())}); compare them with FD-CAM through the "
+              f"paired differences, which use the shared {unit} only")
     known = table["paper_in_ci"].dropna()
     if len(known):
         lines.append(f"paper's value inside our 95 % CI: {int(known.sum())} of {len(known)}")

@@ -85,6 +85,13 @@ def test_config_renders_papermill_outputs_as_they_are(config):
     assert config["execute"]["execute_notebooks"] == "off"
 
 
+def test_figure_numbers_in_the_book_are_only_the_papers(config):
+    # Sphinx's automatic "Fig. N" on our own figures would clash with the paper's Figs. 1-6;
+    # sphinx-jupyterbook-latex turns numfig back on, so it stays off too.
+    assert config["sphinx"]["config"]["numfig"] is False
+    assert config["latex"]["use_jupyterbook_latex"] is False
+
+
 def test_config_files_exist(config):
     for bib in config["bibtex_bibfiles"]:
         assert (ROOT / bib).is_file(), bib

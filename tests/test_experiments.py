@@ -295,6 +295,8 @@ def test_table_1_means_differences_and_subsets(tmp_path: Path) -> None:
     text = experiments.findings(table, experiments.paired_vs_fdcam(setup, "I"))
     assert "insertion: best FD-CAM; FD-CAM rank 1 of 3 (paper: 1)" in text
     assert "Grad-CAM insertion: -0.100 [-0.100, -0.100], FD-CAM better" in text
+    assert "deletion: best Score-CAM (on 2 of 3);" in text  # a heavy method on fewer images
+    assert "not every method on the same images: Score-CAM 2 (the others 3)" in text
     ranks = experiments.ranks(table)
     assert ranks.loc["FD-CAM", "insertion ours"] == 1
     assert ranks.loc["Score-CAM", "deletion ours"] == 1  # lowest deletion is best
