@@ -92,9 +92,6 @@ PAPERMILL_LEFTOVERS = ROOT / "_build" / "papermill"
 DRY_IMAGENET_IMAGES = 2
 DRY_VOC_TRAIN, DRY_VOC_VAL = 4, 2
 DRY_FINETUNE = {"epochs": 1, "batch_size": 2, "limit": DRY_VOC_TRAIN, "pretrained": False}
-FAITHFULNESS_METHODS = tuple(dict.fromkeys(
-    m for table in ("I", "III", "IV") for m in experiments.TABLE_METHODS[table]))
-POINTING_METHODS = experiments.TABLE_METHODS["II"]
 
 RUN_RECORD = "reproduce.json"
 _RECORD_FORMAT = "fdcam-reproduce/1"
@@ -468,7 +465,8 @@ def step_faithfulness(plan: Plan, state: State) -> None:
     _record_shard(plan, state, "faithfulness")
     methods = plan.faithfulness_methods or setup.faithfulness_methods
     index, count = plan.shard
-    expected = len(range(index, len(setup.faithfulness_images), count)) * len(methods)
+    expected = sum(len(range(index, len(setup.images_for(m, "faithfulness")), count))
+                   for m in methods)  # heavy methods may run on fewer images
     with _progress(experiments.csv_path(setup, "faithfulness", plan.shard), expected,
                    plan.progress_every):
         path = experiments.run_faithfulness(setup, plan.faithfulness_methods, shard=plan.shard)
@@ -601,9 +599,12 @@ def run(plan: Plan) -> State:
         f"{plan.results_dir}" + (f"; shard {plan.shard[0]}/{plan.shard[1]}"
                                  if plan.shard[1] > 1 else ""))
     if plan.dry_run:
-        left_out = [m for m in FAITHFULNESS_METHODS if m not in (plan.faithfulness_methods or ())]
-        say(f"dry run: random-weight VGG16, stand-in data, {plan.n_images} images; methods "
-            f"left out: {', '.join(left_out) or 'none'}")
+        limits = experiments.DRY_RUN_HEAVY_LIMITS
+        heavy = ", ".join(experiments.SETTINGS["paper"].heavy)
+        say(f"dry run: random-weight VGG16, stand-in data, {plan.n_images} ImageNet images; "
+            f"every method, {heavy} on the first {limits['faithfulness']} faithfulness and "
+            f"{limits['pointing']} pointing-game image(s); curves with "
+            f"{experiments.DRY_RUN_STEP_FRACTION:.1%} of the image per step")
     for step in plan.steps:
         start = time.perf_counter()
         say(f"== {step}")
