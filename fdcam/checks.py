@@ -35,6 +35,14 @@ def check_bool(value: object, name: str) -> bool:
     return value
 
 
+def check_dry_run(dry_run: object, profile: str) -> bool:
+    """``dry_run`` is a bool, and True only with the paper profile (random VGG16 weights)."""
+    check_bool(dry_run, "dry_run")
+    if dry_run and profile != "paper":
+        raise FdcamError(f"dry_run applies to the paper profile only; got profile {profile!r}")
+    return bool(dry_run)
+
+
 def check_fraction(value: object, name: str) -> float:
     """A number in (0, 1] (θ of Eq. 5)."""
     if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value <= 1:

@@ -59,7 +59,7 @@ import torch
 from PIL import Image
 from torch import Tensor
 
-from fdcam.checks import check_device, check_int
+from fdcam.checks import check_device, check_dry_run, check_int, check_optional_int
 from fdcam.errors import FdcamError
 from fdcam.evaluate import (
     ImageSource,
@@ -306,12 +306,9 @@ def setup(profile: str, *, imagenet_val: str | Path | None = None,
     check_profile(profile)
     seed = check_int(seed, "seed", minimum=0)
     device = check_device(device)
-    n_images = None if n_images is None else check_int(n_images, "n_images")
-    n_mosaics = None if n_mosaics is None else check_int(n_mosaics, "n_mosaics")
-    if not isinstance(dry_run, bool):
-        raise FdcamError(f"dry_run must be True or False; got {dry_run!r}")
-    if dry_run and profile != "paper":
-        raise FdcamError(f"dry_run applies to the paper profile only; got profile {profile!r}")
+    n_images = check_optional_int(n_images, "n_images")
+    n_mosaics = check_optional_int(n_mosaics, "n_mosaics")
+    dry_run = check_dry_run(dry_run, profile)
     heavy = _check_heavy(heavy_limits)
     settings = SETTINGS[profile]
     torch.manual_seed(seed)
@@ -337,8 +334,7 @@ def _check_heavy(limits: Mapping[str, int | None] | None) -> dict[str, int | Non
         if kind not in ("faithfulness", "pointing"):
             raise FdcamError(f"heavy_limits has unknown key {kind!r}; expected faithfulness "
                              f"or pointing")
-        out[kind] = None if limit is None else check_int(limit, f"heavy_limits[{kind!r}]",
-                                                          minimum=0)
+        out[kind] = check_optional_int(limit, f"heavy_limits[{kind!r}]", minimum=0)
     return out
 
 
@@ -403,16 +399,17 @@ def check_paper_paths(imagenet_val: str | Path | None, voc_root: str | Path | No
     (except in a dry run, where it may be omitted) the fine-tuned VGG16's weights. A missing
     one is a one-line `FdcamError` naming it; nothing is read or loaded. Relative paths are
     taken from the repository root. `setup` checks their contents as well."""
-    imagenet_path = _existing_dir(imagenet_val, "imagenet_val",
-                                  "the ILSVRC2012 val folder (class subfolders, or flat "
-                                  "with LOC_val_solution.csv)")
-    voc_path = _existing_dir(voc_root, "voc_root", "the VOC2007 tree (VOCdevkit/ or "
-                             "VOCdevkit/VOC2007 with Annotations/, ImageSets/, JPEGImages/)")
+    imagenet_path = _existing(imagenet_val, "imagenet_val",
+                              "the ILSVRC2012 val folder (class subfolders, or flat with "
+                              "LOC_val_solution.csv)", folder=True)
+    voc_path = _existing(voc_root, "voc_root", "the VOC2007 tree (VOCdevkit/ or "
+                         "VOCdevkit/VOC2007 with Annotations/, ImageSets/, JPEGImages/)",
+                         folder=True)
     checkpoint = None
     if voc_checkpoint is not None or not dry_run:
-        checkpoint = _existing_file(voc_checkpoint, "voc_checkpoint",
-                                    "the VGG16 fine-tuned on VOC2007 by `python -m "
-                                    "fdcam.finetune` (vgg16_voc2007.pt or checkpoint.pt)")
+        checkpoint = _existing(voc_checkpoint, "voc_checkpoint", "the VGG16 fine-tuned on "
+                               "VOC2007 by `python -m fdcam.finetune` (vgg16_voc2007.pt or "
+                               "checkpoint.pt)", folder=False)
     return imagenet_path, voc_path, checkpoint
 
 
@@ -550,21 +547,14 @@ def _from_root(path: str | Path) -> Path:
     return path if path.is_absolute() else REPO_ROOT / path
 
 
-def _existing_dir(value: str | Path | None, name: str, expected: str) -> Path:
+def _existing(value: str | Path | None, name: str, expected: str, *, folder: bool) -> Path:
+    """A given path (from the repository root) that is a folder, or a file."""
     if value is None or (isinstance(value, str) and not value.strip()):
         raise FdcamError(f"the paper profile needs {name}: {expected}")
     path = _from_root(value)
-    if not path.is_dir():
-        raise FdcamError(f"{name} {path} is not a folder; expected {expected}")
-    return path
-
-
-def _existing_file(value: str | Path | None, name: str, expected: str) -> Path:
-    if value is None or (isinstance(value, str) and not value.strip()):
-        raise FdcamError(f"the paper profile needs {name}: {expected}")
-    path = _from_root(value)
-    if not path.is_file():
-        raise FdcamError(f"{name} {path} is not a file; expected {expected}")
+    if not (path.is_dir() if folder else path.is_file()):
+        raise FdcamError(f"{name} {path} is not a {'folder' if folder else 'file'}; "
+                         f"expected {expected}")
     return path
 
 

@@ -37,13 +37,14 @@ from fdcam.checks import (
     check_choice,
     check_choices,
     check_device,
+    check_dry_run,
     check_finite,
     check_fraction,
     check_int,
     check_optional_int,
 )
 from fdcam.errors import FdcamError
-from fdcam.report import PROFILES
+from fdcam.report import check_profile
 
 ROOT = Path(__file__).resolve().parent.parent
 """The repository (the package is installed editable)."""
@@ -63,7 +64,7 @@ def _photo_names() -> list[str]:
 
 
 _CHECKS: dict[str, Any] = {
-    "profile": lambda v, n: check_choice(v, n, PROFILES),
+    "profile": lambda v, n: check_profile(v),
     "device": lambda v, n: check_device(v),
     "seed": lambda v, n: check_int(v, n, minimum=0),
     "dry_run": check_bool,
@@ -94,9 +95,8 @@ def check_parameters(**parameters: Any) -> dict[str, Any]:
             raise FdcamError(f"check_parameters has no check for {name!r}; known: "
                              f"{', '.join(_CHECKS)}")
         checked[name] = _CHECKS[name](value, name)
-    if checked.get("dry_run") and checked.get("profile", "paper") != "paper":
-        raise FdcamError(f"dry_run applies to the paper profile only; got profile "
-                         f"{checked['profile']!r}")
+    if "dry_run" in checked:
+        check_dry_run(checked["dry_run"], checked.get("profile", "paper"))
     return checked
 
 
@@ -128,7 +128,12 @@ def split_parameters(notebooks: Sequence[Path],
                      parameters: Mapping[str, Any]) -> dict[Path, dict[str, Any]]:
     """Each notebook's share of `parameters` (those it declares). A name that none of the
     notebooks declares is a one-line `FdcamError`, before any of them runs."""
-    declared = {source: declared_parameters(source) for source in notebooks}
+    return _split({source: declared_parameters(source) for source in notebooks}, parameters)
+
+
+def _split(declared: Mapping[Path, list[str]],
+           parameters: Mapping[str, Any]) -> dict[Path, dict[str, Any]]:
+    notebooks = list(declared)
     known = {name for names in declared.values() for name in names}
     unknown = [name for name in parameters if name not in known]
     if unknown:
@@ -211,10 +216,11 @@ def run(notebooks: Sequence[Path], into: Path, parameters: Mapping[str, Any],
     missing = [str(p) for p in notebooks if not p.is_file()]
     if missing:
         raise FdcamError(f"notebook {missing[0]} does not exist")
-    shares = split_parameters(notebooks, parameters)
+    declared = {source: declared_parameters(source) for source in notebooks}
+    shares = _split(declared, parameters)
     for source, share in shares.items():  # the values too, before anything runs
         check_parameters(**{k: v for k, v in share.items() if k in _CHECKS})
-        if share.get("profile") == "paper" and "imagenet_val" in declared_parameters(source):
+        if share.get("profile") == "paper" and "imagenet_val" in declared[source]:
             from fdcam.experiments import check_paper_paths
 
             check_paper_paths(share.get("imagenet_val"), share.get("voc_root"),

@@ -54,6 +54,7 @@ from xml.sax.saxutils import escape
 import numpy as np
 from PIL import Image
 
+from fdcam.checks import check_choice
 from fdcam.data import (
     PAPER_MANIFEST_FILE,
     PHOTO_SOURCES,
@@ -123,11 +124,6 @@ def _save_jpeg(image: Image.Image, path: Path) -> None:
     image.save(path, "JPEG", quality=90)
 
 
-def _check_choice(value: str, name: str, allowed: Sequence[str]) -> None:
-    if value not in allowed:
-        raise FdcamError(f"unknown {name} {value!r}; expected one of {', '.join(allowed)}")
-
-
 def _check_count(value: int, name: str, minimum: int = 1) -> None:
     if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
         raise FdcamError(f"{name} must be an int >= {minimum}; got {value!r}")
@@ -146,8 +142,8 @@ def write_imagenet_val(root: str | Path, n_images: int = 3, *, layout: Layout = 
     ``LOC_val_solution.csv`` (with one or two boxes per image) and
     ``LOC_synset_mapping.txt`` are written at `root` in both layouts (module docstring).
     """
-    _check_choice(layout, "layout", LAYOUTS)
-    _check_choice(content, "content", CONTENTS)
+    check_choice(layout, "layout", LAYOUTS)
+    check_choice(content, "content", CONTENTS)
     _check_count(n_images, "n_images")
     chosen = list(names) if names is not None else read_manifest(PAPER_MANIFEST_FILE)[:n_images]
     if len(chosen) != n_images:
@@ -266,7 +262,7 @@ def write_voc2007(root: str | Path, *, n_train: int = 4, n_val: int = 2, seed: i
     `n_val` (both splits follow the multi-object plan of `_voc_objects`). Each object's box
     is filled with a crop of another picture, so the objects are visible in the image.
     """
-    _check_choice(content, "content", CONTENTS)
+    check_choice(content, "content", CONTENTS)
     _check_count(n_train, "n_train")
     _check_count(n_val, "n_val")
     devkit = Path(root) / "VOCdevkit"
@@ -316,7 +312,7 @@ def write_standins(root: str | Path, *, n_imagenet: int = 3, n_voc_train: int = 
     the trees anew. A non-empty `root` without the stamp is not ours and stays untouched
     (an `FdcamError`).
     """
-    _check_choice(layout, "layout", LAYOUTS)
+    check_choice(layout, "layout", LAYOUTS)
     root = Path(root)
     settings = {"format": _STAMP_FORMAT, "n_imagenet": n_imagenet, "n_voc_train": n_voc_train,
                 "n_voc_val": n_voc_val, "layout": layout, "seed": seed, "content": content}
