@@ -18,6 +18,34 @@ joins the shards into the table an unsharded run gives.
 `summarize` and `paired_differences` turn a table into means with bootstrap confidence
 intervals; `add_evaluate_parser` and `run_evaluate` are the ``fdcam evaluate`` command.
 
+The results file (format 2) is a CSV with one line before the column names::
+
+    # fdcam-results/2 {"layer": "features.30", "model": "vgg16", "shard": [0, 1],
+                       "step_fraction": 0.03571428571428571, "weights": "sha256:…"}
+    image,method,target,probability,insertion,deletion,overall,error
+    ILSVRC2012_val_00000001.JPEG,fdcam,65,0.61…,0.55…,0.09…,0.46…,
+
+Read it with `read_results` (or ``pandas.read_csv(path, skiprows=1)``). The first line is
+the file's identity (`results_identity`): model, weights fingerprint, layer, curve step,
+shard, and any ``settings`` of the caller. What it guarantees:
+
+* a run with another identity (model, weights, layer, settings, shard) is refused in one
+  line, and so is a file that is not a results file — before anything is written to it;
+* one writer at a time: the run holds an exclusive ``fcntl`` lock on the file (POSIX);
+  a second run on the same file stops with one line;
+* every line is checked on reading (field count, numbers, True/False, an error row has no
+  metrics, ``overall`` equals ``insertion − deletion`` exactly); a line that fails — torn
+  by a kill, cut, garbage, not UTF-8 — is reported (`ResultsWarning`), never counted, and
+  `evaluate` recomputes it; a key seen twice counts once;
+* rewrites (repairs, ``retry_failed``, `merge_results` via `_write_table`) go through a
+  temporary file and an atomic rename, so a kill leaves the old or the new file;
+* text cells (image, method, error) that a spreadsheet would run as a formula (starting
+  with ``= + - @``, tab or CR) are written with a leading ``'``, and a cell that starts
+  with ``'`` gets one more; `read_results` removes exactly one, so ids read back as given.
+
+Files of format 1 (no identity line, written by an older fdcam) are still read; `evaluate`
+adopts one by adding this run's identity.
+
 Example::
 
     from fdcam.baselines import make_explainer
@@ -30,11 +58,16 @@ Example::
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import functools
+import hashlib
+import io
+import json
 import math
 import os
 import sys
+import warnings
 import xml.etree.ElementTree as ET
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -60,6 +93,11 @@ from fdcam.metrics import (
 )
 from fdcam.models import MODEL_NAMES, LoadedModel, load_model
 from fdcam.targets import check_images
+
+try:  # the lock that keeps a second writer off a results file (POSIX)
+    import fcntl
+except ImportError:  # pragma: no cover - Windows
+    fcntl = None  # type: ignore[assignment]
 
 Explainer = Callable[[Tensor, Tensor], Explanation]
 """``explainer(x [B, 3, H, W], target [B] long) -> Explanation`` with saliency [B, H, W]."""
@@ -101,6 +139,7 @@ def evaluate(
     retry_failed: bool = False,
     curves: bool = True,
     on_explained: OnExplained | None = None,
+    settings: Mapping[str, Any] | None = None,
 ) -> list[str]:
     """Explain and score every image with every method; append rows to `out_csv`.
 
@@ -122,6 +161,13 @@ def evaluate(
     after each (image, method) succeeds, with the maps and the curves (None without
     curves), so that a caller can keep some of them, e.g. for a figure.
 
+    The file records what produced its rows (`results_identity`: model, weights, layer,
+    step fraction, shard, and `settings` such as ``{"layer": "_blocks.14"}`` when the
+    explainers use another layer than the model's default); a run whose identity differs
+    is refused, as is a file that is not a results file. The file is locked while the run
+    writes (a second run on it stops with one line), and lines that are not valid rows are
+    reported (`ResultsWarning`) and recomputed.
+
     Returns the ids of the selected images that have an error row, in input order.
     """
     if not methods:
@@ -132,7 +178,9 @@ def evaluate(
         device = next((p.device for p in network.parameters()), torch.device("cpu"))
     pointing = boxes is not None
     path = Path(out_csv)
-    table = _ResultsFile(path, result_columns(pointing), retry_failed)
+    identity = results_identity(model, step_fraction=step_fraction if curves else None,
+                                shard=(shard_index, shard_count), settings=settings)
+    table = _ResultsFile(path, result_columns(pointing), identity, retry_failed)
     explainers: dict[str, Explainer] = {}
     failed: list[str] = []
     seen: set[str] = set()
@@ -140,14 +188,16 @@ def evaluate(
     was_training = network.training
     network.eval()
     try:
-        with (table.open_for_append() as handle,
+        with (table,
               tqdm(total=total, disable=not progress, unit="image", file=sys.stderr,
                    desc=f"evaluate {path.name}") as bar):
-            writer = csv.writer(handle)
             for position, item in enumerate(images):
                 if position % shard_count != shard_index:
                     continue
                 image_id, source = _unpack(item, position)
+                if "\n" in image_id or "\r" in image_id:
+                    raise FdcamError(f"image id {image_id!r} contains a line break; ids "
+                                     f"must be one line")
                 if image_id in seen:
                     raise FdcamError(f"image id {image_id!r} appears twice in images; "
                                      f"ids must be unique")
@@ -159,7 +209,7 @@ def evaluate(
                     _evaluate_image(image_id, source, pending, wanted, methods, model,
                                     network, explainers, image_boxes, pointing, device,
                                     batch_size, step_fraction if curves else None, table,
-                                    writer, handle, on_explained)
+                                    on_explained)
                 if table.has_error(image_id):
                     failed.append(image_id)
                 bar.update(1)  # this shard's images only, to match `total`
@@ -174,8 +224,7 @@ def _evaluate_image(image_id: str, source: ImageSource, pending: dict[str, list[
                     explainers: dict[str, Explainer],
                     image_boxes: Mapping[int, ClassBoxes | Tensor] | None, pointing: bool,
                     device: str | torch.device, batch_size: int, step_fraction: float | None,
-                    table: _ResultsFile, writer: Any, handle: TextIO,
-                    on_explained: OnExplained | None = None) -> None:
+                    table: _ResultsFile, on_explained: OnExplained | None = None) -> None:
     try:
         x = _load(image_id, source).to(device)
         top1 = None
@@ -184,7 +233,7 @@ def _evaluate_image(image_id: str, source: ImageSource, pending: dict[str, list[
                 top1 = int(network(x[None]).argmax(1)[0])
     except Exception as error:  # an unreadable image must not stop a long run
         for method in pending:
-            table.write(writer, handle, [_error_row(image_id, method, None, error, pointing)])
+            table.write([_error_row(image_id, method, None, error, pointing)])
         return
     for method, method_targets in pending.items():
         classes = method_targets if method_targets is not None else [top1]
@@ -197,7 +246,7 @@ def _evaluate_image(image_id: str, source: ImageSource, pending: dict[str, list[
                                     on_explained)
         except Exception as error:  # the explainer's own failure: record it and go on
             rows = [_error_row(image_id, method, c, error, pointing) for c in classes]
-        table.write(writer, handle, rows)
+        table.write(rows)
 
 
 def _evaluate_method(image_id: str, method: str, explainer: Explainer, x: Tensor,
@@ -319,48 +368,405 @@ def _shard_total(images: object, index: int, count: int) -> int | None:
 
 # ------------------------------------------------------------------------------- results file
 
+RESULTS_FORMAT = 2
+"""Version of the results-file layout written by this module (1: no identity line)."""
+_MAGIC = "# fdcam-results/"
+IDENTITY_ATTR = "fdcam_results"
+"""``DataFrame.attrs`` key under which `read_results` puts the file's identity."""
+_TEXT_COLUMNS = {"image", "method", "error"}
+# A text cell starting with one of these is a formula (or hides one) in a spreadsheet; the
+# quote that escapes them is escaped too, so that reading strips exactly one quote.
+_FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r", "'")
+
+
+class ResultsWarning(UserWarning):
+    """Rows of a results file that were not counted (malformed, torn, duplicated)."""
+
+
+def weights_fingerprint(network: nn.Module) -> str:
+    """``sha256:`` + 16 hex digits of the network's state dict (names, dtypes, shapes and
+    bytes): two runs with this fingerprint scored the same weights."""
+    digest = hashlib.sha256()
+    for name, tensor in network.state_dict().items():
+        flat = tensor.detach().to("cpu").contiguous().reshape(-1)
+        digest.update(f"{name}:{flat.dtype}:{tuple(tensor.shape)};".encode())
+        digest.update(flat.view(torch.uint8).numpy())
+    return "sha256:" + digest.hexdigest()[:16]
+
+
+def results_identity(model: nn.Module | LoadedModel, *, step_fraction: float | None,
+                     shard: tuple[int, int] = (0, 1),
+                     settings: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """What makes two runs' rows comparable, as stored in a results file's first line.
+
+    model (`LoadedModel.name`, else the module's class name), weights (`weights_fingerprint`),
+    layer (`LoadedModel.target_layer`, unless `settings` name another), step_fraction of
+    the insertion/deletion curves (None without curves), shard [i, n], and every entry of
+    `settings` (JSON values, e.g. ``{"layer": "_blocks.14"}``).
+    """
+    network = model.model if isinstance(model, LoadedModel) else model
+    identity: dict[str, Any] = {
+        "model": model.name if isinstance(model, LoadedModel) else type(network).__name__,
+        "weights": weights_fingerprint(network),
+        "layer": model.target_layer if isinstance(model, LoadedModel) else None,
+        "step_fraction": step_fraction,
+        "shard": [int(shard[0]), int(shard[1])],
+    }
+    for key, value in (settings or {}).items():
+        try:
+            identity[str(key)] = json.loads(json.dumps(value))
+        except (TypeError, ValueError):
+            raise FdcamError(f"settings[{key!r}] is {type(value).__name__}; expected a JSON "
+                             f"value (str, number, bool, None, list, dict)") from None
+    return identity
+
+
+def _identity_line(identity: Mapping[str, Any]) -> str:
+    return f"{_MAGIC}{RESULTS_FORMAT} " + json.dumps(dict(identity), sort_keys=True) + "\n"
+
+
+def _escape(text: str) -> str:
+    return "'" + text if text.startswith(_FORMULA_STARTS) else text
+
+
+def _unescape(text: str) -> str:
+    return text[1:] if text.startswith("'") else text
+
+
+class _BadRow(ValueError):
+    """A line that is not a valid row; its message says why."""
+
+
+@dataclass
+class _Parsed:
+    """A results file as read: identity, columns, valid rows (Python values), problems."""
+
+    identity: dict[str, Any] | None  # None: format 1 (a file of an older fdcam)
+    columns: list[str]
+    rows: list[list[Any]]
+    problems: list[str]  # "line N: why", one per line that was not counted
+    clean: bool  # the bytes are exactly what `_render` writes for (identity, rows)
+
+
+def _encode(columns: Sequence[str], values: Sequence[Any]) -> list[str]:
+    """Python values -> the cells written to disk (floats as repr: an exact round-trip)."""
+    cells = []
+    for column, value in zip(columns, values, strict=True):
+        if _missing(value):
+            cells.append("")
+        elif column in _TEXT_COLUMNS:
+            cells.append(_escape(str(value)))
+        elif column in _FLOAT_COLUMNS:
+            cells.append(repr(float(value)))
+        elif column in _BOOL_COLUMNS:
+            cells.append(str(bool(value)))
+        else:
+            cells.append(str(_plain(value)))
+    return cells
+
+
+def _decode(columns: Sequence[str], cells: list[str], escaped: bool) -> list[Any]:
+    """Cells of one line -> Python values; `_BadRow` when the line is not a valid row."""
+    if len(cells) != len(columns):
+        raise _BadRow(f"{len(cells)} fields, expected {len(columns)}")
+    row: dict[str, Any] = {}
+    for column, cell in zip(columns, cells, strict=True):
+        if column in _TEXT_COLUMNS:
+            row[column] = (_unescape(cell) if escaped else cell) if cell else None
+        elif column == "target":
+            if cell and not (cell.isascii() and cell.isdigit()):
+                raise _BadRow(f"target {cell[:40]!r} is not a class index")
+            row[column] = int(cell) if cell else None
+        elif column in _FLOAT_COLUMNS:
+            try:
+                row[column] = float(cell) if cell else None
+            except ValueError:
+                raise _BadRow(f"{column} {cell[:40]!r} is not a number") from None
+        elif column in _BOOL_COLUMNS:
+            if cell not in ("", "True", "False"):
+                raise _BadRow(f"{column} {cell[:40]!r} is not True or False")
+            row[column] = {"True": True, "False": False}.get(cell)
+    if not row["image"] or not row["method"]:
+        raise _BadRow("empty image or method")
+    measured = [c for c in columns if c in _FLOAT_COLUMNS or c in _BOOL_COLUMNS]
+    if row["error"] is not None:
+        if any(row[c] is not None for c in measured):
+            raise _BadRow("an error row with metric values")
+    else:
+        if row["target"] is None or row["probability"] is None:
+            raise _BadRow("a row without error, target or probability")
+        curve = [row["insertion"], row["deletion"], row["overall"]]
+        if any(v is None for v in curve) and any(v is not None for v in curve):
+            raise _BadRow("insertion, deletion and overall must be all filled or all empty")
+        if curve[0] is not None and not _same_float(curve[2], curve[0] - curve[1]):
+            raise _BadRow("overall is not insertion - deletion (a cut number?)")
+    return [row[c] for c in columns]
+
+
+def _same_float(a: float, b: float) -> bool:
+    return a == b or (math.isnan(a) and math.isnan(b))
+
+
+def _parse(path: Path, data: bytes) -> _Parsed:
+    """Read and check every line of a results file; raise `FdcamError` when it is not one.
+
+    Layout (format 2): line 1 is ``# fdcam-results/2 {identity JSON}``, line 2 the column
+    names, then one row per line. Format 1 (older fdcam) has no identity line. A line that
+    is not a valid row (torn by a kill, cut, garbage, not UTF-8, a key seen before) becomes
+    a problem and is not counted.
+    """
+    lines = data.split(b"\n")
+    torn = lines.pop()  # b"" when the file ends with a line end
+    position = 0
+    identity: dict[str, Any] | None = None
+    clean = torn == b""
+
+    def text(raw: bytes) -> str:
+        return raw.removesuffix(b"\r").decode("utf-8")
+
+    def refuse(why: str) -> FdcamError:
+        return FdcamError(f"{path} is not an fdcam results file ({why}); refusing to touch "
+                          f"it: choose another file name")
+
+    try:
+        first = text(lines[0]) if lines else None
+    except UnicodeDecodeError:
+        raise refuse("its first line is not UTF-8 text") from None
+    if first is not None and first.startswith(_MAGIC):
+        version, _, payload = first.removeprefix(_MAGIC).partition(" ")
+        if version != str(RESULTS_FORMAT):
+            raise FdcamError(f"{path} is a results file of format {version[:20]!r}; this fdcam "
+                             f"reads format {RESULTS_FORMAT} (and 1): use a matching fdcam "
+                             f"or another file")
+        try:
+            identity = json.loads(payload)
+        except ValueError:
+            identity = None
+        if not isinstance(identity, dict):
+            raise FdcamError(f"{path}: its identity line (line 1) is damaged; expected "
+                             f"{_MAGIC}{RESULTS_FORMAT} followed by a JSON object")
+        position = 1
+    try:
+        header = text(lines[position]) if len(lines) > position else None
+    except UnicodeDecodeError:
+        raise refuse(f"line {position + 1} is not UTF-8 text") from None
+    try:
+        columns = next(csv.reader([header]), []) if header is not None else []
+    except csv.Error:
+        raise refuse(f"line {position + 1} is not CSV") from None
+    if columns not in (result_columns(False), result_columns(True)):
+        if header is None and (identity is not None or _MAGIC.encode().startswith(torn)
+                               or torn.startswith(_MAGIC.encode())
+                               or any(c.encode().startswith(torn)
+                                      for c in (",".join(result_columns(False)),
+                                                ",".join(result_columns(True))))):
+            # killed while the header was written: nothing was ever counted in it
+            return _Parsed(identity, [], [], [], False)
+        shown = header if header is not None else torn.decode("utf-8", "replace")
+        raise refuse(f"line {position + 1} is {shown[:60]!r}, not the results header "
+                     f"{','.join(result_columns(False))}[,…]")
+    clean = clean and identity is not None and all(not raw.endswith(b"\r") for raw in lines)
+    problems: list[str] = []
+    rows: list[list[Any]] = []
+    seen: dict[tuple[Any, ...], int] = {}
+    for number, raw in enumerate(lines[position + 1:], start=position + 2):
+        try:
+            cells = next(csv.reader([text(raw)], strict=True), [])
+            values = _decode(columns, cells, escaped=identity is not None)
+        except UnicodeDecodeError:
+            problems.append(f"line {number}: not UTF-8 text")
+            continue
+        except (csv.Error, _BadRow) as error:
+            problems.append(f"line {number}: {error}")
+            continue
+        key = tuple(values[:3])
+        if key in seen:
+            index = seen[key]
+            earlier_failed = rows[index][-1] is not None
+            if earlier_failed and values[-1] is None:  # a success beats an error row
+                rows[index] = values
+            problems.append(f"line {number}: a second row for {key[0]!r}, {key[1]!r}, "
+                            f"target {key[2]}")
+            continue
+        seen[key] = len(rows)
+        rows.append(values)
+    if torn:
+        problems.append(f"line {len(lines) + 1}: incomplete (no line end; a run killed "
+                        f"while writing it?)")
+    return _Parsed(identity, columns, rows, problems, clean and not problems)
+
+
+def _render(identity: Mapping[str, Any], columns: Sequence[str],
+            rows: Iterable[Sequence[Any]]) -> str:
+    buffer = io.StringIO()
+    buffer.write(_identity_line(identity))
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(columns)
+    writer.writerows(_encode(columns, row) for row in rows)
+    return buffer.getvalue()
+
+
+def _report(path: Path, problems: list[str], action: str) -> None:
+    if problems:
+        more = f" (and {len(problems) - 3} more)" if len(problems) > 3 else ""
+        warnings.warn(f"{path}: {len(problems)} line(s) not counted, {action}: "
+                      f"{'; '.join(problems[:3])}{more}", ResultsWarning, stacklevel=3)
+
+
+def _check_writable_folder(path: Path) -> None:
+    """One line when `path` cannot be a file: it is a folder, or a file is in its way."""
+    if path.is_dir():
+        raise FdcamError(f"{path} is a folder; expected a results file name (e.g. "
+                         f"{path / 'results.csv'})")
+    for parent in [path.parent, *path.parent.parents]:
+        if parent.exists():
+            if not parent.is_dir():
+                raise FdcamError(f"cannot write {path}: {parent} is a file, not a folder")
+            break
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise FdcamError(f"cannot create the folder {path.parent}: "
+                         f"{error.strerror or error}") from None
+
+
+def _lock(fd: int, path: Path) -> None:
+    if fcntl is None:  # not on Linux/macOS: no lock (one writer per file is then on you)
+        return
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise FdcamError(f"results file {path} is being written by another process (it "
+                         f"holds the file's lock); wait for it to end or use another "
+                         f"file") from None
+
+
+def _open_locked(path: Path) -> int:
+    """Open (create) `path` for appending with an exclusive lock held; the fd is returned.
+
+    The lock belongs to the file, not the name: when the name was replaced by another file
+    between open and lock (another process rewrote it), the new file is opened and locked.
+    """
+    while True:
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o666)
+        except OSError as error:
+            raise FdcamError(f"cannot open {path} for writing: "
+                             f"{error.strerror or error}") from None
+        _lock(fd, path)
+        try:
+            if os.stat(path).st_ino == os.fstat(fd).st_ino:
+                return fd
+        except FileNotFoundError:
+            pass
+        os.close(fd)
+
+
+def _replace_locked(path: Path, text: str, old_fd: int | None) -> int:
+    """Write `text` to a locked temporary file and rename it over `path` (atomic: a kill
+    leaves the old or the new file, never half); returns the new file's locked fd."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    fd = os.open(tmp, os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_TRUNC, 0o666)
+    try:
+        _lock(fd, tmp)
+        os.write(fd, text.encode("utf-8"))
+        os.fsync(fd)
+        os.replace(tmp, path)
+    except BaseException:
+        os.close(fd)
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise
+    if old_fd is not None:
+        os.close(old_fd)  # releases the lock on the replaced file
+    return fd
+
+
+def _foreign_check(path: Path) -> None:
+    """Refuse an existing file that is not a results file, before opening it for writing."""
+    if not path.exists() or path.is_dir():
+        return
+    try:
+        with path.open("rb") as handle:
+            head = handle.read(64 * 1024)
+    except OSError as error:
+        raise FdcamError(f"cannot read {path}: {error.strerror or error}") from None
+    if head and b"\n" in head:
+        # Only the first lines matter here; the rows are checked under the lock.
+        upto = head.split(b"\n")
+        _parse(path, b"\n".join(upto[:2]) + b"\n")
+
 
 @dataclass
 class _ResultsFile:
-    """The CSV on disk and what it already holds, so a rerun skips finished rows."""
+    """The CSV on disk, locked while a run appends to it, and the keys it already holds."""
 
     path: Path
     columns: list[str]
+    identity: dict[str, Any]
     retry_failed: bool
     done: set[tuple[str, str, int]] = field(default_factory=set)
     any_row: set[tuple[str, str]] = field(default_factory=set)
     image_failed: set[tuple[str, str]] = field(default_factory=set)  # error before targets
     errors: set[str] = field(default_factory=set)
+    fd: int | None = None
+    handle: TextIO | None = None
 
-    def __post_init__(self) -> None:
-        if not self.path.exists() or self.path.stat().st_size == 0:
-            return
-        _drop_partial_last_line(self.path)
-        existing = read_results(self.path)
-        if list(existing.columns) != self.columns:
-            raise FdcamError(f"{self.path} has columns {', '.join(existing.columns)}; this run "
+    def __enter__(self) -> _ResultsFile:
+        _check_writable_folder(self.path)
+        _foreign_check(self.path)  # a foreign file is refused before it is opened to write
+        fd = _open_locked(self.path)
+        try:
+            with os.fdopen(os.dup(fd), "rb") as reader:
+                parsed = _parse(self.path, reader.read())
+            rows = self._adopt(parsed)
+            if (not parsed.clean or len(rows) != len(parsed.rows)
+                    or parsed.identity != self.identity):
+                fd = _replace_locked(self.path, _render(self.identity, self.columns, rows), fd)
+        except BaseException:
+            os.close(fd)
+            raise
+        self.fd = fd
+        self.handle = os.fdopen(os.dup(fd), "a", newline="", encoding="utf-8")
+        for values in rows:
+            self._remember(values)
+        return self
+
+    def _adopt(self, parsed: _Parsed) -> list[list[Any]]:
+        """Check the file's identity against this run's; the rows to keep."""
+        if parsed.columns and parsed.columns != self.columns:
+            raise FdcamError(f"{self.path} has columns {', '.join(parsed.columns)}; this run "
                              f"writes {', '.join(self.columns)} (boxes given in one run only?)"
                              f"; use another output file")
-        if self.retry_failed and existing["error"].notna().any():
-            existing = existing[existing["error"].isna()]
-            _write_table(existing, self.path)
-        for image, method, target, error in existing[[*KEY, "error"]].itertuples(index=False):
-            self.any_row.add((image, method))
-            if pd.isna(target):
-                self.image_failed.add((image, method))
-            else:
-                self.done.add((image, method, int(target)))
-            if not pd.isna(error):
-                self.errors.add(image)
+        old = parsed.identity or {}
+        for key, value in old.items():
+            if key == "shard":
+                continue
+            if key in self.identity and self.identity[key] != value:
+                raise FdcamError(f"{self.path} holds rows of {key} {_shown(value)}; this run "
+                                 f"has {key} {_shown(self.identity[key])}: use another output "
+                                 f"file")
+        if "shard" in old and old["shard"] != self.identity["shard"] and old["shard"][1] != 1:
+            raise FdcamError(f"{self.path} holds shard {old['shard'][0]}/{old['shard'][1]}; "
+                             f"this run is shard {self.identity['shard'][0]}/"
+                             f"{self.identity['shard'][1]}: one file per shard")
+        # Keys the file lacks (an older fdcam's file) are taken from this run; its shard is
+        # kept: rows of one shard in an unsharded file are still a subset of the full run.
+        self.identity = {**self.identity, **old} if old else self.identity
+        rows = parsed.rows
+        if parsed.problems:
+            _report(self.path, parsed.problems, "they will be recomputed")
+        if self.retry_failed:
+            rows = [r for r in rows if r[-1] is None]
+        return rows
 
-    def open_for_append(self) -> TextIO:
-        new = not self.path.exists() or self.path.stat().st_size == 0
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        handle = self.path.open("a", newline="", encoding="utf-8")
-        if new:
-            csv.writer(handle).writerow(self.columns)
-            handle.flush()
-        return handle
+    def __exit__(self, *exc: object) -> None:
+        if self.handle is not None:
+            self.handle.close()
+        if self.fd is not None:
+            os.close(self.fd)  # releases the lock
+        self.handle = self.fd = None
 
     def pending(self, image: str, methods: list[str],
                 wanted: list[int] | None) -> dict[str, list[int] | None]:
@@ -379,54 +785,51 @@ class _ResultsFile:
                 todo[method] = classes
         return todo
 
-    def write(self, writer: Any, handle: TextIO, rows: list[list[object]]) -> None:
-        writer.writerows([[_cell(v) for v in row] for row in rows])
-        handle.flush()  # finished work must survive an interrupt
+    def write(self, rows: list[list[object]]) -> None:
+        assert self.handle is not None
+        buffer = io.StringIO()
+        csv.writer(buffer, lineterminator="\n").writerows(
+            _encode(self.columns, row) for row in rows)
+        self.handle.write(buffer.getvalue())  # one write: rows of a method land together
+        self.handle.flush()  # finished work must survive an interrupt
         for row in rows:
-            image, method, target = str(row[0]), str(row[1]), row[2]
-            self.any_row.add((image, method))
-            if target is None:
-                self.image_failed.add((image, method))
-            else:
-                self.done.add((image, method, int(target)))  # type: ignore[call-overload]
-            if row[-1] is not None:
-                self.errors.add(image)
+            self._remember(row)
+
+    def _remember(self, row: Sequence[Any]) -> None:
+        image, method, target = str(row[0]), str(row[1]), row[2]
+        self.any_row.add((image, method))
+        if target is None:
+            self.image_failed.add((image, method))
+        else:
+            self.done.add((image, method, int(target)))
+        if row[-1] is not None:
+            self.errors.add(image)
 
     def has_error(self, image: str) -> bool:
         return image in self.errors
 
 
-def _cell(value: object) -> object:
-    # repr of a float round-trips exactly; None is an empty cell.
-    if value is None:
-        return ""
-    if isinstance(value, float):
-        return repr(value)
-    return value
-
-
-def _drop_partial_last_line(path: Path) -> None:
-    """A run killed mid-write can leave half a row; cut it so the rerun redoes that row."""
-    with path.open("rb+") as handle:
-        handle.seek(0, os.SEEK_END)
-        size = handle.tell()
-        handle.seek(max(0, size - 1))
-        if handle.read(1) == b"\n":
-            return
-        handle.seek(0)
-        data = handle.read()
-        handle.seek(data.rfind(b"\n") + 1)
-        handle.truncate()
+def _shown(value: object) -> str:
+    return repr(value) if isinstance(value, str) else json.dumps(value)
 
 
 def _write_table(df: pd.DataFrame, path: Path) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with tmp.open("w", newline="", encoding="utf-8") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(list(df.columns))
-        for row in df.itertuples(index=False):
-            writer.writerow([_cell(None if _missing(v) else _plain(v)) for v in row])
-    os.replace(tmp, path)  # atomic: an interrupt leaves the old or the new file, never half
+    """Write a results table (e.g. `merge_results`) atomically, under the file's lock.
+
+    Its identity is ``df.attrs[IDENTITY_ATTR]`` (set by `read_results`/`merge_results`).
+    """
+    path = Path(path)
+    _check_writable_folder(path)
+    _foreign_check(path)
+    identity = dict(df.attrs.get(IDENTITY_ATTR) or {})
+    columns = list(df.columns)
+    rows = [[None if _missing(v) else _plain(v) for v in row]
+            for row in df.itertuples(index=False)]
+    fd = _open_locked(path)
+    try:
+        fd = _replace_locked(path, _render(identity, columns, rows), fd)
+    finally:
+        os.close(fd)
 
 
 def _missing(value: object) -> bool:
@@ -442,15 +845,27 @@ def _plain(value: object) -> object:
 def read_results(path: str | os.PathLike[str]) -> pd.DataFrame:
     """Read a results CSV with exact floats, ``target`` as Int64 and nullable booleans.
 
-    Every cell is read as text first, so image ids such as ``NA`` or ``007`` stay as written.
+    Every cell is read as text first, so image ids such as ``NA`` or ``007`` stay as
+    written. Lines that are not valid rows are left out with a `ResultsWarning` (a rerun of
+    `evaluate` recomputes them); a key seen twice counts once. The file's identity is in
+    ``df.attrs[IDENTITY_ATTR]`` ({} for a file of an older fdcam).
     """
     path = Path(path)
-    if not path.exists():
-        raise FdcamError(f"results file {path} does not exist")
-    raw = pd.read_csv(path, dtype=str, keep_default_na=False, na_filter=False)
-    if not set(KEY) | {"error"} <= set(raw.columns):
-        raise FdcamError(f"{path} is not a results table: expected columns "
-                         f"{', '.join([*KEY, 'error'])}; got {', '.join(raw.columns)}")
+    if not path.is_file():
+        raise FdcamError(f"results file {path} does not exist" if not path.exists() else
+                         f"results file {path} is a folder; expected a CSV file")
+    try:
+        data = path.read_bytes()
+    except OSError as error:
+        raise FdcamError(f"cannot read {path}: {error.strerror or error}") from None
+    if not data:
+        raise FdcamError(f"results file {path} is empty; expected the lines written by "
+                         f"fdcam.evaluate")
+    parsed = _parse(path, data)
+    _report(path, parsed.problems, "left out")
+    columns = parsed.columns or result_columns(False)
+    raw = pd.DataFrame([_raw_cells(columns, row) for row in parsed.rows], columns=columns,
+                       dtype=str)
     df = pd.DataFrame(index=raw.index)
     for column in raw.columns:
         cells = raw[column]
@@ -463,17 +878,27 @@ def read_results(path: str | os.PathLike[str]) -> pd.DataFrame:
                                    for c in cells], dtype="boolean")
         else:
             df[column] = cells.where(cells != "", None) if column == "error" else cells
+    df.attrs[IDENTITY_ATTR] = dict(parsed.identity or {})
     return df
+
+
+def _raw_cells(columns: Sequence[str], values: Sequence[Any]) -> list[str]:
+    """Values as unescaped text cells (what a format-1 file held), for the typed columns."""
+    return ["" if v is None else (str(v) if c in _TEXT_COLUMNS else cell)
+            for c, v, cell in zip(columns, values, _encode(columns, values), strict=True)]
 
 
 def merge_results(paths: Iterable[str | os.PathLike[str]]) -> pd.DataFrame:
     """Join result tables (shards, resumed runs) into one: no duplicates, sorted.
 
-    A key (image, method, target) that occurs more than once keeps a successful row over an
-    error row, then the first one. Rows are sorted by image, method and target, so the merge
-    of a sharded run equals the (merged) unsharded run.
+    The files must be parts of one run: the same identity (model, weights, layer,
+    settings), and sharded files one complete set — every shard 0..n-1 of the same n. A key
+    (image, method, target) that occurs more than once keeps a successful row over an error
+    row, then the first one. Rows are sorted by image, method and target, so the merge of a
+    sharded run equals the (merged) unsharded run. The result's identity
+    (``attrs[IDENTITY_ATTR]``) is that of an unsharded run.
     """
-    paths = list(paths)
+    paths = [Path(p) for p in paths]
     if not paths:
         raise FdcamError("merge_results needs at least one results file")
     tables = [read_results(p) for p in paths]
@@ -482,11 +907,48 @@ def merge_results(paths: Iterable[str | os.PathLike[str]]) -> pd.DataFrame:
         if list(table.columns) != columns:
             raise FdcamError(f"{path} has columns {', '.join(table.columns)}; expected "
                              f"{', '.join(columns)} like the first file")
+    identity = _merged_identity(paths, [t.attrs.get(IDENTITY_ATTR) or {} for t in tables])
     df = pd.concat(tables, ignore_index=True)
     df = df.assign(_failed=df["error"].notna())
     df = df.sort_values([*KEY, "_failed"], kind="stable", na_position="last")
     df = df.drop_duplicates(subset=KEY, keep="first").drop(columns="_failed")
-    return df.reset_index(drop=True)
+    df = df.reset_index(drop=True)
+    df.attrs = {IDENTITY_ATTR: identity}
+    return df
+
+
+def _merged_identity(paths: list[Path], identities: list[dict[str, Any]]) -> dict[str, Any]:
+    merged: dict[str, Any] = {}
+    origin: dict[str, Path] = {}
+    shards: dict[int, list[int]] = {}
+    shard_files: dict[int, Path] = {}
+    for path, identity in zip(paths, identities, strict=True):
+        for key, value in identity.items():
+            if key == "shard":
+                index, count = value
+                if count > 1:
+                    shards.setdefault(count, []).append(index)
+                    shard_files.setdefault(count, path)
+                continue
+            if key in merged and merged[key] != value:
+                raise FdcamError(f"{path} holds rows of {key} {_shown(value)} but "
+                                 f"{origin[key]} of {key} {_shown(merged[key])}: not parts "
+                                 f"of one run")
+            merged.setdefault(key, value)
+            origin.setdefault(key, path)
+    if len(shards) > 1:
+        (n1, p1), (n2, p2) = list(shard_files.items())[:2]
+        raise FdcamError(f"{p1} is a shard of {n1} but {p2} a shard of {n2}: merge the "
+                         f"shards of one run (one n)")
+    for count, indices in shards.items():
+        missing = sorted(set(range(count)) - set(indices))
+        if missing:
+            raise FdcamError(f"shard {missing[0]}/{count} is missing (given: "
+                             f"{', '.join(f'{i}/{count}' for i in sorted(set(indices)))}); "
+                             f"a merge needs all {count} shards")
+    if any(identities):
+        merged["shard"] = [0, 1]
+    return merged
 
 
 # ---------------------------------------------------------------------------------- summaries
