@@ -1,24 +1,29 @@
 """The two evaluation protocols of §IV: insertion/deletion AUC and the pointing game.
 
-Faithfulness (§IV-B) follows the RISE protocol (Petsiuk et al., 2018). Pixels are ranked
-by descending saliency (a stable sort, so ties keep pixel-index order) and changed
-``step = max(1, round(0.036·H·W))`` at a time; the score after each step is the softmax
-probability of the target class:
+Faithfulness (§IV-B) follows the RISE protocol (Petsiuk et al., 2018) as its reference
+code runs it. Pixels are ranked by descending saliency (a stable sort, so ties keep
+pixel-index order) and changed ``step`` at a time: 224·8 = 1,792 pixels at 224×224
+(3.57 % of the image, the paper's "3.6 %"), the same fraction 1792/50176 = 1/28 at other
+sizes. The score after each step is the softmax probability of the target class:
 
 * deletion starts from the image and sets pixels to 0 (in normalised space);
-* insertion starts from a blurred copy (11×11 Gaussian, σ = 5, zero padding) and restores
-  the original pixels.
+* insertion starts from the image convolved with RISE's kernel (`rise_kernel`: a unit
+  impulse on an 11×11 grid filtered by a Gaussian of σ = 5 with a reflecting border,
+  centre/corner ratio 1.142 — nearly flat) per channel with zero padding, and restores the
+  original pixels.
 
-A curve has ``n_steps + 1`` points, ``n_steps = ceil(H·W / step)`` (224×224: step 1806,
-28 steps, 29 points), and its area is the trapezoid rule on [0, 1],
-``AUC = (Σ s − s₀/2 − sₙ/2) / (n − 1)``. Higher insertion and lower deletion are better;
-``overall = insertion − deletion``.
+A curve has ``n_steps + 1`` points, ``n_steps = ceil(H·W / step)`` (224×224: 28 steps of
+1,792 pixels, 29 points), and its area is the trapezoid rule on [0, 1] with equally spaced
+points, ``AUC = (Σ s − s₀/2 − sₙ/2) / (n − 1)``. Higher insertion and lower deletion are
+better; ``overall = insertion − deletion``.
 
 Discriminability (§IV-C, Eq. 12) is the pointing game (Zhang et al., 2016): the maximum
-of the map is a hit when it lies inside (or, in the original protocol, within 15 pixels
-of) a box of the class. `pointing_game` reports both the paper's
-``Acc = Hits / (Hits + Misses)`` over all (image, class) pairs and the original per-class
-mean with 15-pixel tolerance and VOC ``difficult`` objects skipped.
+of the map is a hit when it lies inside a box of the class. `pointing_game` reports the
+paper's ``Acc = Hits / (Hits + Misses)`` over all (image, class) pairs, and the original
+game as TorchRay's benchmark scores it (``*_tol15``: strictly within 15 pixels of a box of
+the class, classes whose boxes are all VOC-``difficult`` skipped, accuracy per class then
+averaged) — at the boxes' resolution, which is the image's original resolution only when
+the boxes are given at it (`ClassBoxes.image_size`); see `pointing_record`.
 
 Example::
 
@@ -32,6 +37,7 @@ import contextlib
 import math
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass
+from fractions import Fraction
 
 import pandas as pd
 import torch
@@ -43,10 +49,15 @@ from fdcam.models import LoadedModel
 from fdcam.split import eval_mode
 from fdcam.targets import check_images
 
-STEP_FRACTION = 0.036  # §IV-B: "a rate of 3.6% of the original image's area at each step"
-BLUR_KERNEL_SIZE = 11  # RISE's insertion baseline
-BLUR_SIGMA = 5.0
-POINTING_TOLERANCE = 15  # pixels, the original pointing game (Zhang et al.)
+RISE_STEP = 224 * 8  # pixels per step at 224×224 in RISE's reference (`CausalMetric`)
+RISE_AREA = 224 * 224
+STEP_FRACTION = RISE_STEP / RISE_AREA  # 1/28 = 3.57 %, which §IV-B rounds to "3.6%"
+BLUR_KERNEL_SIZE = 11  # RISE's insertion substrate: klen = 11 …
+BLUR_SIGMA = 5.0  # … nsig = 5, through scipy.ndimage.gaussian_filter
+BLUR_TRUNCATE = 4.0  # scipy.ndimage's default: the 1-D filter's radius is ⌊4σ + ½⌋ = 20
+POINTING_TOLERANCE = 15  # pixels, the original pointing game (Zhang et al.; TorchRay)
+CPU_CURVE_BATCH = 4  # perturbed images per forward pass on a CPU (measured, see below)
+CUDA_CURVE_BATCH = 64
 
 Classifier = nn.Module | LoadedModel | Callable[[Tensor], Tensor]
 
@@ -85,14 +96,18 @@ def perturbation_steps(height: int, width: int,
     """Pixels changed per step and the number of steps for an H×W image.
 
     step = max(1, round(step_fraction·H·W)), n_steps = ceil(H·W / step); a curve has
-    n_steps + 1 points. For 224×224 at 3.6 %: (1806, 28).
+    n_steps + 1 points. The default fraction is RISE's 1792/50176 = 1/28: (1792, 28) at
+    224×224. The product is exact (the fraction as a ratio of small integers), so a size
+    whose share is a whole number of pixels gets exactly that many.
     """
     if not 0 < step_fraction <= 1:
         raise FdcamError(f"step_fraction must be in (0, 1]; got {step_fraction!r}")
     if height < 1 or width < 1:
         raise FdcamError(f"image size must be positive; got {height}x{width}")
     area = height * width
-    step = max(1, round(step_fraction * area))
+    # 1/28 as a float times 50176 is not exactly 1792.0; the nearest simple ratio is.
+    fraction = Fraction(step_fraction).limit_denominator(1_000_000)
+    step = max(1, round(fraction * area))
     return step, math.ceil(area / step)
 
 
@@ -109,32 +124,53 @@ def auc(curve: Tensor) -> Tensor:
     return (curve.sum(-1) - curve[..., 0] / 2 - curve[..., -1] / 2) / (n - 1)
 
 
-def gaussian_kernel(size: int = BLUR_KERNEL_SIZE, sigma: float = BLUR_SIGMA, *,
-                    dtype: torch.dtype = torch.float32,
-                    device: torch.device | str | None = None) -> Tensor:
-    """Normalised 2-D Gaussian, [size, size]: k(i, j) ∝ exp(−((i−c)² + (j−c)²) / 2σ²).
+def _reflect_index(index: Tensor, n: int) -> Tensor:
+    """Half-sample symmetric extension of 0 … n−1 (scipy's 'reflect': d c b a | a b c d |
+    d c b a), for any integer index: period 2n, and i ↦ 2n − 1 − i on the mirrored half."""
+    m = torch.remainder(index, 2 * n)
+    return torch.where(m >= n, 2 * n - 1 - m, m)
 
-    c = (size − 1)/2 and Σ k = 1. (RISE builds its kernel by filtering a unit impulse with
-    scipy, whose reflecting border makes it slightly flatter; we sample the Gaussian.)
+
+def rise_kernel(size: int = BLUR_KERNEL_SIZE, sigma: float = BLUR_SIGMA, *,
+                truncate: float = BLUR_TRUNCATE, dtype: torch.dtype = torch.float32,
+                device: torch.device | str | None = None) -> Tensor:
+    """RISE's insertion kernel, [size, size]: a unit impulse at the centre of a size×size
+    grid filtered by a Gaussian of σ with a reflecting border.
+
+    This is ``scipy.ndimage.gaussian_filter(impulse, sigma)`` with its defaults (mode
+    'reflect', truncate 4), written in torch: the filter is separable, k = r rᵀ, with the
+    1-D response to the impulse at c = ⌊size/2⌋
+
+        r_i = Σ_{t=−R}^{R} w_t · [reflect(i + t) = c],   w_t = exp(−t²/2σ²) / Σ_u exp(−u²/2σ²),
+
+    R = ⌊truncate·σ + ½⌋ (20 for σ = 5) and reflect the half-sample symmetric extension.
+    Because R exceeds the grid, most of the Gaussian folds back onto it: the kernel is
+    nearly flat, centre/corner = 1.142 for the defaults (a sampled Gaussian has 2.72), and
+    Σ k = 1 (reflection keeps the mass).
     """
     if size < 1 or size % 2 == 0:
         raise FdcamError(f"blur kernel size must be a positive odd number; got {size}")
-    if sigma <= 0:
-        raise FdcamError(f"blur sigma must be positive; got {sigma}")
-    offsets = torch.arange(size, dtype=torch.float64) - (size - 1) / 2
-    g = torch.exp(-(offsets**2) / (2 * sigma**2))
-    k = torch.outer(g, g)  # separable: exp(−(a²+b²)/2σ²) = exp(−a²/2σ²)·exp(−b²/2σ²)
-    return (k / k.sum()).to(dtype=dtype, device=device)
+    if not sigma > 0:
+        raise FdcamError(f"blur sigma must be positive; got {sigma!r}")
+    if not truncate > 0:
+        raise FdcamError(f"blur truncate must be positive; got {truncate!r}")
+    radius = int(truncate * sigma + 0.5)  # scipy's rule
+    taps = torch.arange(-radius, radius + 1)
+    w = torch.exp(-(taps.double() ** 2) / (2 * sigma**2))
+    w = w / w.sum()
+    source = _reflect_index(torch.arange(size)[:, None] + taps[None, :], size)  # [size, taps]
+    r = (w[None, :] * (source == size // 2)).sum(dim=1)
+    return torch.outer(r, r).to(dtype=dtype, device=device)
 
 
 def blur(x: Tensor, size: int = BLUR_KERNEL_SIZE, sigma: float = BLUR_SIGMA) -> Tensor:
-    """Insertion's starting image: each channel convolved with `gaussian_kernel`, [B, C, H, W].
+    """Insertion's starting image: each channel convolved with `rise_kernel`, [B, C, H, W].
 
-    Depthwise convolution with zero padding in normalised space, so the border darkens
-    towards the dataset mean exactly as in RISE's reference.
+    Depthwise convolution with zero padding (size // 2) in normalised space, so the border
+    darkens towards the dataset mean exactly as in RISE's reference.
     """
     channels = x.shape[1]
-    k = gaussian_kernel(size, sigma, dtype=x.dtype, device=x.device)
+    k = rise_kernel(size, sigma, dtype=x.dtype, device=x.device)
     weight = k.expand(channels, 1, size, size)
     return F.conv2d(x, weight, padding=size // 2, groups=channels)
 
@@ -153,6 +189,17 @@ def saliency_ranks(saliency: Tensor) -> Tensor:
     return ranks
 
 
+def curve_batch_size(device: torch.device | str) -> int:
+    """Default number of perturbed images per forward pass of the curves on `device`.
+
+    On a CPU small batches are faster per image: EfficientNet-Lite0 on this project's
+    2-core machine took 20–30 ms/image at batch 2–4 and 55–100 ms/image at batch 32
+    (its activations no longer fit the caches), so `CPU_CURVE_BATCH` = 4; on a GPU a
+    batch fills the device: `CUDA_CURVE_BATCH` = 64.
+    """
+    return CUDA_CURVE_BATCH if torch.device(device).type == "cuda" else CPU_CURVE_BATCH
+
+
 def insertion_deletion_curves(
     model: Classifier,
     x: Tensor,
@@ -160,23 +207,26 @@ def insertion_deletion_curves(
     target: int | Sequence[int] | Tensor,
     *,
     step_fraction: float = STEP_FRACTION,
-    batch_size: int = 32,
+    batch_size: int | None = None,
 ) -> InsertionDeletion:
     """Insertion and deletion curves (RISE protocol, §IV-B) of a batch of saliency maps.
 
     x: normalised images [B, 3, H, W]; saliency: [B, H, W] (or [B, 1, H, W]); target: one
     class per image, [B] (or one int for all). Point i of a curve changes the
-    min(i·step, H·W) highest-ranked pixels (`saliency_ranks`):
+    n_i = min(i·step, H·W) highest-ranked pixels (`saliency_ranks`, `perturbation_steps`):
 
         deletion_i  = p_c(x ⊙ (1 − M_i))
-        insertion_i = p_c(x ⊙ M_i + blur(x) ⊙ (1 − M_i))
+        insertion_i = p_c(x ⊙ M_i + blur(x) ⊙ (1 − M_i)),   M_i = [rank < n_i]
 
-    with M_i the mask of those pixels and p_c the softmax probability of the target class.
-    The perturbed images are built from the ranks with masks, `batch_size` at a time, under
-    `torch.no_grad` on x's device; an `nn.Module` is put in eval mode and restored after.
+    with p_c the softmax probability of the target class. This equals RISE's loop, which
+    replaces the next `step` pixels in place and scores after each step, point for point.
+    Both curves of all images are one list of 2·B·(n_steps + 1) perturbed images, evaluated
+    `batch_size` at a time (None: `curve_batch_size` for x's device); each batch is built by
+    one gather from the stacked (start, finish) images through the rank map, under
+    `torch.no_grad` on x's device. An `nn.Module` is put in eval mode and restored after.
     """
     check_images(x)
-    batch, _, height, width = x.shape
+    batch, channels, height, width = x.shape
     if saliency.dim() == 4 and saliency.shape[1] == 1:
         saliency = saliency.squeeze(1)
     if tuple(saliency.shape) != (batch, height, width):
@@ -184,8 +234,10 @@ def insertion_deletion_curves(
                          f"to match x; got {list(saliency.shape)}")
     if not torch.isfinite(saliency).all():
         raise FdcamError("saliency contains NaN or infinite values; expected finite maps")
-    if batch_size < 1:
-        raise FdcamError(f"batch_size must be a positive int; got {batch_size}")
+    if batch_size is None:
+        batch_size = curve_batch_size(x.device)
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise FdcamError(f"batch_size must be a positive int or None; got {batch_size!r}")
     targets = _target_vector(target, batch).to(x.device)
     step, n_steps = perturbation_steps(height, width, step_fraction)
     n_points = n_steps + 1
@@ -196,23 +248,24 @@ def insertion_deletion_curves(
     # Dropout/batch-norm in train mode would make the curves random: eval mode, restored.
     mode = eval_mode(network) if isinstance(network, nn.Module) else contextlib.nullcontext()
     with mode, torch.no_grad():
-        ranks = saliency_ranks(saliency.to(x.device))
-        blurred = blur(x)
-        insertion = torch.empty(batch * n_points, device=x.device)
-        deletion = torch.empty(batch * n_points, device=x.device)
-        for start in range(0, batch * n_points, batch_size):
-            # One flat index per (image, point): batches may straddle images.
-            q = torch.arange(start, min(start + batch_size, batch * n_points), device=x.device)
-            image, point = q // n_points, q % n_points
-            mask = (ranks[image] < changed[point, None]).view(-1, 1, height, width)
-            originals = x[image]
-            cls = targets[image]
-            deleted = originals.masked_fill(mask, 0.0)
-            inserted = torch.where(mask, originals, blurred[image])
-            deletion[q] = _probability(network, deleted, cls)
-            insertion[q] = _probability(network, inserted, cls)
-    insertion = insertion.view(batch, n_points)
-    deletion = deletion.view(batch, n_points)
+        ranks = saliency_ranks(saliency.to(x.device)).view(batch, 1, height, width)
+        # Per image, [deletion start, deletion finish, insertion start, insertion finish]:
+        # a pixel of a perturbed image comes from "finish" once its rank is < n_i.
+        ends = torch.stack([x, torch.zeros_like(x), blur(x), x], dim=1)
+        ends = ends.reshape(batch * 4, channels, height, width)
+        per_image = 2 * n_points  # deletion points, then insertion points
+        total = batch * per_image
+        probabilities = torch.empty(total, device=x.device)
+        for start in range(0, total, batch_size):
+            q = torch.arange(start, min(start + batch_size, total), device=x.device)
+            image, rest = q // per_image, q % per_image
+            kind, point = rest // n_points, rest % n_points  # kind 0 deletion, 1 insertion
+            finished = ranks[image] < changed[point].view(-1, 1, 1, 1)  # [n, 1, H, W]
+            source = (4 * image + 2 * kind).view(-1, 1, 1, 1) + finished
+            perturbed = ends.gather(0, source.expand(-1, channels, -1, -1))
+            probabilities[q] = _probability(network, perturbed, targets[image])
+    probabilities = probabilities.view(batch, 2, n_points)
+    deletion, insertion = probabilities[:, 0], probabilities[:, 1]
     return InsertionDeletion(insertion, deletion, changed, auc(insertion), auc(deletion))
 
 
@@ -260,23 +313,35 @@ def saliency_peak(saliency: Tensor) -> tuple[int, int]:
 
 def pointing_hit(saliency: Tensor, boxes: Tensor | Sequence[Sequence[float]],
                  tolerance: float = 0) -> bool:
-    """Pointing-game hit: is the map's maximum within `tolerance` pixels of a box?
+    """Pointing-game hit: is the map's maximum inside, or within `tolerance` pixels of, a box?
 
     saliency: [H, W]; boxes: [N, 4] as (x1, y1, x2, y2) in the map's 0-based pixel
-    coordinates (x = column, y = row), both corners inclusive. With the peak at (x, y),
-    d = ‖(max(x1 − x, 0, x − x2), max(y1 − y, 0, y − y2))‖₂ is its Euclidean distance to a
-    box; a hit when d ≤ tolerance for any box (tolerance 0: inside, borders included).
-    No boxes: a miss.
+    coordinates (x = column, y = row), both corners inclusive: a box is the set of pixels
+    (c, r) with x1 ≤ c ≤ x2, y1 ≤ r ≤ y2 inside the map (TorchRay's boolean mask). With
+    the peak p, d = min over those pixels q of ‖p − q‖₂, computed as
+    ‖(max(⌈x1⌉ − c, 0, c − ⌊x2⌋), max(⌈y1⌉ − r, 0, r − ⌊y2⌋))‖₂ after clipping to the map.
+
+    * tolerance 0 (the paper's Eq. 12): a hit when d = 0, the peak inside a box;
+    * tolerance > 0 (the original game as TorchRay's `PointingGame.evaluate` scores it):
+      a hit when d < tolerance, strictly — a box pixel exactly 15 px away is a miss.
+
+    No boxes (or none with a pixel inside the map): a miss.
     """
     if tolerance < 0:
         raise FdcamError(f"tolerance must be >= 0 pixels; got {tolerance}")
     row, col = saliency_peak(saliency)
     b = _check_boxes(boxes)
-    if b.shape[0] == 0:
-        return False
-    dx = torch.clamp(torch.maximum(b[:, 0] - col, col - b[:, 2]), min=0)
-    dy = torch.clamp(torch.maximum(b[:, 1] - row, row - b[:, 3]), min=0)
-    return bool((torch.hypot(dx, dy) <= tolerance).any())
+    height, width = saliency.shape
+    x1 = torch.ceil(b[:, 0]).clamp(min=0)
+    y1 = torch.ceil(b[:, 1]).clamp(min=0)
+    x2 = torch.floor(b[:, 2]).clamp(max=width - 1)
+    y2 = torch.floor(b[:, 3]).clamp(max=height - 1)
+    present = (x1 <= x2) & (y1 <= y2)
+    dx = torch.clamp(torch.maximum(x1 - col, col - x2), min=0)
+    dy = torch.clamp(torch.maximum(y1 - row, row - y2), min=0)
+    squared = dx**2 + dy**2
+    close = squared == 0 if tolerance == 0 else squared < tolerance**2
+    return bool((close & present).any())
 
 
 def _check_boxes(boxes: Tensor | Sequence[Sequence[float]]) -> Tensor:
@@ -292,10 +357,17 @@ def _check_boxes(boxes: Tensor | Sequence[Sequence[float]]) -> Tensor:
 
 @dataclass(frozen=True)
 class ClassBoxes:
-    """The boxes of one class in one image: [N, 4] xyxy pixels and VOC `difficult` flags [N]."""
+    """The boxes of one class in one image: [N, 4] xyxy pixels and VOC `difficult` flags [N].
+
+    ``image_size``: (H, W) of the image the boxes are measured in, when that is not the
+    map's own resolution — for the original pointing game, the image's original size, with
+    the boxes in its 0-based inclusive pixels (VOC's corners minus 1). None: the boxes are
+    in the map's pixels.
+    """
 
     boxes: Tensor
     difficult: Tensor | None = None
+    image_size: tuple[int, int] | None = None
 
     def __post_init__(self) -> None:
         boxes = _check_boxes(self.boxes)
@@ -306,6 +378,12 @@ class ClassBoxes:
             raise FdcamError(f"difficult flags must be one per box: {boxes.shape[0]} boxes, "
                              f"{flags.shape[0]} flags")
         object.__setattr__(self, "difficult", flags)
+        if self.image_size is not None:
+            size = tuple(self.image_size)
+            if len(size) != 2 or not all(isinstance(v, int) and v >= 1 for v in size):
+                raise FdcamError(f"image_size must be (height, width) in pixels, two positive "
+                                 f"ints; got {self.image_size!r}")
+            object.__setattr__(self, "image_size", size)
 
     @property
     def all_difficult(self) -> bool:
@@ -318,9 +396,10 @@ class ClassBoxes:
 class PointingRecord:
     """One (image, class) pair of the pointing game; `pointing_record` makes one from a map.
 
-    ``hit``: the paper's test (tolerance 0, every box of the class). ``hit_tol15``: the
-    original test (15 px, non-difficult boxes only); None when the class is skipped because
-    all its boxes are difficult (then ``difficult`` is True).
+    ``hit``: the paper's test (the peak inside a box of the class). ``hit_tol15``: the
+    original test as TorchRay scores it (strictly within 15 px of a box of the class,
+    difficult boxes included); None when the class is skipped because all its boxes are
+    difficult (then ``difficult`` is True).
     """
 
     image: str
@@ -334,18 +413,38 @@ class PointingRecord:
 def pointing_record(saliency: Tensor, boxes: ClassBoxes | Tensor, *, image: str = "",
                     target: int = -1, method: str = "",
                     tolerance: float = POINTING_TOLERANCE) -> PointingRecord:
-    """Score one map against the boxes of its class under both pointing-game variants."""
+    """Score one map [H, W] against the boxes of its class under both pointing-game tests.
+
+    When ``boxes.image_size`` differs from the map's size the map is first resized to it
+    (bilinear, align_corners=False: TorchRay's ``resize=image_size``), so the peak and the
+    tolerance are in the image's own pixels. TorchRay's `PointingGameBenchmark` (read for
+    its semantics): the class mask is the union of *all* its boxes, difficult ones
+    included; a class whose boxes are all difficult is skipped (``hit_tol15`` None);
+    a hit when a mask pixel lies at distance² < 15² from the peak.
+
+    The result is TorchRay's test exactly when the boxes are at the image's original
+    resolution: always for our mosaics (composed at the model's input size, so the mosaic
+    is the original image), and for VOC only when its boxes come with ``image_size``;
+    boxes mapped to the model's input (e.g. `fdcam.evaluate.read_voc_boxes`) give our
+    variant, 15 *input* pixels, about 15·W₀/224 original ones.
+    """
     cls_boxes = boxes if isinstance(boxes, ClassBoxes) else ClassBoxes(boxes)
     assert cls_boxes.difficult is not None
+    if saliency.dim() != 2:
+        raise FdcamError(f"saliency must be one map [H, W]; got shape {list(saliency.shape)}")
+    size = cls_boxes.image_size
+    if size is not None and size != tuple(saliency.shape):
+        saliency = F.interpolate(saliency[None, None].float(), size=size, mode="bilinear",
+                                 align_corners=False)[0, 0]
     hit = pointing_hit(saliency, cls_boxes.boxes, 0)
     if cls_boxes.all_difficult:
         return PointingRecord(image, target, hit, None, True, method)
-    easy = cls_boxes.boxes[~cls_boxes.difficult]
-    return PointingRecord(image, target, hit, pointing_hit(saliency, easy, tolerance), False,
-                          method)
+    return PointingRecord(image, target, hit,
+                          pointing_hit(saliency, cls_boxes.boxes, tolerance), False, method)
 
 
-def pointing_game(records: pd.DataFrame | Iterable[PointingRecord]) -> pd.DataFrame:
+def pointing_game(records: pd.DataFrame | Iterable[PointingRecord], *,
+                  num_classes: int | None = None) -> pd.DataFrame:
     """Both pointing-game accuracies, one row per method.
 
     Input: `PointingRecord`s or a table with columns ``target``, ``hit``, ``hit_tol15``
@@ -354,10 +453,16 @@ def pointing_game(records: pd.DataFrame | Iterable[PointingRecord]) -> pd.DataFr
 
     * ``accuracy`` — the paper's Eq. 12, Hits / (Hits + Misses) over all (image, class)
       pairs at tolerance 0; with ``hits`` and ``pairs``;
-    * ``accuracy_tol15`` — the original pointing game: per class, hits / pairs at 15 px with
-      difficult-only classes skipped, then the mean over classes; with ``pairs_tol15`` and
-      ``classes``.
+    * ``accuracy_tol15`` — the original pointing game: per class c, acc_c = hits_c / pairs_c
+      at 15 px with difficult-only classes skipped, then the mean over classes; with
+      ``pairs_tol15`` and ``classes``. `num_classes` None: the mean over the classes that
+      have pairs; an int K: TorchRay's mean over all K classes, a class without pairs
+      counting 0 (its hits / max(1, hits + misses)) — the same on VOC2007, where every
+      class has pairs.
     """
+    if num_classes is not None and (isinstance(num_classes, bool)
+                                    or not isinstance(num_classes, int) or num_classes < 1):
+        raise FdcamError(f"num_classes must be a positive int or None; got {num_classes!r}")
     df = (records.copy() if isinstance(records, pd.DataFrame)
           else pd.DataFrame([asdict(r) for r in records]))
     missing = {"target", "hit", "hit_tol15"} - set(df.columns)
@@ -374,12 +479,20 @@ def pointing_game(records: pd.DataFrame | Iterable[PointingRecord]) -> pd.DataFr
         hits = group["hit"].astype(bool)
         tol = group[group["hit_tol15"].notna()]
         per_class = tol["hit_tol15"].astype(bool).groupby(tol["target"]).mean()
+        if num_classes is not None:
+            outside = [int(c) for c in per_class.index if not 0 <= int(c) < num_classes]
+            if outside:
+                raise FdcamError(f"target {outside[0]} is not a class of {num_classes}; "
+                                 f"expected 0 … {num_classes - 1}")
+            accuracy_tol15 = float(per_class.sum()) / num_classes
+        else:
+            accuracy_tol15 = float(per_class.mean()) if len(per_class) else math.nan
         rows.append({
             "method": method,
             "accuracy": float(hits.mean()),
             "hits": int(hits.sum()),
             "pairs": len(group),
-            "accuracy_tol15": float(per_class.mean()) if len(per_class) else math.nan,
+            "accuracy_tol15": accuracy_tol15,
             "pairs_tol15": len(tol),
             "classes": len(per_class),
         })
