@@ -454,6 +454,37 @@ def gaussian_blur(x: Tensor, kernel_size: int = 51, sigma: float = 50.0) -> Tens
     return F.conv2d(out, g.view(1, 1, -1, 1).expand(channels, 1, -1, 1), groups=channels)
 
 
+#: ``GroupCAM(model, target_layer=GROUPCAM_AUTHORS_LAYER)``: the layer Group-CAM's authors
+#: hook (`groupcam_authors_layer`) instead of the target layer shared by every method.
+GROUPCAM_AUTHORS_LAYER = "authors"
+
+
+def groupcam_authors_layer(model: nn.Module) -> str:
+    """The layer Group-CAM's reference code explains: the last convolution's ReLU.
+
+    Their README names VGG19 ``features.35`` and ResNet ``layer4.2`` (the ReLU of the last
+    conv block, before the last max-pool), so: VGG ``features.<i>`` with i the last
+    ``nn.ReLU`` in ``features`` (``features.29`` for VGG16, 14×14), torchvision ResNet
+    ``layer4`` (its output is that of its last block, after the block's ReLU), and
+    EfficientNet-Lite ``_swish`` (the head activation after the last 1×1 convolution,
+    already the shared default). Their insertion/deletion script, however, hooks VGG19
+    ``features.36``, the last max-pool: the layer our shared default uses for VGG.
+    """
+    if is_efficientnet_lite(model):
+        return "_swish"
+    features = getattr(model, "features", None)
+    if isinstance(features, nn.Sequential):
+        relus = [i for i, m in enumerate(features) if isinstance(m, nn.ReLU)]
+        if relus:
+            return f"features.{relus[-1]}"
+    if type(model).__name__ == "ResNet" and isinstance(getattr(model, "layer4", None),
+                                                         nn.Module):
+        return "layer4"
+    raise FdcamError(f"no known Group-CAM reference layer for {type(model).__name__}; "
+                     f"expected a VGG (features with ReLUs), a torchvision ResNet or an "
+                     f"EfficientNet-Lite, or pass target_layer")
+
+
 class GroupCAM(Explainer):
     """Group-CAM [22] (Zhang, Rao, Yang 2021, arXiv:2103.13859), implemented from the paper.
 
@@ -472,6 +503,13 @@ class GroupCAM(Explainer):
 
     ``Explanation.alpha`` holds α [B, K] and ``Explanation.scores`` the group scores s_g
     [B, G]. The G masked images of all images are evaluated `batch_size` at a time.
+
+    Layer: by default (`target_layer` None) the target layer every method of the
+    comparison shares (`default_target_layer`: VGG16 ``features.30``, the paper's layer),
+    so that Table I compares how the methods weight the same activations rather than
+    where they look. ``target_layer="authors"`` (`GROUPCAM_AUTHORS_LAYER`) takes the layer
+    of Group-CAM's reference code instead, the last convolution's ReLU
+    (`groupcam_authors_layer`: VGG16 ``features.29``), e.g. to compare with their numbers.
     """
 
     name = "groupcam"
@@ -479,6 +517,11 @@ class GroupCAM(Explainer):
     def __init__(self, model: nn.Module, target_layer: Layer | None = None, *,
                  groups: int = 32, batch_size: int = 32, blur_kernel: int = 51,
                  blur_sigma: float = 50.0, denoise_percentile: float | None = None) -> None:
+        if isinstance(target_layer, str) and target_layer == GROUPCAM_AUTHORS_LAYER:
+            if not isinstance(model, nn.Module):
+                raise FdcamError(f"model must be a torch.nn.Module; got "
+                                 f"{type(model).__name__}")
+            target_layer = groupcam_authors_layer(model)
         super().__init__(model, target_layer)
         self.groups = _check_positive_int(groups, "groups")
         self.batch_size = _check_positive_int(batch_size, "batch_size")

@@ -18,6 +18,7 @@ from torchvision.transforms.functional import gaussian_blur as tv_gaussian_blur
 from fdcam.baselines import (
     BASELINES,
     FDCAM_VARIANTS,
+    GROUPCAM_AUTHORS_LAYER,
     METHODS,
     QUALITATIVE_METHODS,
     EfficientNetLiteClassifier,
@@ -25,6 +26,7 @@ from fdcam.baselines import (
     GroupCAM,
     default_target_layer,
     gaussian_blur,
+    groupcam_authors_layer,
     make_explainer,
     resolve_target_layer,
 )
@@ -415,6 +417,46 @@ def test_default_target_layers() -> None:
         resnet, vgg = torchvision.models.resnet18(), torchvision.models.vgg11()
     assert default_target_layer(resnet) == "layer4"
     assert default_target_layer(vgg) == "features.20"
+
+
+class TinyVGG(nn.Module):
+    """VGG's layout in miniature: features (conv, ReLU, conv, ReLU, max-pool) + classifier."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.features = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(),
+                                      nn.Conv2d(8, 16, 3, padding=1), nn.ReLU(),
+                                      nn.MaxPool2d(2))
+        self.classifier = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+                                        nn.Linear(16, 5))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.classifier(self.features(x))
+
+
+def test_groupcam_authors_layer_is_the_last_conv_relu() -> None:
+    with torch.device("meta"):
+        vgg16, vgg19 = torchvision.models.vgg16(), torchvision.models.vgg19()
+        resnet50 = torchvision.models.resnet50()
+    assert groupcam_authors_layer(vgg16) == "features.29"  # the ReLU before pool5
+    assert groupcam_authors_layer(vgg19) == "features.35"  # their README's VGG19 layer
+    assert groupcam_authors_layer(resnet50) == "layer4"  # = layer4.2's output
+    assert default_target_layer(vgg16) == "features.30"  # the shared default: pool5
+    with pytest.raises(FdcamError, match="no known Group-CAM reference layer for Sequential"):
+        groupcam_authors_layer(tiny_cnn())
+
+
+def test_groupcam_layer_option() -> None:
+    net, x = TinyVGG().eval(), images()
+    default = GroupCAM(net, "features.4")  # as every method: the last max-pool
+    authors = GroupCAM(net, target_layer=GROUPCAM_AUTHORS_LAYER)
+    assert (default.layer_name, authors.layer_name) == ("features.4", "features.3")
+    torch.testing.assert_close(authors(x, target=[1, 2]).saliency,
+                               GroupCAM(net, "features.3")(x, target=[1, 2]).saliency)
+    loaded = LoadedModel("tiny-vgg", net, "features.4", (0.5,) * 3, (0.5,) * 3, ["c"] * 5)
+    assert make_explainer("groupcam", loaded).layer_name == "features.4"
+    assert make_explainer("groupcam", loaded, "authors").layer_name == "features.3"
 
 
 def test_loaded_model_supplies_network_and_layer() -> None:
