@@ -7,12 +7,13 @@ traceback.
 from __future__ import annotations
 
 import argparse
+import functools
 import sys
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
 from fdcam.errors import FdcamError
-from fdcam.models import MODEL_NAMES
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -23,52 +24,130 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     add_evaluate_parser(commands)
     args = parser.parse_args(argv)
-    try:
-        return int(args.func(args))
-    except FdcamError as error:
-        print(f"fdcam {args.command}: error: {error}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print(f"fdcam {args.command}: interrupted", file=sys.stderr)
-        return 130
+    with warnings.catch_warnings():
+        warnings.showwarning = functools.partial(_one_line_warning, args.command)
+        try:
+            return int(args.func(args))
+        except FdcamError as error:
+            print(f"fdcam {args.command}: error: {error}", file=sys.stderr)
+            return 2
+        except KeyboardInterrupt:
+            print(f"fdcam {args.command}: interrupted", file=sys.stderr)
+            return 130
+
+
+def _one_line_warning(command: str, message: Warning | str, category: type[Warning],
+                      *_: object, **__: object) -> None:
+    """A warning of ours (e.g. rows of a results file left out) as one line on stderr."""
+    print(f"fdcam {command}: warning: {message}", file=sys.stderr)
 
 
 def _add_explain_parser(commands: argparse._SubParsersAction) -> None:
     explain = commands.add_parser("explain", help="write a heat-map overlay for one image")
     explain.add_argument("image", type=Path, help="an image file PIL can read")
-    explain.add_argument("--model", choices=MODEL_NAMES, default="efficientnet-lite0")
+    explain.add_argument("--model", default="efficientnet-lite0",
+                         help="efficientnet-lite0 (default), vgg16, resnet50, or any torchvision "
+                              "classification model (convnext_tiny, densenet121, …)")
+    explain.add_argument("--weights", default=None,
+                         help="DEFAULT (torchvision's; cached or downloaded), a weights name "
+                              "(IMAGENET1K_V1, …), or a state-dict file (loaded with "
+                              "weights_only=True); default: the model's usual weights")
     explain.add_argument("--layer", default=None, help="target layer (dotted name)")
     explain.add_argument("--target", type=int, default=None,
                          help="class index to explain (default: the top-1 class)")
     explain.add_argument("--method", default="fdcam", help="fdcam or a baseline name")
-    explain.add_argument("--device", default="cpu")
+    explain.add_argument("--device", default="cpu", help="cpu (default), cuda or cuda:N")
     explain.add_argument("--out", type=Path, required=True, help="the overlay PNG to write")
     explain.set_defaults(func=run_explain)
+
+
+def check_model_arguments(model: str, layer: str | None, target: int | None,
+                          weights: str | None) -> tuple[str, str | None]:
+    """Check --model, --layer, --target and a --weights file on the model's skeleton (no
+    weights loaded, nothing run); returns the model's name and the layer (None: default)."""
+    from fdcam.models import check_model_name, is_weights_file, model_skeleton
+
+    name = check_model_name(model)
+    skeleton = model_skeleton(name)
+    modules = dict(skeleton.named_modules())
+    if layer is not None and (not layer or layer not in modules):
+        last = [n for n in modules if n][-5:]
+        raise FdcamError(f"unknown layer {layer!r} of {name}; expected a dotted module name "
+                         f"such as {', '.join(last)}")
+    if target is not None:
+        classes = _class_count(skeleton)
+        if not 0 <= target < classes:
+            raise FdcamError(f"--target {target} is not a class of {name}; expected 0 to "
+                             f"{classes - 1}")
+    if weights is not None and is_weights_file(weights) and not Path(weights).is_file():
+        raise FdcamError(f"weights file {weights} does not exist; expected a state dict "
+                         f"saved with torch.save(model.state_dict(), path), or DEFAULT")
+    return name, layer
+
+
+def _class_count(skeleton: object) -> int:
+    import torch
+
+    size = 224
+    try:
+        out = skeleton(torch.empty(1, 3, size, size, device="meta"))  # type: ignore[operator]
+        return int(out.shape[1])
+    except Exception:  # a model that cannot run on meta tensors: ImageNet's classes
+        return 1000
+
+
+def check_out_file(path: Path) -> None:
+    """--out must be a file name whose folder exists or can be made."""
+    if path.is_dir():
+        raise FdcamError(f"--out {path} is a folder; expected a file name such as "
+                         f"{path / 'overlay.png'}")
+    for parent in [path.parent, *path.parent.parents]:
+        if parent.exists():
+            if not parent.is_dir():
+                raise FdcamError(f"cannot write {path}: {parent} is a file, not a folder")
+            break
 
 
 def run_explain(args: argparse.Namespace) -> int:
     import torch
 
-    from fdcam.baselines import make_explainer
+    from fdcam.baselines import METHODS, make_explainer
+    from fdcam.checks import check_device
     from fdcam.data import open_rgb
     from fdcam.models import load_model
     from fdcam.plots import blend
 
+    # Every argument is checked before the model loads or runs (seconds to minutes).
+    device = check_device(args.device)
+    if args.method not in METHODS:
+        raise FdcamError(f"unknown method {args.method!r}; available: {', '.join(METHODS)}")
+    check_out_file(args.out)
+    name, layer = check_model_arguments(args.model, args.layer, args.target, args.weights)
     image = open_rgb(args.image)
-    loaded = load_model(args.model, device=args.device)
-    x = loaded.preprocess(image).unsqueeze(0).to(args.device)
+    loaded = load_model(name, device=device, weights=args.weights)
+    layer = layer or loaded.target_layer
+    if not layer:
+        from fdcam.split import default_layer
+
+        default_layer(loaded.model)  # raises the one line that lists candidate layers
+    x = loaded.preprocess(image).unsqueeze(0).to(device)
     with torch.no_grad():
         probabilities = loaded.model(x).softmax(dim=1)[0]
     top = probabilities.topk(5)
     for rank, (p, c) in enumerate(zip(top.values.tolist(), top.indices.tolist(), strict=True)):
-        print(f"{rank + 1}. {c:4d} {loaded.categories[c]:<30s} {p:.4f}")
+        print(f"{rank + 1}. {c:4d} {_category(loaded.categories, c):<30s} {p:.4f}")
     target = int(top.indices[0]) if args.target is None else args.target
-    explainer = make_explainer(args.method, loaded.model, args.layer or loaded.target_layer)
+    explainer = make_explainer(args.method, loaded.model, layer)
     saliency = explainer(x, target=target).saliency[0]
     pixels = blend(loaded.to_pixels(x[0]).cpu(), saliency.cpu())
     _write_png(pixels, args.out)
-    print(f"{args.method} map for class {target} ({loaded.categories[target]}) -> {args.out}")
+    print(f"{args.method} map for class {target} ({_category(loaded.categories, target)}) "
+          f"-> {args.out}")
     return 0
+
+
+def _category(categories: Sequence[str], index: int) -> str:
+    return categories[index] if 0 <= index < len(categories) else f"class {index}"
 
 
 def _write_png(pixels, path: Path) -> None:  # type: ignore[no-untyped-def]

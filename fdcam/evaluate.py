@@ -77,10 +77,10 @@ from typing import Any, TextIO
 import numpy as np
 import pandas as pd
 import torch
-from PIL import Image
 from torch import Tensor, nn
 from tqdm import tqdm
 
+from fdcam.checks import check_device
 from fdcam.errors import FdcamError
 from fdcam.explanation import Explanation
 from fdcam.metrics import (
@@ -91,7 +91,7 @@ from fdcam.metrics import (
     pointing_game,
     pointing_record,
 )
-from fdcam.models import MODEL_NAMES, LoadedModel, load_model
+from fdcam.models import LoadedModel, load_model
 from fdcam.targets import check_images
 
 try:  # the lock that keeps a second writer off a results file (POSIX)
@@ -1144,14 +1144,19 @@ def add_evaluate_parser(subparsers: Any) -> argparse.ArgumentParser:
         help="insertion/deletion AUC (and the pointing game) of explainers over a folder",
         description="Explain every image of a folder with each method and append one row "
                     "per (image, method, target) to a CSV; rerunning resumes.")
-    parser.add_argument("--model", required=True, choices=MODEL_NAMES, help="model to explain")
+    parser.add_argument("--model", required=True,
+                        help="efficientnet-lite0, vgg16, resnet50, or any torchvision "
+                             "classification model (convnext_tiny, …)")
+    parser.add_argument("--weights", default=None,
+                        help="DEFAULT, a torchvision weights name, or a state-dict file "
+                             "(weights_only=True); default: the model's usual weights")
     parser.add_argument("--images", required=True, type=Path,
                         help="folder of images (every non-hidden file, sorted by name)")
     parser.add_argument("--methods", required=True,
                         help="comma-separated method names, or 'all'")
     parser.add_argument("--out", required=True, type=Path, help="results CSV (appended to)")
     parser.add_argument("--limit", type=_positive_int, help="only the first N images")
-    parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+    parser.add_argument("--device", default="cpu", help="cpu (default), cuda or cuda:N")
     parser.add_argument("--boxes", type=Path,
                         help="folder of VOC XML files (<image stem>.xml): adds the pointing "
                              "game and explains the annotated classes")
@@ -1184,9 +1189,14 @@ def run_evaluate(args: argparse.Namespace) -> int:
         files = files[: args.limit]
     if not files:
         raise FdcamError(f"image folder {folder} holds no files")
-    if args.device == "cuda" and not torch.cuda.is_available():
-        raise FdcamError("--device cuda was asked for but no CUDA device is available")
-    loaded = load_model(args.model, device=args.device)
+    device = check_device(args.device)
+    out = Path(args.out)
+    _check_writable_folder(out)  # --out is checked before the model loads
+    _foreign_check(out)
+    from fdcam.cli import check_model_arguments
+
+    name, _ = check_model_arguments(args.model, None, None, args.weights)
+    loaded = load_model(name, device=device, weights=args.weights)
     boxes = None
     if args.boxes is not None:
         box_dir = Path(args.boxes)
@@ -1198,7 +1208,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
     items = [(p.name, functools.partial(_read_image, p, loaded)) for p in files]
     factories = {name: functools.partial(baselines.make_explainer, name) for name in names}
     failed = evaluate(items, factories, loaded, args.out, boxes=boxes,
-                      batch_size=args.batch_size, shard=args.shard, device=args.device,
+                      batch_size=args.batch_size, shard=args.shard, device=device,
                       progress=True, retry_failed=args.retry_failed)
     table = read_results(args.out)
     print(format_summary(table))
@@ -1211,9 +1221,9 @@ def run_evaluate(args: argparse.Namespace) -> int:
 
 
 def _read_image(path: Path, loaded: LoadedModel) -> Tensor:
-    with Image.open(path) as image:
-        image.load()  # decode now, so a truncated file fails here and is recorded
-        return loaded.preprocess(image)
+    from fdcam.data import open_rgb  # upright (EXIF), 16-bit scaled, bombs refused
+
+    return loaded.preprocess(open_rgb(path))
 
 
 def format_summary(df: pd.DataFrame) -> str:

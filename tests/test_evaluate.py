@@ -179,7 +179,8 @@ def test_half_written_last_row_is_redone(tmp_path: Path) -> None:
     full = read_results(path)
     lines = path.read_text().splitlines(keepends=True)
     path.write_text("".join(lines[:-1]) + lines[-1][:15])  # killed mid-write
-    run(images, path)
+    with pytest.warns(evaluate_module.ResultsWarning, match=r"line 6: incomplete"):
+        run(images, path)
     pd.testing.assert_frame_equal(read_results(path), full)
 
 
@@ -358,7 +359,7 @@ def test_paired_differences_against_the_reference() -> None:
 def cli(monkeypatch: pytest.MonkeyPatch) -> Callable[..., int]:
     loaded = LoadedModel("tiny", tiny_cnn(), "0", (0.5,) * 3, (0.25,) * 3,
                          ["cat", "dog", "person", "car", "tree"], input_size=(SIZE, SIZE))
-    monkeypatch.setattr(evaluate_module, "load_model", lambda name, device="cpu": loaded)
+    monkeypatch.setattr(evaluate_module, "load_model", lambda name, **options: loaded)
     fake = types.ModuleType("fdcam.baselines")
     fake.METHODS = ("energy", "corner")  # type: ignore[attr-defined]
     fake.make_explainer = lambda name, model: {"energy": energy,  # type: ignore[attr-defined]
