@@ -112,5 +112,22 @@ $(MATHJAX): $(STAMP)
 	rm -rf _build/mathjax/mathjax/jax/output/SVG
 	touch $@
 
+# The imagenet-sample profile's photos: one per ImageNet-1k class from the public repository
+# EliSchwartz/imagenet-sample-images (about 110 MB; git-ignored, never committed).
+#   make data-imagenet-sample           shallow clone into data/downloads/imagenet-sample
+#   IMAGENET_SAMPLE=DIR                 photos elsewhere: clone there, or read from there
+# fdcam.data.ImageNetSample reads $$IMAGENET_SAMPLE (absolute here, so notebooks find it).
+IMAGENET_SAMPLE ?= data/downloads/imagenet-sample
+export IMAGENET_SAMPLE := $(abspath $(IMAGENET_SAMPLE))
+.PHONY: data-imagenet-sample
+data-imagenet-sample:
+	@if compgen -G '$(IMAGENET_SAMPLE)/n*_*.JPEG' > /dev/null; then \
+	  echo "imagenet-sample photos already in $(IMAGENET_SAMPLE)"; \
+	else \
+	  mkdir -p '$(dir $(IMAGENET_SAMPLE))' && \
+	  git clone --depth 1 https://github.com/EliSchwartz/imagenet-sample-images \
+	    '$(IMAGENET_SAMPLE)'; \
+	fi
+
 clean:
 	rm -rf _build .pytest_cache .ruff_cache

@@ -9,6 +9,10 @@ Three sources, one per profile (see DESIGN.md):
 * ``paper`` — `ImageNetVal`: ILSVRC2012 val (the paper's 2,000 images are the committed
   manifest `data/imagenet_val_manifest.txt`, made by `paper_manifest()`); `VOC2007`: the
   Pascal VOC 2007 detection split with boxes, for the pointing game (Table II).
+* ``imagenet-sample`` — `ImageNetSample`: the 1,000 photos of the public repository
+  EliSchwartz/imagenet-sample-images (one per ImageNet-1k class, never committed:
+  ``make data-imagenet-sample`` or ``IMAGENET_SAMPLE=DIR``); `imagenet_sample_mosaics`:
+  250 seeded 2×2 mosaics of them, every photo used once.
 
 Box conventions (both are ``[x0, y0, x1, y1]`` float tensors, x = column, y = row):
 
@@ -31,6 +35,7 @@ from __future__ import annotations
 
 import csv
 import itertools
+import os
 import random
 import re
 import xml.etree.ElementTree as ET
@@ -263,18 +268,146 @@ def mosaics(n: int, size: int | tuple[int, int] = 224, seed: int = 0,
         raise FdcamError(f"asked for {n} mosaics; {len(photos)} photos allow only "
                          f"{len(arrangements)} distinct ones of four different classes")
     random.Random(seed).shuffle(arrangements)
-    boxes = quadrant_boxes(size)
-    height, width = (size, size) if isinstance(size, int) else size
+    quadrant_boxes(size)  # checks the size, even for n = 0
     rgb = [photo.image.convert("RGB") for photo in photos]
     items = []
     for arrangement in arrangements[:n]:
-        canvas = Image.new("RGB", (width, height))
-        for box, index in zip(boxes.long().tolist(), arrangement, strict=True):
-            x0, y0, x1, y1 = box
-            tile = rgb[index].resize((x1 - x0 + 1, y1 - y0 + 1), Image.Resampling.BILINEAR)
-            canvas.paste(tile, (x0, y0))
-        items.append(Mosaic(canvas, [photos[i].label for i in arrangement], boxes.clone(),
+        canvas, boxes = _compose_mosaic([rgb[i] for i in arrangement], size)
+        items.append(Mosaic(canvas, [photos[i].label for i in arrangement], boxes,
                             [photos[i].name for i in arrangement]))
+    return items
+
+
+def _compose_mosaic(images: Sequence[Image.Image],
+                    size: int | tuple[int, int]) -> tuple[Image.Image, Tensor]:
+    """Four images pasted in reading order into the quadrants of a mosaic of `size`, each
+    resized (bilinear, aspect ratio not kept) to fill its quadrant: (canvas, boxes [4, 4])."""
+    boxes = quadrant_boxes(size)
+    height, width = (size, size) if isinstance(size, int) else size
+    canvas = Image.new("RGB", (width, height))
+    for (x0, y0, x1, y1), image in zip(boxes.long().tolist(), images, strict=True):
+        tile = image.convert("RGB").resize((x1 - x0 + 1, y1 - y0 + 1),
+                                           Image.Resampling.BILINEAR)
+        canvas.paste(tile, (x0, y0))
+    return canvas, boxes
+
+
+# ----------------------------------------------------------------------------------------
+# The imagenet-sample photos (EliSchwartz/imagenet-sample-images)
+# ----------------------------------------------------------------------------------------
+
+IMAGENET_SAMPLE_URL = "https://github.com/EliSchwartz/imagenet-sample-images"
+IMAGENET_SAMPLE_DIR = DATA_DIR / "downloads" / "imagenet-sample"
+"""Where ``make data-imagenet-sample`` clones the repository (git-ignored)."""
+IMAGENET_SAMPLE_ENV = "IMAGENET_SAMPLE"
+IMAGENET_SAMPLE_MOSAICS = 250  # 1,000 photos, four per mosaic, each used once
+
+_SAMPLE_NAME = re.compile(r"(n\d{8})_.+\.jpe?g", re.IGNORECASE)
+_GET_SAMPLE = (f"run `make data-imagenet-sample` (a shallow git clone of {IMAGENET_SAMPLE_URL}) "
+               f"or set {IMAGENET_SAMPLE_ENV}=DIR to a folder of its photos")
+
+
+def imagenet_sample_dir(root: str | Path | None = None) -> Path:
+    """The folder of the imagenet-sample photos: `root`, else ``$IMAGENET_SAMPLE``, else
+    `IMAGENET_SAMPLE_DIR` (where ``make data-imagenet-sample`` clones them)."""
+    if root is None:
+        root = os.environ.get(IMAGENET_SAMPLE_ENV) or IMAGENET_SAMPLE_DIR
+    return Path(root).expanduser()
+
+
+class ImageNetSample(Dataset):
+    """One photo per ImageNet-1k class: the repository EliSchwartz/imagenet-sample-images.
+
+    Files ``<wnid>_<name>.JPEG`` directly in the folder (e.g. ``n01440764_tench.JPEG``);
+    the WordNet id gives the canonical label, its index in `imagenet_wnids()`. Other files
+    (README.md, gallery.md) are ignored. Items are ``(image, label, name)``: an RGB PIL
+    image (through `open_rgb`) or ``transform(image)``, the label, and the file's stem; in
+    file-name order, which for the full set is label order. The repository does not say
+    which ILSVRC split its photos come from.
+
+    A missing folder, or one without such files, is a one-line `FdcamError` that says how
+    to get the photos.
+
+    >>> sample = ImageNetSample()  # doctest: +SKIP  ($IMAGENET_SAMPLE or data/downloads/)
+    """
+
+    def __init__(self, root: str | Path | None = None,
+                 transform: Callable[[Image.Image], Any] | None = None) -> None:
+        folder = imagenet_sample_dir(root)
+        if not folder.is_dir():
+            raise FdcamError(f"the imagenet-sample photos are not at {folder}: {_GET_SAMPLE}")
+        index = {wnid: i for i, wnid in enumerate(imagenet_wnids())}
+        samples: list[tuple[Path, int]] = []
+        for file in sorted(folder.iterdir()):
+            match = _SAMPLE_NAME.fullmatch(file.name)
+            if match is None or not file.is_file():
+                continue
+            if match.group(1) not in index:
+                raise FdcamError(f"{file.name} in {folder} is named by {match.group(1)}, not an "
+                                 f"ImageNet-1k WordNet id; expected names like "
+                                 f"n01440764_tench.JPEG")
+            samples.append((file, index[match.group(1)]))
+        if not samples:
+            raise FdcamError(f"{folder} holds no photo named like n01440764_tench.JPEG: "
+                             f"{_GET_SAMPLE}")
+        self.root = folder
+        self.transform = transform
+        self.samples = samples
+        self.names: list[str] = [path.stem for path, _ in samples]
+        self.labels: list[int] = [label for _, label in samples]
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, i: int) -> tuple[Any, int, str]:
+        image = self.image(i)
+        return (self.transform(image) if self.transform else image), self.labels[i], \
+            self.names[i]
+
+    def image(self, i: int) -> Image.Image:
+        """Photo `i` as an RGB PIL image."""
+        return open_rgb(self.samples[i][0])
+
+
+def imagenet_sample_groups(n_photos: int, seed: int = 0) -> list[tuple[int, ...]]:
+    """A seeded permutation of the photo indices 0 … n_photos − 1 cut into groups of four.
+
+    ``random.Random(seed).shuffle`` (stable across Python versions and platforms), then
+    consecutive fours: ⌊n_photos / 4⌋ groups, every photo in exactly one (a remainder of
+    n_photos mod 4 photos is left out). 1,000 photos: 250 groups.
+    """
+    if isinstance(n_photos, bool) or not isinstance(n_photos, int) or n_photos < 0:
+        raise FdcamError(f"n_photos must be an int >= 0; got {n_photos!r}")
+    order = list(range(n_photos))
+    random.Random(seed).shuffle(order)
+    return [tuple(order[i:i + 4]) for i in range(0, n_photos - n_photos % 4, 4)]
+
+
+def imagenet_sample_mosaics(sample: ImageNetSample, n: int | None = None,
+                            size: int | tuple[int, int] = 224, seed: int = 0) -> list[Mosaic]:
+    """2×2 mosaics of the imagenet-sample photos, four distinct classes each, seeded.
+
+    Mosaic g shows the photos of `imagenet_sample_groups` (len(sample), seed)[g] in reading
+    order (TL, TR, BL, BR), each resized to fill its quadrant as in `mosaics`; its boxes
+    are `quadrant_boxes` (size), exact. With the 1,000 photos: 250 mosaics
+    (`IMAGENET_SAMPLE_MOSAICS`), every photo used once. `n`: the first n only (None: all).
+    """
+    groups = imagenet_sample_groups(len(sample), seed)
+    if n is not None:
+        if isinstance(n, bool) or not isinstance(n, int) or not 0 <= n <= len(groups):
+            raise FdcamError(f"n must be between 0 and {len(groups)} (the {len(sample)} photos "
+                             f"make {len(groups)} mosaics); got {n!r}")
+        groups = groups[:n]
+    quadrant_boxes(size)  # checks the size, even for n = 0
+    items = []
+    for group in groups:
+        labels = [sample.labels[i] for i in group]
+        names = [sample.names[i] for i in group]
+        if len(set(labels)) != 4:
+            raise FdcamError(f"mosaic of {', '.join(names)} repeats a class; expected one "
+                             f"photo per ImageNet class in {sample.root}")
+        canvas, boxes = _compose_mosaic([sample.image(i) for i in group], size)
+        items.append(Mosaic(canvas, labels, boxes, names))
     return items
 
 
