@@ -14,7 +14,6 @@ grouped switching (Eq. 6–8) give s; ρ (Eq. 9–10) combines them into ω; Eq.
 
 from __future__ import annotations
 
-import weakref
 from dataclasses import dataclass
 
 import torch
@@ -25,7 +24,7 @@ from fdcam.combine import BIAS, Combination, check_combination, combine_weights,
 from fdcam.errors import FdcamError
 from fdcam.explanation import Explanation
 from fdcam.similarity import THETA, channel_similarity, check_theta, similarity_groups
-from fdcam.split import Split, eval_mode, no_grad_body, split_model
+from fdcam.split import Context, Split, eval_mode, split_model
 from fdcam.switching import LinearTerms, linear_terms, switch_scores
 from fdcam.targets import Target, check_images, resolve_targets
 
@@ -46,56 +45,42 @@ class FDCAMExplanation(Explanation):
     evaluations: Tensor | None = None
 
 
-def gradcam_weights(split: Split, a: Tensor, targets: Tensor, x: Tensor | None = None,
+def gradcam_weights(split: Split, a: Tensor, targets: Tensor, context: Context = (),
                     terms: LinearTerms | None = None) -> tuple[Tensor, Tensor]:
     """Grad-CAM weights (Eq. 2): ``α_c^k = (1 / hw) Σ_ij ∂f_c(X) / ∂A_ij^k``.
 
     Gradients flow through the head only (A is a leaf), for all C classes of each image in
-    one batched backward pass. a: [B, K, h, w], targets: long [B, C]
-    -> (α [B, C, K], logits [B, classes])
+    one batched backward pass. a: [B, K, h, w], targets: long [B, C], context: the split's
+    context for these images -> (α [B, C, K], logits [B, classes])
 
-    With a linear head's per-batch `terms` (`fdcam.switching.linear_terms`), the first
-    layer's output is already known (b₁ + W₁·Z + Σ_k D_k), so the chain rule is applied by
-    hand there: ∂f/∂h₁ by autograd through the later layers, ∂f/∂P = (∂f/∂h₁)ᵀ W₁, then
-    ∂f/∂A through the channel-wise modules. When those are pooling only, the spatial sum
-    of ∂f/∂A^k is ``Σ_h (∂f/∂h₁)_h Σ_j W₁[h, k, j]``: no pass over W₁ at all.
+    With the per-batch `terms` of a head whose first stage is a Linear layer
+    (`fdcam.switching.linear_terms`), the first layer's output is already known
+    (b₁ + W₁·Z + Σ_k D_k), so the chain rule is applied by hand there: ∂f/∂h₁ by autograd
+    through the later layers, ∂f/∂P = (∂f/∂h₁)ᵀ W₁, then ∂f/∂A through the channel-wise
+    stage. When that stage only pools, the spatial sum of ∂f/∂A^k is
+    ``Σ_h (∂f/∂h₁)_h Σ_j W₁[h, k, j]``: no pass over W₁ at all.
     """
-    head = split.linear_head
+    stages = split.stages
     with torch.enable_grad():
-        if head is not None and terms is not None and terms.contributions is not None:
+        if stages is not None and stages.first is not None and terms is not None \
+                and terms.contributions is not None:
             hidden = terms.first_layer().detach().requires_grad_(True)  # h₁: [B, H]
-            logits = head.layers(hidden.clone())  # clone: VGG's ReLU works in place
+            logits = stages.rest(hidden.clone(), context)  # clone: VGG's ReLU works in place
             dh = _class_gradients(logits, hidden, targets.to(logits.device))  # [C, B, H]
-            if head.sums_gradients:
+            weight = stages.first.weight
+            if stages.pooling_only:
                 spatial = a.shape[-2] * a.shape[-1]
-                alpha = (dh.detach() @ _block_sums(head.first, a.shape[1])) / spatial
+                alpha = (dh.detach() @ stages.first.block_sums(a.shape[1])) / spatial
                 return alpha.transpose(0, 1), logits.detach()
             leaf = a.detach().requires_grad_(True)
-            pooled = head.channel_wise(leaf.clone())
-            dp = (dh @ head.first.weight).view(dh.shape[0], *pooled.shape)
+            pooled = stages.channel_wise(leaf.clone())
+            dp = (dh @ weight).view(dh.shape[0], *pooled.shape)
             grads = _vjp(pooled, leaf, dp)
         else:
             leaf = a.detach().requires_grad_(True)
-            logits = split.head(leaf, x)
+            logits = split.head(leaf, context=context)
             grads = _class_gradients(logits, leaf, targets.to(logits.device))
     return grads.mean(dim=(-2, -1)).transpose(0, 1), logits.detach()
-
-
-_BLOCK_SUMS: weakref.WeakKeyDictionary[nn.Linear, tuple[int, int, Tensor]] = (
-    weakref.WeakKeyDictionary())
-
-
-def _block_sums(first: nn.Linear, k: int) -> Tensor:
-    """``Σ_j W₁[:, k, j]`` [H, K], cached per layer until its weight changes."""
-    weight = first.weight
-    key = (weight._version, weight.data_ptr())
-    cached = _BLOCK_SUMS.get(first)
-    if cached is None or cached[:2] != key or cached[2].device != weight.device:
-        with torch.no_grad():
-            sums = weight.view(first.out_features, k, -1).sum(-1)
-        _BLOCK_SUMS[first] = (*key, sums)
-        return sums
-    return cached[2]
 
 
 def _class_gradients(logits: Tensor, leaf: Tensor, targets: Tensor) -> Tensor:
@@ -190,22 +175,22 @@ class FDCAM:
 
     def _explain(self, x: Tensor, target: Target | None) -> FDCAMExplanation:
         split = self.split
-        images = x if split.needs_images else None
-        a = no_grad_body(split, x)
-        # Per-batch terms of the linear-head fast path, shared by Eq. 2 and Eq. 6–8.
-        terms = None if split.linear_head is None else linear_terms(split.linear_head, a)
+        with torch.no_grad():  # FD-CAM never back-propagates through the body
+            a, context = split.forward_body(x)
+        # Per-batch terms of the staged fast path, shared by Eq. 2 and Eq. 6–8.
+        terms = None if split.stages is None else linear_terms(split.stages, a)
         if target is None:
-            target = _top1(split, a, images, terms)
-        num_classes = _num_classes(split, a, images)
+            target = _top1(split, a, context, terms)
+        num_classes = _num_classes(split, a, context)
         targets, multi = resolve_targets(target, x.shape[0], num_classes)
 
-        alpha, logits = gradcam_weights(split, a, targets, images, terms)  # [B, C, K]
+        alpha, logits = gradcam_weights(split, a, targets, context, terms)  # [B, C, K]
         if self.grouping:
             groups = similarity_groups(channel_similarity(a), self.theta)
         else:
             eye = torch.eye(a.shape[1], dtype=torch.bool, device=a.device)
             groups = eye.expand(a.shape[0], -1, -1)
-        switching = switch_scores(split, a, groups, targets, images, switch_on=self.switch_on,
+        switching = switch_scores(split, a, groups, targets, context, switch_on=self.switch_on,
                                   batch_size=self.batch_size, terms=terms)
         weights = combine_weights(alpha, switching.score.to(alpha.dtype), self.combination,
                                   self.bias)
@@ -230,26 +215,23 @@ class FDCAM:
         )
 
 
-def _top1(split: Split, a: Tensor, images: Tensor | None,
-          terms: LinearTerms | None) -> list[int]:
+def _top1(split: Split, a: Tensor, context: Context, terms: LinearTerms | None) -> list[int]:
     """Each image's top-1 class, reusing the linear-head terms when there are any."""
     with torch.no_grad():
-        if split.linear_head is not None and terms is not None and terms.contributions is not None:
-            logits = split.linear_head.layers(terms.first_layer())
+        if split.stages is not None and terms is not None and terms.contributions is not None:
+            logits = split.stages.rest(terms.first_layer(), context)
         else:
-            logits = split.head(a, images)
+            logits = split.head(a, context=context)
     return logits.argmax(dim=1).tolist()
 
 
-def _num_classes(split: Split, a: Tensor, images: Tensor | None) -> int:
-    """Number of classes, from the head's output on one image (cheap, no gradients)."""
-    head = split.linear_head
-    if head is not None and head.last is not None:
-        return head.last.out_features
-    if head is not None and len(head.layers) == 0:
-        return head.first.out_features
+def _num_classes(split: Split, a: Tensor, context: Context) -> int:
+    """Number of classes, from the head's structure or its output on one image."""
+    known = None if split.stages is None else split.stages.num_classes
+    if known is not None:
+        return known
     with torch.no_grad():
-        return split.head(a[:1], None if images is None else images[:1]).shape[1]
+        return split.head(a[:1], context=tuple(v[:1] for v in context)).shape[1]
 
 
 def _check_device(model: nn.Module, x: Tensor) -> None:

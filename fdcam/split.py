@@ -5,110 +5,101 @@ convolutional layer and asks how the class score ``f_c`` depends on them. Splitt
 network there lets FD-CAM run the expensive body once per image (under ``no_grad``) and
 perturb or differentiate only the head. The invariant is ``head(body(x)) == model(x)``.
 
-Explicit splits exist for torchvision VGG (``features.N``), torchvision ResNet
-(``layerN``), EfficientNet-Lite (``_swish``: the head activation, i.e. the output of
-``extract_features``) and plain ``nn.Sequential`` models (a direct child). Any other
-module of any other model works through a hook split: the body runs the model and keeps the
-layer's output, the head reruns the model with a hook that replaces the layer's output.
-
-When the head begins with channel-wise modules, a ``Flatten`` and a ``Linear`` layer
-(VGG16, ResNet, EfficientNet), the split also describes it as a `LinearHead`, which is what
-`fdcam.switching` needs for its exact fast path.
+Any model whose forward pass `torch.fx` can trace is cut by `fdcam.graph_cut`: the body
+returns A and the *context* (values from before the cut that the head reads, such as a
+skip connection), and the head runs the part of the graph after the cut only. The head is
+then read in stages (`fdcam.head.HeadStages`) for the exact fast paths of switching.
+EfficientNet-Lite's ``_swish`` (its activation module runs twice, in the stem and at the
+end) has an explicit split. A model that cannot be traced falls back to a hook split, with
+a warning: the body runs the model and keeps the layer's output, the head reruns the whole
+model with the output replaced — exact, but every mask costs a full forward pass.
 """
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+import warnings
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor, nn
 
 from fdcam.errors import FdcamError
 
-# Modules whose output channel k depends only on input channel k (in eval mode). A head
-# that starts with these, then Flatten, then Linear, has the exact fast path.
-_CHANNEL_WISE = (
-    nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d, nn.AvgPool2d, nn.MaxPool2d, nn.Identity,
-    nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.ELU, nn.SiLU, nn.GELU, nn.Hardswish, nn.Sigmoid,
-    nn.Tanh, nn.Dropout, nn.Dropout2d, nn.BatchNorm2d,
-)
+if TYPE_CHECKING:
+    from fdcam.head import HeadStages
 
-# Channel-wise modules whose backward pass only redistributes each output's gradient over
-# input pixels with weights summing to 1 (averaging, max-selection, identity).
-_GRADIENT_PRESERVING = (
-    nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d, nn.MaxPool2d, nn.Identity, nn.Dropout,
-    nn.Dropout2d,
-)
-
-
-@dataclass(frozen=True)
-class LinearHead:
-    """A head of the form ``layers(first(flatten(channel_wise(A))))``.
-
-    ``channel_wise`` maps [N, K, h, w] to [N, K, a, b] channel by channel, ``first`` is a
-    Linear layer on the channel-major flattening (K blocks of m = a·b inputs), and
-    ``layers`` holds what follows (for VGG16: ReLU, Dropout, Linear, ReLU, Dropout, Linear).
-    """
-
-    channel_wise: nn.Sequential
-    first: nn.Linear
-    layers: nn.Sequential
-
-    @property
-    def last(self) -> nn.Linear | None:
-        """The final Linear layer when ``layers`` ends with one (only its target rows matter)."""
-        if len(self.layers) and isinstance(self.layers[-1], nn.Linear):
-            return self.layers[-1]
-        return None
-
-    @property
-    def sums_gradients(self) -> bool:
-        """True when the channel-wise stage is pooling only (VGG16, ResNet, EfficientNet).
-
-        Then the spatial sum of ∂f/∂A^k equals the sum of ∂f/∂P_k over the pooled
-        positions, so Grad-CAM's α needs only ``Σ_j W₁[:, k, j]``, not W₁ itself.
-        (AvgPool2d is left out: with padding it may average fewer than its pixels.)
-        """
-        return all(type(m) in _GRADIENT_PRESERVING for m in self.channel_wise)
+#: Values from before the cut that the head reads, one row per image.
+Context = tuple[Tensor, ...]
 
 
 class Split:
-    """``body(x) -> A`` and ``head(A, x) -> logits`` for one model and target layer.
+    """``forward_body(x) -> (A, context)`` and ``head(A, context) -> logits`` for one layer.
 
-    ``head`` takes the images too: only the hook split needs them (it reruns the model);
-    explicit splits ignore them. ``linear_head`` is set when the exact fast path applies.
+    ``stages`` describes the head for the fast paths (None: evaluate `head` directly).
+    ``needs_images`` is True when the head reads a context (skip connections crossing the
+    cut, or the images themselves for a hook split): `head` then needs it or the images.
     """
 
     def __init__(
         self,
         model: nn.Module,
         layer_name: str,
-        body: Callable[[Tensor], Tensor],
-        head: Callable[[Tensor, Tensor], Tensor],
-        linear_head: LinearHead | None = None,
+        body: Callable[[Tensor], tuple[Tensor, Context]],
+        head: Callable[..., Tensor],
+        stages: HeadStages | None = None,
         *,
         needs_images: bool = False,
+        kind: str = "graph",
     ) -> None:
         self.model = model
         self.layer_name = layer_name
         self._body = body
         self._head = head
-        self.linear_head = linear_head
+        self.stages = stages
         self.needs_images = needs_images
+        self.kind = kind
+
+    def __repr__(self) -> str:
+        return f"Split(layer={self.layer_name!r}, kind={self.kind!r})"
 
     def body(self, x: Tensor) -> Tensor:
         """Activations of the target layer, A: [B, K, h, w]."""
-        return self._body(x)
+        return self.forward_body(x)[0]
 
-    def head(self, a: Tensor, x: Tensor | None = None) -> Tensor:
-        """Logits [N, classes] from activations A: [N, K, h, w] (x: [N, 3, H, W] if needed)."""
-        if self.needs_images and x is None:
-            raise FdcamError(f"the hook split at {self.layer_name!r} needs the images as well")
+    def forward_body(self, x: Tensor) -> tuple[Tensor, Context]:
+        """A [B, K, h, w] and the context the head needs (one row per image)."""
+        a, context = self._body(x)
+        if not isinstance(a, Tensor) or a.dim() != 4:
+            shape = f" of shape {tuple(a.shape)}" if isinstance(a, Tensor) else ""
+            raise FdcamError(f"layer {self.layer_name!r} must output a tensor [B, K, h, w]; "
+                             f"got {type(a).__name__}{shape}")
+        return a, context
+
+    def head(self, a: Tensor, x: Tensor | None = None, *,
+             context: Context | None = None) -> Tensor:
+        """Logits [N, classes] from activations A: [N, K, h, w].
+
+        When the head reads a context, pass it (from `forward_body`) or the images x
+        [N, 3, H, W], from which it is recomputed.
+        """
+        if context is None:
+            if self.needs_images:
+                if x is None:
+                    raise FdcamError(f"the head after {self.layer_name!r} reads values from "
+                                     f"before the cut; pass the images or the context")
+                context = self.forward_body(x)[1]
+            else:
+                context = ()
         # A copy: heads may begin with in-place modules (ReLU(inplace=True)), which must
         # neither overwrite the caller's activations nor a leaf that needs gradients.
-        return self._head(a.clone(), x)  # type: ignore[arg-type]
+        return self._head(a.clone(), *context)
+
+
+def expand_context(context: Context, index: int, rows: int) -> Context:
+    """Image `index`'s context repeated for `rows` masks (a copy: heads may add in place)."""
+    return tuple(v[index: index + 1].expand(rows, *v.shape[1:]).clone() for v in context)
 
 
 def resolve_layer(model: nn.Module, layer: str | nn.Module | None) -> tuple[str, nn.Module]:
@@ -145,116 +136,112 @@ def _unknown_layer_message(model: nn.Module, name: str) -> str:
     return f"unknown layer {name!r}; available{where}: {_abbreviate(names) or '(none)'}"
 
 
-def default_layer(model: nn.Module) -> str:
-    """The conventional target layer of the known families (the paper's for VGG16)."""
-    from torchvision.models import VGG, ResNet
+#: The conventional target layer of each known family (the paper's for VGG16): the last
+#: convolutional stage's output, as pytorch-grad-cam's README suggests.
+DEFAULT_LAYERS: dict[str, str] = {
+    "VGG": "features.<last>",
+    "ResNet": "layer4",  # also ResNeXt and Wide ResNet
+    "DenseNet": "features.norm5",
+    "MobileNetV2": "features.<last>",
+    "MobileNetV3": "features.<last>",
+    "EfficientNet": "features.<last>",  # torchvision EfficientNet B0-B7 and V2
+    "ConvNeXt": "features.<last>",
+    "RegNet": "trunk_output",
+    "EfficientNet-Lite": "_swish",
+}
 
-    if isinstance(model, VGG):
-        return f"features.{len(model.features) - 1}"
-    if isinstance(model, ResNet):
-        return "layer4"
-    if is_efficientnet_lite(model):
-        return "_swish"
-    raise FdcamError(f"no default target layer for {type(model).__name__}; pass target_layer "
-                     f"(a module or a dotted name such as 'features.30')")
+
+def default_layer(model: nn.Module) -> str:
+    """The conventional target layer of the known families (`DEFAULT_LAYERS`)."""
+    family = "EfficientNet-Lite" if is_efficientnet_lite(model) else type(model).__name__
+    layer = DEFAULT_LAYERS.get(family)
+    if layer is None:
+        raise FdcamError(f"no default target layer for {type(model).__name__}; pass "
+                         f"target_layer, for example one of its last layers with a [B, K, h, w] "
+                         f"output: {', '.join(_last_4d_layers(model)) or '(none found)'}")
+    if layer.endswith("<last>"):
+        layer = f"features.{len(model.features) - 1}"  # type: ignore[arg-type]
+    return layer
+
+
+def _last_4d_layers(model: nn.Module, count: int = 4, size: int = 224) -> list[str]:
+    """The last `count` modules whose output is [1, K, h, w] on a blank 224×224 image."""
+    outputs: list[str] = []
+    handles = []
+    for name, module in model.named_modules():
+        if name:
+            def keep(_m: nn.Module, _i: object, out: object, name: str = name) -> None:
+                if isinstance(out, Tensor) and out.dim() == 4 and name not in outputs:
+                    outputs.append(name)
+            handles.append(module.register_forward_hook(keep))
+    try:
+        with torch.no_grad(), eval_mode(model):
+            model(torch.zeros(1, 3, size, size))
+    except Exception:  # a model for other inputs: list what ran
+        pass
+    finally:
+        for handle in handles:
+            handle.remove()
+    return outputs[-count:]
 
 
 def split_model(model: nn.Module, layer: str | nn.Module | None = None) -> Split:
     """Split `model` at `layer` (default: the family's conventional target layer)."""
-    from torchvision.models import VGG, ResNet
+    from fdcam.graph_cut import CutError, check_context, cut_graph
+    from fdcam.head import describe_head
 
     name, module = resolve_layer(model, default_layer(model) if layer is None else layer)
-    if isinstance(model, VGG) and name.startswith("features.") and name.count(".") == 1:
-        return _split_vgg(model, name)
-    if isinstance(model, ResNet) and name in ("layer1", "layer2", "layer3", "layer4"):
-        return _split_resnet(model, name)
+    if module is model:
+        raise FdcamError("the target layer cannot be the whole model; pick a convolutional "
+                         "layer inside it")
     if is_efficientnet_lite(model) and name == "_swish":
         return _split_efficientnet_lite(model)
-    if isinstance(model, nn.Sequential) and "." not in name:
-        return _split_sequential(model, name)
-    return _split_hook(model, name, module)
+    try:
+        cut = cut_graph(model, name)
+    except CutError as error:
+        warnings.warn(f"FD-CAM at {name!r} of {type(model).__name__} uses the slow hook split "
+                      f"({error}): every channel mask reruns the whole model, about 2K forward "
+                      f"passes per image for a layer of K channels", stacklevel=2)
+        return _split_hook(model, name, module)
+    try:
+        stages = describe_head(cut.head)
+    except ValueError:
+        stages = None
 
+    def body(x: Tensor) -> tuple[Tensor, Context]:
+        a, *context = cut.body(x)
+        problem = check_context(tuple(context), x.shape[0])
+        if problem is None:
+            return a, tuple(context)
+        warnings.warn(f"FD-CAM at {name!r} of {type(model).__name__} falls back to the slow "
+                      f"hook split ({problem}): every channel mask reruns the whole model",
+                      stacklevel=3)
+        hook = _split_hook(model, name, module)
+        split._body, split._head, split.stages = hook._body, hook._head, None
+        split.needs_images, split.kind = True, "hook"
+        return hook._body(x)
 
-def _split_chain(model: nn.Module, name: str, body: Sequence[nn.Module],
-                 head: Sequence[nn.Module]) -> Split:
-    body_seq = nn.Sequential(*body)
-    head_seq = nn.Sequential(*head)
-    return Split(model, name, body_seq, lambda a, _x: head_seq(a), linear_head(head))
-
-
-def _split_vgg(model: nn.Module, name: str) -> Split:
-    index = int(name.split(".")[1])
-    features = list(model.features)  # type: ignore[arg-type]
-    head = [*features[index + 1:], model.avgpool, nn.Flatten(1), *model.classifier]  # type: ignore[misc]
-    return _split_chain(model, name, features[: index + 1], head)
-
-
-def _split_resnet(model: nn.Module, name: str) -> Split:
-    stages = [model.layer1, model.layer2, model.layer3, model.layer4]
-    n = int(name[-1])
-    body = [model.conv1, model.bn1, model.relu, model.maxpool, *stages[:n]]
-    head = [*stages[n:], model.avgpool, nn.Flatten(1), model.fc]
-    return _split_chain(model, name, body, head)  # type: ignore[arg-type]
+    split = Split(model, name, body, cut.head, stages, needs_images=bool(cut.context_names))
+    return split
 
 
 def _split_efficientnet_lite(model: nn.Module) -> Split:
     # `_swish` runs twice (stem and head); its head call is what extract_features returns.
-    head = [model._avg_pooling, nn.Flatten(1), model._dropout, model._fc]
-    head_seq = nn.Sequential(*head)  # type: ignore[arg-type]
-    return Split(model, "_swish", model.extract_features, lambda a, _x: head_seq(a),
-                 linear_head(head))  # type: ignore[arg-type]
+    from fdcam.head import stages_of_modules
 
-
-def _split_sequential(model: nn.Sequential, name: str) -> Split:
-    children = list(model.named_children())
-    index = next(i for i, (child, _) in enumerate(children) if child == name)
-    modules = [module for _, module in children]
-    return _split_chain(model, name, modules[: index + 1], modules[index + 1:])
-
-
-def linear_head(head: Sequence[nn.Module]) -> LinearHead | None:
-    """Describe `head` as a `LinearHead` if it is channel-wise ops, Flatten(1), Linear, …"""
-    modules = list(_flatten_sequentials(head))
-    i = 0
-    while i < len(modules) and isinstance(modules[i], _CHANNEL_WISE):
-        i += 1
-    if i >= len(modules):
-        return None
-    flatten = modules[i]
-    if not (isinstance(flatten, nn.Flatten) and flatten.start_dim == 1 and flatten.end_dim == -1):
-        return None
-    j = i + 1  # eval-mode identities may sit between Flatten and Linear (EfficientNet's dropout)
-    while j < len(modules) and isinstance(modules[j], nn.Dropout | nn.Identity):
-        j += 1
-    if j >= len(modules) or not isinstance(modules[j], nn.Linear):
-        return None
-    return LinearHead(nn.Sequential(*modules[:i]), modules[j], nn.Sequential(*modules[j + 1:]))
-
-
-def _flatten_sequentials(modules: Sequence[nn.Module]) -> Iterator[nn.Module]:
-    for module in modules:
-        if type(module) is nn.Sequential:
-            yield from _flatten_sequentials(list(module))
-        else:
-            yield module
-
-
-class _Stop(Exception):
-    """Raised by the body hook to skip the rest of the forward pass."""
+    head, stages = stages_of_modules(
+        [model._avg_pooling, nn.Flatten(1), model._dropout, model._fc])  # type: ignore[list-item]
+    return Split(model, "_swish", lambda x: (model.extract_features(x), ()), head, stages,
+                 kind="explicit")
 
 
 def _split_hook(model: nn.Module, name: str, module: nn.Module) -> Split:
     """Hook split: works for any module that runs exactly once per forward pass."""
 
-    def body(x: Tensor) -> Tensor:
-        calls: list[Tensor] = []
+    def body(x: Tensor) -> tuple[Tensor, Context]:
+        calls: list[object] = []
 
         def keep(_m: nn.Module, _inputs: object, output: object) -> None:
-            if not isinstance(output, Tensor) or output.dim() != 4:
-                raise FdcamError(f"layer {name!r} must output a tensor [B, K, h, w]; got "
-                                 f"{type(output).__name__}"
-                                 + (f" of shape {tuple(output.shape)}"
-                                    if isinstance(output, Tensor) else ""))
             calls.append(output)
 
         handle = module.register_forward_hook(keep)
@@ -265,7 +252,7 @@ def _split_hook(model: nn.Module, name: str, module: nn.Module) -> Split:
         if len(calls) != 1:
             raise FdcamError(f"layer {name!r} runs {len(calls)} times in one forward pass; "
                              f"choose a module that runs exactly once")
-        return calls[0]
+        return calls[0], (x,)  # type: ignore[return-value]
 
     def head(a: Tensor, x: Tensor) -> Tensor:
         def replace(_m: nn.Module, _inputs: object, _output: object) -> Tensor:
@@ -277,7 +264,7 @@ def _split_hook(model: nn.Module, name: str, module: nn.Module) -> Split:
         finally:
             handle.remove()
 
-    return Split(model, name, body, head, None, needs_images=True)
+    return Split(model, name, body, head, None, needs_images=True, kind="hook")
 
 
 def is_efficientnet_lite(model: nn.Module) -> bool:

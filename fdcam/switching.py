@@ -8,15 +8,20 @@ the change of the raw class score f_c is read off:
 * switch-on score (Eq. 7):  ``s⁺ = f_c^{k+}(X)``
 * switching score (Eq. 8):  ``s = (s⁻ + s⁺) / 2``
 
-All 2K masks of an image are evaluated at once. Two paths give the same numbers:
+All 2K masks of an image are evaluated at once, through the head only (the body ran once).
+The head is read in stages (`fdcam.head`): ``logits = last(middle(first(g(A))))``.
 
-* the *linear-head fast path* (heads that begin with channel-wise modules, Flatten and a
-  Linear layer: VGG16, ResNet, EfficientNet). Masking happens before the channel-wise
-  modules, so channel k enters the first Linear layer either as ``P_k = g(A_k)`` (on) or as
-  ``Z_k = g(0)`` (off). With ``D_k = W₁[:, block k] · (P_k − Z_k)`` computed once per image,
-  the first layer's output for a mask m is ``b₁ + W₁·Z + Σ_k m_k D_k`` — one matrix product
-  for all masks — and only the target rows of the last Linear layer are computed.
-* the *generic path*: the head rerun on ``A ⊙ m`` for every mask, in chunks.
+* Masking commutes with the channel-wise stage g: ``g(A ⊙ m) = Z + m ⊙ δ`` with P = g(A),
+  Z = g(0), δ = P − Z, so g runs once per image.
+* When the first stage is a Linear layer (VGG16, ResNet, EfficientNet, MobileNet, RegNet),
+  ``D_k = W₁[:, block k] · δ_k`` is computed once per image and the first layer's output
+  for a mask m is ``W₁·Z + b₁ + Σ_k m_k D_k`` — one matrix product for all masks.
+* When it is a convolution (an MBConv block's 1×1 expansion), a mask's pre-activation is
+  ``conv(Z) + Σ_{k on} conv_k(δ_k)`` or ``conv(P) − Σ_{k off} conv_k(δ_k)``, whichever
+  sum is shorter: with groups of θ = 5 % of the channels each mask touches few channels,
+  so only their filters are gathered (a batched matrix product per chunk of masks).
+* Only the target rows of the last Linear layer are computed.
+* Without stages (a hook split), the head is rerun on ``A ⊙ m`` for every mask, in chunks.
 
 Both paths evaluate each distinct mask once: channels that are identically "off" already
 (``P_k = Z_k``, e.g. all-zero activations) cannot change the score, so masks that agree on
@@ -28,9 +33,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
-from fdcam.split import LinearHead, Split
+from fdcam.head import HeadStages, LinearMap
+from fdcam.split import Context, Split, expand_context
 
 # Upper bound on temporary elements (float32) of one chunk: about 16 MB.
 _CHUNK_ELEMENTS = 4 * 1024 * 1024
@@ -90,7 +97,7 @@ def switch_scores(
     a: Tensor,
     groups: Tensor,
     targets: Tensor,
-    x: Tensor | None = None,
+    context: Context = (),
     *,
     switch_on: bool = True,
     batch_size: int = 64,
@@ -99,11 +106,12 @@ def switch_scores(
     """Grouped switching scores (Eq. 6–8) for every channel, class and image.
 
     a: [B, K, h, w] activations; groups: bool [B, K, K]; targets: long [B, C];
-    x: [B, 3, H, W], only for hook splits. ``batch_size`` bounds the generic path's chunks.
+    context: what `Split.forward_body` returned besides A. ``batch_size`` bounds the
+    number of masks per head call.
     """
     k = a.shape[1]
     masks = switching_masks(groups, switch_on)
-    values, evaluations = masked_class_scores(split, a, masks, targets, x,
+    values, evaluations = masked_class_scores(split, a, masks, targets, context,
                                               batch_size=batch_size, terms=terms)
     values = values.transpose(1, 2)  # [B, C, rows]
     full = values[..., 0]
@@ -118,21 +126,23 @@ def masked_class_scores(
     a: Tensor,
     masks: Tensor,
     targets: Tensor,
-    x: Tensor | None = None,
+    context: Context = (),
     *,
     batch_size: int = 64,
     terms: LinearTerms | None = None,
 ) -> tuple[Tensor, Tensor]:
     """Target-class logits with the activations masked channel-wise, ``f_c(A ⊙ m)``.
 
-    a: [B, K, h, w]; masks: bool [B, n, K]; targets: long [B, C]; `terms` may carry the
-    linear-head terms already computed for this batch
+    a: [B, K, h, w]; masks: bool [B, n, K]; targets: long [B, C]; context: the split's
+    context for these images; `terms` may carry `linear_terms` already computed for them
     -> (scores [B, n, C], distinct masks evaluated per image [B])
     """
     with torch.no_grad():
-        if split.linear_head is not None:
-            return _linear_head_scores(split.linear_head, a, masks, targets, terms)
-        return _generic_scores(split, a, masks, targets, x, batch_size)
+        if split.stages is not None:
+            terms = linear_terms(split.stages, a) if terms is None else terms
+            return _staged_scores(split.stages, terms, masks, targets.to(a.device), context,
+                                  batch_size)
+        return _generic_scores(split, a, masks, targets, context, batch_size)
 
 
 def _distinct(masks: Tensor, active: Tensor) -> tuple[Tensor, Tensor]:
@@ -143,22 +153,31 @@ def _distinct(masks: Tensor, active: Tensor) -> tuple[Tensor, Tensor]:
     return torch.unique(key, dim=0, return_inverse=True)
 
 
+def _full_masks(unique: Tensor, active: Tensor) -> Tensor:
+    """Distinct masks on the active channels back to all K channels (the others on)."""
+    full = torch.ones(unique.shape[0], active.shape[0], dtype=torch.bool, device=unique.device)
+    full[:, active] = unique
+    return full
+
+
+def _chunks(n: int, size: int) -> list[slice]:
+    return [slice(start, start + size) for start in range(0, n, size)] or [slice(0, 0)]
+
+
 def _generic_scores(split: Split, a: Tensor, masks: Tensor, targets: Tensor,
-                    x: Tensor | None, batch_size: int) -> tuple[Tensor, Tensor]:
-    b, n, k = masks.shape
+                    context: Context, batch_size: int) -> tuple[Tensor, Tensor]:
+    b, n, _ = masks.shape
     out = torch.empty(b, n, targets.shape[1], dtype=a.dtype, device=a.device)
     evaluations = torch.empty(b, dtype=torch.long)
     active = a.flatten(2).ne(0).any(-1)  # zeroing an all-zero channel changes nothing
     for i in range(b):
         unique, inverse = _distinct(masks[i], active[i])
-        full = torch.ones(unique.shape[0], k, dtype=a.dtype, device=a.device)
-        full[:, active[i]] = unique.to(a.dtype)
+        full = _full_masks(unique, active[i]).to(a.dtype)
         rows = []
-        for start in range(0, full.shape[0], batch_size):
-            m = full[start: start + batch_size]
-            masked = a[i] * m[:, :, None, None]
-            images = None if x is None else x[i: i + 1].expand(m.shape[0], *x.shape[1:])
-            logits = split.head(masked, images)
+        for part in _chunks(full.shape[0], batch_size):
+            m = full[part]
+            logits = split.head(a[i] * m[:, :, None, None],
+                                context=expand_context(context, i, m.shape[0]))
             rows.append(logits[:, targets[i].to(logits.device)])
         out[i] = torch.cat(rows)[inverse]
         evaluations[i] = unique.shape[0]
@@ -167,83 +186,123 @@ def _generic_scores(split: Split, a: Tensor, masks: Tensor, targets: Tensor,
 
 @dataclass(frozen=True)
 class LinearTerms:
-    """What a `LinearHead` needs once per batch, shared by switching and gradients.
+    """What the staged fast path needs once per batch, shared by switching and gradients.
 
-    ``delta``: P − Z [B, K, m] (channel on minus channel off, after the channel-wise
-    modules); ``active``: channels whose switching can change anything [B, K];
-    ``base``: b₁ + W₁·Z, the first layer's output with every channel off [H];
-    ``contributions``: D [B, K, H] with ``D_k = W₁[:, block k]·δ_k`` (None when the first
-    Linear layer is the classifier: then only target rows are ever computed).
+    ``pooled`` P = g(A) [B, K, a, b]; ``zero`` Z = g(0) [1, K, a, b]; ``delta`` P − Z;
+    ``active``: channels whose switching can change anything [B, K]; ``base``: the first
+    stage's output with every channel off, first(Z), flattened [F] (None without a first
+    stage); ``contributions``: D [B, K, H] with ``D_k = W₁[:, block k]·δ_k`` when the first
+    stage is a Linear layer followed by more layers (None otherwise).
     """
 
+    pooled: Tensor
+    zero: Tensor
     delta: Tensor
     active: Tensor
-    base: Tensor
+    base: Tensor | None
     contributions: Tensor | None
 
     def first_layer(self) -> Tensor:
         """The first Linear layer's output with every channel on, b₁ + W₁·P: [B, H]."""
-        if self.contributions is None:
+        if self.contributions is None or self.base is None:
             raise ValueError("no contributions were computed for this head")
         return self.base + self.contributions.sum(dim=1)
 
 
-def linear_terms(head: LinearHead, a: Tensor) -> LinearTerms:
-    """Per-batch terms of the fast path (see the module docstring). a: [B, K, h, w]."""
+def linear_terms(stages: HeadStages, a: Tensor) -> LinearTerms:
+    """Per-batch terms of the staged fast path (see the module docstring). a: [B, K, h, w]."""
     with torch.no_grad():
-        first = head.first
         k = a.shape[1]
-        pooled = head.channel_wise(a.clone()).flatten(2)  # P: [B, K, m]; clone: in-place ops
-        zero = head.channel_wise(torch.zeros_like(a[:1])).flatten(2)  # Z = g(0): [1, K, m]
+        pooled = stages.channel_wise(a.clone())  # clone: in-place modules
+        zero = stages.channel_wise(torch.zeros_like(a[:1]))
         delta = pooled - zero
-        bias = first.bias if first.bias is not None else first.weight.new_zeros(first.out_features)
-        # b₁ + W₁·Z; the product is skipped when Z = 0 (pooling), saving a pass over W₁.
-        base = bias + first.weight @ zero.flatten() if zero.any() else bias.clone()
-        contributions = None
-        if len(head.layers):
-            weight = first.weight.view(first.out_features, k, -1)  # W₁ as [H, K, m]
-            contributions = _contributions(weight, delta)
-        return LinearTerms(delta, delta.ne(0).any(-1), base, contributions)
+        first = stages.first
+        base = contributions = None
+        if first is not None:
+            if first.kind == "linear" and not zero.any():  # skip a pass over W₁: base = b₁
+                base = first.bias.clone() if first.bias is not None else \
+                    first.weight.new_zeros(first.weight.shape[0])
+            else:
+                base = first(zero).flatten()
+            if first.kind == "linear" and not stages.first_is_classifier:
+                weight = first.weight.view(first.weight.shape[0], k, -1)  # W₁ as [H, K, m]
+                contributions = _contributions(weight, delta.flatten(2))
+        return LinearTerms(pooled, zero, delta, delta.flatten(2).ne(0).any(-1), base,
+                           contributions)
 
 
-def _linear_head_scores(head: LinearHead, a: Tensor, masks: Tensor,
-                        targets: Tensor, terms: LinearTerms | None) -> tuple[Tensor, Tensor]:
+def _staged_scores(stages: HeadStages, terms: LinearTerms, masks: Tensor, targets: Tensor,
+                   context: Context, batch_size: int) -> tuple[Tensor, Tensor]:
     b, n, k = masks.shape
-    terms = linear_terms(head, a) if terms is None else terms
-    delta, active, base = terms.delta, terms.active, terms.base
-    targets = targets.to(a.device)
-    uniques, inverses = zip(*(_distinct(masks[i], active[i]) for i in range(b)), strict=True)
-    evaluations = torch.tensor([u.shape[0] for u in uniques])
-
-    if terms.contributions is None:  # the first Linear is the classifier: only target rows
-        weight = head.first.weight.view(head.first.out_features, k, -1)
-        rows = []
-        for i in range(b):
-            t = targets[i]
-            d = _contributions(weight[t][:, active[i]], delta[i: i + 1, active[i]])[0]  # [Ka, C]
-            rows.append((base[t] + uniques[i].to(a.dtype) @ d)[inverses[i]])
-        return torch.stack(rows), evaluations
-
-    # First layer for all distinct masks of all images, then the class-independent layers
-    # once, then only the target rows of the last Linear layer.
-    d = terms.contributions
-    hidden = torch.cat([base + uniques[i].to(a.dtype) @ d[i, active[i]] for i in range(b)])
-    last = head.last
-    middle = head.layers[:-1] if last is not None else head.layers
-    hidden = torch.cat([middle(chunk) for chunk in _row_chunks(hidden)])
-    out = torch.empty(b, n, targets.shape[1], dtype=a.dtype, device=a.device)
-    start = 0
+    first = stages.first
+    dtype = terms.delta.dtype
+    out = torch.empty(b, n, targets.shape[1], dtype=dtype, device=terms.delta.device)
+    evaluations = torch.empty(b, dtype=torch.long)
     for i in range(b):
-        h = hidden[start: start + uniques[i].shape[0]]
-        start += uniques[i].shape[0]
+        unique, inverse = _distinct(masks[i], terms.active[i])
+        evaluations[i] = unique.shape[0]
+        m = _full_masks(unique, terms.active[i])
         t = targets[i]
-        if last is not None:
-            lb = last.bias[t] if last.bias is not None else 0.0
-            scores = h @ last.weight[t].T + lb
+        if first is not None and stages.first_is_classifier:
+            # The first Linear is the classifier: only its target rows, for all masks at once.
+            weight = first.weight[t].view(t.shape[0], k, -1)
+            d = _contributions(weight, terms.delta[i: i + 1].flatten(2))[0]  # [K, C]
+            scores = terms.base[t] + m.to(dtype) @ d  # type: ignore[index]
+            out[i] = scores[inverse]
+            continue
+        if first is not None and first.kind == "linear":
+            assert terms.contributions is not None and terms.base is not None
+            inputs = terms.base + m.to(dtype) @ terms.contributions[i]  # [u, H]
+            size = batch_size * 64  # rows of a hidden layer are small
+        elif first is not None:
+            full = first(terms.pooled[i: i + 1])
+            shape, base = full.shape[1:], terms.base
+            size = max(1, min(batch_size, _CHUNK_ELEMENTS // 4 // full[0].numel()))
         else:
-            scores = h[:, t]
-        out[i] = scores[inverses[i]]
+            size = max(1, min(batch_size, _CHUNK_ELEMENTS // 4 // terms.delta[i].numel()))
+        rows = []
+        for part in _chunks(m.shape[0], size):
+            if first is not None and first.kind == "linear":
+                h = inputs[part]
+            elif first is not None:
+                h = _conv_masked(first, terms.delta[i], m[part], base,  # type: ignore[arg-type]
+                                 full.flatten()).view(-1, *shape)
+            else:
+                h = terms.zero + m[part, :, None, None].to(dtype) * terms.delta[i]
+            rows.append(stages.target_scores(h, t, expand_context(context, i, h.shape[0])))
+        out[i] = torch.cat(rows)[inverse]
     return out, evaluations
+
+
+def _conv_masked(conv: LinearMap, delta: Tensor, masks: Tensor, base: Tensor,
+                 full: Tensor) -> Tensor:
+    """A convolution's output for channel masks, from the channels that differ only.
+
+    ``conv(Z + m ⊙ δ) = conv(Z) + Σ_{k: m_k=1} conv_k(δ_k) = conv(P) − Σ_{k: m_k=0} conv_k(δ_k)``
+    with conv_k channel k's filters alone (no bias); each row uses the shorter sum.
+    delta: [K, a, b]; masks: bool [n, K]; base = conv(Z), full = conv(P): [F] -> [n, F]
+    """
+    k = masks.shape[1]
+    use_on = masks.sum(1) * 2 <= k
+    chosen = torch.where(use_on[:, None], masks, ~masks)  # the channels to add or remove
+    s = int(chosen.sum(1).max())
+    start = torch.where(use_on[:, None], base, full)
+    if s == 0:
+        return start.clone()
+    weight = conv.weight  # [C_out, K, kh, kw]
+    c_out, r = weight.shape[0], weight.shape[2] * weight.shape[3]
+    columns = F.unfold(delta.unsqueeze(0), weight.shape[2:], conv.dilation,  # type: ignore[arg-type]
+                       conv.padding, conv.stride)[0].view(k, r, -1)  # [K, r, L]
+    # Pad with a zero channel (index K) so every row gathers s channels.
+    columns = torch.cat([columns, columns.new_zeros(1, *columns.shape[1:])])
+    filters = torch.cat([weight.view(c_out, k, r).transpose(0, 1),
+                         weight.new_zeros(1, c_out, r)])  # [K + 1, C_out, r]
+    order = chosen.to(torch.uint8).argsort(dim=1, descending=True, stable=True)[:, :s]
+    index = torch.where(chosen.gather(1, order), order, k)  # [n, s]
+    w = filters[index].permute(0, 2, 1, 3).reshape(-1, c_out, s * r)
+    x = columns[index].reshape(index.shape[0], s * r, -1)
+    change = torch.bmm(w, x).flatten(1)
+    return torch.where(use_on[:, None], start + change, start - change)
 
 
 def _contributions(weight: Tensor, delta: Tensor) -> Tensor:
@@ -261,10 +320,6 @@ def _contributions(weight: Tensor, delta: Tensor) -> Tensor:
         block = (w.unsqueeze(0) * delta.unsqueeze(1)).sum(-1)  # [B, r, K]
         out[:, :, start: start + rows] = block.transpose(1, 2)
     return out
-
-
-def _row_chunks(rows: Tensor, size: int = 8192) -> list[Tensor]:
-    return list(rows.split(size)) if rows.shape[0] else [rows]
 
 
 def grouped_from_single(groups: Tensor, single_off: Tensor) -> Tensor:

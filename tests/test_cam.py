@@ -65,9 +65,9 @@ def test_tiny_sequential_matches_literal(fast: bool, options: dict) -> None:
     model = tiny_sequential()
     x = torch.randn(2, 3, 16, 16, generator=torch.Generator().manual_seed(1))
     cam = FDCAM(model, "3", **options)
-    assert cam.split.linear_head is not None
+    assert cam.split.stages is not None and cam.split.stages.first is not None
     if not fast:
-        cam.split.linear_head = None
+        cam.split.stages = None
     targets = [[1, 4], [7, 1]]
     out = cam(x, target=targets)
     assert out.saliency.shape == (2, 2, 16, 16)
@@ -87,7 +87,8 @@ def test_head_starting_with_an_in_place_relu() -> None:
     model[3] = nn.ReLU(inplace=True)  # target the conv: the head begins with an in-place ReLU
     x = torch.randn(2, 3, 12, 12, generator=torch.Generator().manual_seed(6))
     cam = FDCAM(model, "2")
-    assert cam.split.linear_head is not None  # ReLU and pooling are channel-wise
+    assert cam.split.stages is not None  # ReLU and pooling are channel-wise
+    assert cam.split.stages.first is not None
     out = cam(x, target=[3, 8])
     a = _activations(model, model[2], x)
     assert (a < 0).any()  # the activations FD-CAM saw were not overwritten by the ReLU
@@ -120,7 +121,7 @@ def test_vgg16_matches_literal(fast: bool) -> None:
     x = torch.randn(2, 3, 224, 224, generator=torch.Generator().manual_seed(3))
     cam = FDCAM(model, target_layer=model.features[-1], batch_size=128)
     if not fast:
-        cam.split.linear_head = None
+        cam.split.stages = None
     out = cam(x, target=[[3, 900], [17, 3]])
     a = _activations(model, model.features[-1], x)
 
@@ -140,7 +141,7 @@ def test_resnet50_matches_literal() -> None:
     model = resnet50().eval()
     x = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(4))
     cam = FDCAM(model, "layer4")
-    assert cam.split.linear_head is not None
+    assert cam.split.stages is not None and cam.split.stages.first is not None
     out = cam(x, target=[[10, 20], [30, 10]])
     a = _activations(model, model.layer4, x)
 
@@ -279,7 +280,7 @@ def test_gradcam_weights_equal_gradient_mean(by_hand: bool) -> None:
     split = split_model(model, "3")
     x = torch.randn(2, 3, 8, 8)
     a = split.body(x).detach()
-    terms = linear_terms(split.linear_head, a) if by_hand else None
+    terms = linear_terms(split.stages, a) if by_hand else None
     alpha, logits = gradcam_weights(split, a, torch.tensor([[1, 2], [3, 1]]), terms=terms)
     for i, cs in enumerate([[1, 2], [3, 1]]):
         for j, c in enumerate(cs):

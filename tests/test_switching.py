@@ -71,7 +71,7 @@ def test_switch_scores_match_masked_heads(fast: bool) -> None:
     x = torch.randn(2, 3, 12, 12, generator=torch.Generator().manual_seed(3))
     split = split_model(model, "3")
     if not fast:
-        split.linear_head = None
+        split.stages = None
     a = _activations(model, "3", x)
     groups = similarity_groups(channel_similarity(a), 0.2)
     targets = torch.tensor([[2], [5]])
@@ -91,7 +91,7 @@ def test_linear_head_grouped_score_is_the_sum_of_single_scores() -> None:
     model = tiny_linear()
     x = torch.randn(2, 3, 10, 10, generator=torch.Generator().manual_seed(0))
     split = split_model(model, "1")
-    assert split.linear_head is not None and len(split.linear_head.layers) == 0
+    assert split.stages is not None and split.stages.first_is_classifier
     a = _activations(model, "1", x)
     groups = similarity_groups(channel_similarity(a), 0.25)
     targets = torch.tensor([[0, 3], [4, 1]])
@@ -151,7 +151,7 @@ def test_mask_census_counts_what_switch_scores_evaluates(fast: bool) -> None:
     x = torch.randn(3, 3, 8, 8, generator=torch.Generator().manual_seed(2))
     split = split_model(model, "1")
     if not fast:
-        split.linear_head = None
+        split.stages = None
     a = _activations(model, "1", x)
     a[0, :5] = 0  # zero channels
     a[1, 7] = a[1, 6]  # an exact twin
