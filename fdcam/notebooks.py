@@ -13,7 +13,10 @@ What it adds to plain papermill:
   or `fdcam.experiments.setup`), so a bad value stops the run there, and `FdcamError`
   shows in the notebook as its one line (`fdcam.errors`);
 * a failed notebook is reported in one line — notebook, cell, error — and leaves the
-  previously executed copy in place; its partial output is kept for reading;
+  previously executed copy in place; its partial output is kept for reading in the scratch
+  folder (``--scratch``, ``$FDCAM_PAPERMILL_SCRATCH``, or a new temporary folder: never
+  inside the repository);
+* a file that is not a notebook is refused in one line;
 * each notebook's wall time is printed.
 """
 
@@ -49,8 +52,9 @@ from fdcam.report import check_profile
 ROOT = Path(__file__).resolve().parent.parent
 """The repository (the package is installed editable)."""
 SOURCES = ROOT / "notebooks"
-SCRATCH = ROOT / "_build" / "papermill"
-"""Where papermill writes; a failed notebook's partial output stays here."""
+SCRATCH_VARIABLE = "FDCAM_PAPERMILL_SCRATCH"
+"""Environment variable naming the folder papermill writes to (default: a new temporary
+folder per run, outside the repository); a failed notebook's partial output stays there."""
 KERNEL = "python3"
 
 
@@ -118,10 +122,26 @@ def sources(folder: Path = SOURCES) -> list[Path]:
 
 
 def declared_parameters(source: Path) -> list[str]:
-    """The names in `source`'s cell tagged ``parameters`` (papermill's inspection)."""
+    """The names in `source`'s cell tagged ``parameters`` (papermill's inspection); a file
+    that is not a notebook is a one-line `FdcamError`."""
     import papermill
 
-    return list(papermill.inspect_notebook(str(source)))
+    try:
+        return list(papermill.inspect_notebook(str(source)))
+    except Exception as error:  # NotJSONError, a missing key, an unreadable file, …
+        raise FdcamError(f"{source} is not a Jupyter notebook papermill can read "
+                         f"({type(error).__name__}: {_first_line(str(error))})") from None
+
+
+def scratch_folder(scratch: Path | None = None) -> Path:
+    """Where papermill writes before a notebook replaces its target: `scratch`, else
+    ``$FDCAM_PAPERMILL_SCRATCH``, else a new temporary folder (never inside the
+    repository, which may be read-only or shared)."""
+    if scratch is not None:
+        return Path(scratch)
+    if os.environ.get(SCRATCH_VARIABLE):
+        return Path(os.environ[SCRATCH_VARIABLE])
+    return Path(tempfile.mkdtemp(prefix="fdcam-papermill-"))
 
 
 def split_parameters(notebooks: Sequence[Path],
@@ -145,18 +165,24 @@ def _split(declared: Mapping[Path, list[str]],
 
 
 def execute(source: Path, target: Path, parameters: Mapping[str, Any],
-            scratch: Path = SCRATCH) -> float:
+            scratch: Path | None = None) -> float:
     """papermill `source` → `target` with `parameters`; returns the seconds it took.
 
     The kernel is ``python3`` of this environment, the working directory `target`'s
     folder, no progress bar. The output goes to `scratch` first and replaces `target` only
     when every cell ran, so a failure leaves the previous `target` as it was; it raises a
-    one-line `FdcamError` naming the notebook, the cell and the error.
+    one-line `FdcamError` naming the notebook, the cell and the error. `scratch`: see
+    `scratch_folder`.
     """
     import papermill
     from papermill.exceptions import PapermillExecutionError
 
-    scratch.mkdir(parents=True, exist_ok=True)
+    scratch = scratch_folder(scratch)
+    try:
+        scratch.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise FdcamError(f"cannot create the scratch folder {scratch}: "
+                         f"{error.strerror or error}") from None
     written = scratch / source.name
     target.parent.mkdir(parents=True, exist_ok=True)
     os.environ.setdefault("JUPYTER_PREFER_ENV_PATH", "1")  # python3 = this environment's
@@ -208,7 +234,7 @@ def _first_line(text: str) -> str:
 
 
 def run(notebooks: Sequence[Path], into: Path, parameters: Mapping[str, Any],
-        scratch: Path = SCRATCH) -> dict[str, float]:
+        scratch: Path | None = None) -> dict[str, float]:
     """Execute `notebooks` in order into the folder `into`; stops at the first failure
     (a one-line `FdcamError`). Returns each notebook's seconds."""
     if not notebooks:
@@ -226,6 +252,7 @@ def run(notebooks: Sequence[Path], into: Path, parameters: Mapping[str, Any],
             check_paper_paths(share.get("imagenet_val"), share.get("voc_root"),
                               share.get("voc_checkpoint"), bool(share.get("dry_run")))
     seconds = {}
+    scratch = scratch_folder(scratch)  # one folder for the whole run
     for source, share in shares.items():
         shown = " ".join(f"{k}={v!r}" for k, v in share.items())
         print(f"papermill {_shown(source)} -> {_shown(into / source.name)} ({shown})",
@@ -255,10 +282,13 @@ def main(argv: Sequence[str] | None = None) -> int:
                         metavar=("NAME", "VALUE"),
                         help="a papermill parameter; VALUE is read as a Python literal "
                              "where it is one (3, None, True, ['a', 'b']), else as text")
+    parser.add_argument("--scratch", type=Path, default=None,
+                        help=f"where papermill writes first (default ${SCRATCH_VARIABLE}, "
+                             f"else a new temporary folder)")
     args = parser.parse_args(argv)
     parameters = {name: parse_value(value) for name, value in args.parameter}
     try:
-        run(args.notebooks or sources(), args.into, parameters)
+        run(args.notebooks or sources(), args.into, parameters, args.scratch)
     except FdcamError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

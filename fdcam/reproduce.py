@@ -86,7 +86,6 @@ VOC_DOWNLOAD_ROOT = ROOT / "data" / "downloads" / "voc"
 DRY_ROOT = ROOT / "data" / "cache" / "dry-run"
 DRY_RESULTS = experiments.RESULTS_ROOT / "paper-dry-run"
 DRY_BUILD = ROOT / "_build" / "dry-run"
-PAPERMILL_LEFTOVERS = ROOT / "_build" / "papermill"
 
 # The dry run: few images, a two-step fine-tuning (the rest: experiments.setup(dry_run=True)).
 DRY_IMAGENET_IMAGES = 2
@@ -122,7 +121,9 @@ class Plan:
     standins_dir: Path | None = None
     notebooks_in: Path = ROOT / "notebooks"
     progress_every: float = 300.0  # seconds between row counts of a running evaluation
-    scratch: Path = PAPERMILL_LEFTOVERS  # papermill writes here; kept when a notebook fails
+    # papermill writes here first; kept when a notebook fails. None: notebooks.scratch_folder
+    # ($FDCAM_PAPERMILL_SCRATCH or a new temporary folder, never inside the repository).
+    scratch: Path | None = None
 
     @property
     def kind(self) -> str:
@@ -215,7 +216,7 @@ def make_plan(args: argparse.Namespace) -> Plan:
             book_source=DRY_BUILD / "book", shard=shard, steps=steps,
             n_images=args.n_images or DRY_IMAGENET_IMAGES, n_voc=args.n_voc,
             faithfulness_methods=None, pointing_methods=None, seed=args.seed,
-            jb_flags=jb_flags, standins_dir=dry_root / "standins", scratch=DRY_BUILD / "papermill",
+            jb_flags=jb_flags, standins_dir=dry_root / "standins",
             progress_every=60.0)
     imagenet_val = _path(args.imagenet_val)
     voc_root = _path(args.voc_root) or (VOC_DOWNLOAD_ROOT if args.voc_download else None)
@@ -275,9 +276,11 @@ def _check_results_kind(plan: Plan) -> None:
     if not record.is_file():
         return
     try:
-        kind = json.loads(record.read_text()).get("kind")
-    except (json.JSONDecodeError, AttributeError):
-        kind = None
+        kind = json.loads(record.read_text(encoding="utf-8")).get("kind")
+    except (ValueError, AttributeError, OSError):  # not JSON, not UTF-8, not an object
+        raise FdcamError(f"{record} is not a reproduce record (expected a JSON object such "
+                         f"as {{\"format\": \"{_RECORD_FORMAT}\", \"kind\": \"paper\"}}); "
+                         f"use another RESULTS_DIR or delete that file") from None
     if kind != plan.kind:
         raise FdcamError(f"RESULTS_DIR={plan.results_dir} holds {kind or 'unknown'} results; "
                          f"a {plan.kind} run never writes there: use another RESULTS_DIR")
@@ -432,11 +435,14 @@ def _progress(path: Path, expected: int | None, interval: float) -> Iterator[Non
 
 
 def _rows(path: Path) -> int:
+    """Lines after the header (and the identity line of `fdcam.evaluate`'s format 2)."""
     try:
         with path.open("rb") as handle:
-            return max(0, sum(1 for _ in handle) - 1)
+            first = handle.readline()
+            lines = 1 + sum(1 for _ in handle) if first else 0
     except OSError:
         return 0
+    return max(0, lines - (2 if first.startswith(b"# fdcam-results/") else 1))
 
 
 def sha256(path: Path) -> str:
@@ -447,17 +453,22 @@ def sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _record_shard(plan: Plan, state: State, step: str) -> None:
-    """Provenance of one shard's evaluation: merge checks that the shards agree."""
+def _record_shard(plan: Plan, state: State, step: str, finished: bool = False) -> None:
+    """Provenance of one shard's evaluation, written when it starts (``finished`` false) and
+    again when it ends: merge checks that the shards agree and that all of them finished."""
     index, count = plan.shard
     folder = plan.results_dir / "shards"
     folder.mkdir(parents=True, exist_ok=True)
-    record = {"step": step, "shard": [index, count], "device": plan.device,
+    record = {"step": step, "shard": [index, count], "finished": finished,
+              "device": plan.device,
               "torch": torch.__version__, "dry_run": plan.dry_run,
               "gpu": torch.cuda.get_device_name() if plan.device.startswith("cuda") else None}
     if step == "pointing":
         record["voc_checkpoint_sha256"] = sha256(_voc_checkpoint(plan, state))
-    (folder / f"{step}-{index}-of-{count}.json").write_text(json.dumps(record, indent=1) + "\n")
+    path = folder / f"{step}-{index}-of-{count}.json"
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(record, indent=1) + "\n")
+    os.replace(tmp, path)  # a kill leaves the old record or the new one, never half
 
 
 def step_faithfulness(plan: Plan, state: State) -> None:
@@ -470,6 +481,7 @@ def step_faithfulness(plan: Plan, state: State) -> None:
     with _progress(experiments.csv_path(setup, "faithfulness", plan.shard), expected,
                    plan.progress_every):
         path = experiments.run_faithfulness(setup, plan.faithfulness_methods, shard=plan.shard)
+    _record_shard(plan, state, "faithfulness", finished=True)
     say(f"faithfulness rows (Tables I, III, IV), shard {index}/{count}: {path}")
 
 
@@ -479,12 +491,49 @@ def step_pointing(plan: Plan, state: State) -> None:
     with _progress(experiments.csv_path(setup, "pointing", plan.shard), None,
                    plan.progress_every):
         path = experiments.run_pointing(setup, plan.pointing_methods, shard=plan.shard)
+    _record_shard(plan, state, "pointing", finished=True)
     say(f"pointing-game rows (Table II), shard {plan.shard[0]}/{plan.shard[1]}: {path}")
 
 
+def _read_shard_record(path: Path) -> dict[str, Any]:
+    try:
+        record = json.loads(path.read_text(encoding="utf-8"))
+        index, count = record["shard"]
+        if not (isinstance(index, int) and isinstance(count, int) and 0 <= index < count):
+            raise ValueError("bad shard")
+    except (ValueError, KeyError, TypeError, OSError):
+        raise FdcamError(f"{path} is not a shard record (expected the JSON written by a "
+                         f"--shard run: step, shard [i, n], finished); rerun that shard or "
+                         f"delete the file") from None
+    return dict(record)
+
+
 def check_shard_records(results_dir: Path) -> None:
-    """The shards of a results folder must have used the same fine-tuned weights."""
-    records = [json.loads(p.read_text())
+    """The shards of a results folder must form one complete set per step — one n, every
+    shard 0..n-1 present and finished — and share the fine-tuned weights."""
+    for step in ("faithfulness", "pointing"):
+        paths = sorted((results_dir / "shards").glob(f"{step}-*-of-*.json"))
+        records = {path: _read_shard_record(path) for path in paths}
+        sharded = {p: r for p, r in records.items() if r["shard"][1] > 1}
+        counts = sorted({r["shard"][1] for r in sharded.values()})
+        if len(counts) > 1:
+            raise FdcamError(f"the {step} shards in {results_dir} come from runs split "
+                             f"{' and '.join(map(str, counts))} ways; merge one set (move the "
+                             f"other's CSVs and records away)")
+        for count in counts:
+            have = {r["shard"][0] for r in sharded.values()}
+            missing = sorted(set(range(count)) - have)
+            if missing:
+                raise FdcamError(f"{step} shard {missing[0]}/{count} has not run in "
+                                 f"{results_dir}; run SHARD={missing[0]}/{count} before the "
+                                 f"merge")
+            unfinished = sorted(r["shard"][0] for r in sharded.values()
+                                if r.get("finished") is False)
+            if unfinished:
+                raise FdcamError(f"{step} shard {unfinished[0]}/{count} in {results_dir} has "
+                                 f"not finished (killed, or still running); rerun it before "
+                                 f"the merge")
+    records = [_read_shard_record(p)
                for p in sorted((results_dir / "shards").glob("pointing-*-of-*.json"))]
     hashes = {r.get("voc_checkpoint_sha256") for r in records}
     if len(hashes) > 1:
@@ -521,6 +570,7 @@ def step_notebooks(plan: Plan, state: State) -> None:
     if state.missing_notebooks:
         say(f"skipped, not written yet: {', '.join(state.missing_notebooks)}")
     parameters = notebook_parameters(plan, state)
+    scratch = notebooks.scratch_folder(plan.scratch)
     for source in sources:
         declared = notebooks.declared_parameters(source)
         if plan.dry_run and "dry_run" not in declared:
@@ -532,7 +582,7 @@ def step_notebooks(plan: Plan, state: State) -> None:
         try:
             seconds = notebooks.execute(
                 source, target, {k: v for k, v in parameters.items() if k in declared},
-                plan.scratch)
+                scratch)
         except FdcamError as error:
             say(f"FAILED {error}")
             state.failed_notebooks.append(source.name)
@@ -541,7 +591,7 @@ def step_notebooks(plan: Plan, state: State) -> None:
     if state.failed_notebooks:
         raise FdcamError(f"{len(state.failed_notebooks)} notebook(s) failed: "
                          f"{', '.join(state.failed_notebooks)}; their partial outputs are in "
-                         f"{plan.scratch}")
+                         f"{scratch}")
 
 
 def _dry_book_source(plan: Plan) -> Path:

@@ -183,3 +183,30 @@ def test_every_source_notebook_checks_all_its_parameters_first() -> None:
         assert "check_parameters(" in check or "experiments.setup(" in check, source.name
         for name in declared:
             assert re.search(rf"(\(|\b{name}=){name}\b", check), f"{source.name}: {name} unchecked"
+
+
+# ----------------------------------------------------------------------------- issue 12
+
+
+@pytest.mark.parametrize("content", [b"not json at all", b"\x89PNG\r\n\x1a\n\x00", b"{}"])
+def test_a_file_that_is_not_a_notebook_is_one_line(tmp_path: Path, content: bytes) -> None:
+    source = tmp_path / "01_bad.ipynb"
+    source.write_bytes(content)
+    with pytest.raises(FdcamError, match=r"^.*01_bad\.ipynb is not a Jupyter notebook "
+                                         r"papermill can read \(\w+: .*\)$") as caught:
+        notebooks.run([source], tmp_path / "out", {}, tmp_path / "scratch")
+    assert "\n" not in str(caught.value)
+    assert notebooks.main(["--into", str(tmp_path / "out"), str(source)]) == 2
+
+
+def test_the_scratch_folder_is_outside_the_repository(tmp_path: Path,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv(notebooks.SCRATCH_VARIABLE, raising=False)
+    first, second = notebooks.scratch_folder(), notebooks.scratch_folder()
+    assert first != second and first.is_dir()
+    assert notebooks.ROOT not in first.resolve().parents
+    monkeypatch.setenv(notebooks.SCRATCH_VARIABLE, str(tmp_path / "mine"))
+    assert notebooks.scratch_folder() == tmp_path / "mine"
+    assert notebooks.scratch_folder(tmp_path / "given") == tmp_path / "given"
+    first.rmdir()
+    second.rmdir()

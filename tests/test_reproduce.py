@@ -120,13 +120,73 @@ def test_merge_refuses_shards_made_with_different_weights(tmp_path: Path) -> Non
     shards = tmp_path / "shards"
     shards.mkdir()
     for i, sha in enumerate(("aa", "aa", "bb")):
-        (shards / f"pointing-{i}-of-3.json").write_text(
-            json.dumps({"voc_checkpoint_sha256": sha}))
+        shard_record(shards, "pointing", i, 3, voc_checkpoint_sha256=sha)
     with pytest.raises(FdcamError, match="different fine-tuned weights") as caught:
         check_shard_records(tmp_path)
     assert "\n" not in str(caught.value)
-    (shards / "pointing-2-of-3.json").write_text(json.dumps({"voc_checkpoint_sha256": "aa"}))
+    shard_record(shards, "pointing", 2, 3, voc_checkpoint_sha256="aa")
     check_shard_records(tmp_path)
+
+
+def shard_record(folder: Path, step: str, index: int, count: int, finished: bool = True,
+                 **extra: object) -> Path:
+    path = folder / f"{step}-{index}-of-{count}.json"
+    path.write_text(json.dumps({"step": step, "shard": [index, count], "finished": finished,
+                                **extra}))
+    return path
+
+
+def test_merge_refuses_missing_mixed_unfinished_or_corrupt_shards(tmp_path: Path) -> None:
+    shards = tmp_path / "shards"
+    shards.mkdir()
+    shard_record(shards, "faithfulness", 0, 1)  # an unsharded run's record: not a shard
+    for i in (0, 2):
+        shard_record(shards, "faithfulness", i, 3)
+    cases = []
+    with pytest.raises(FdcamError) as caught:
+        check_shard_records(tmp_path)
+    cases.append(str(caught.value))
+    shard_record(shards, "faithfulness", 1, 3, finished=False)
+    with pytest.raises(FdcamError) as caught:
+        check_shard_records(tmp_path)
+    cases.append(str(caught.value))
+    shard_record(shards, "faithfulness", 1, 3)
+    check_shard_records(tmp_path)  # a complete, finished set
+    shard_record(shards, "faithfulness", 1, 2)
+    with pytest.raises(FdcamError) as caught:
+        check_shard_records(tmp_path)
+    cases.append(str(caught.value))
+    (shards / "faithfulness-1-of-2.json").write_bytes(b'{"step": "faith')  # cut by a kill
+    with pytest.raises(FdcamError) as caught:
+        check_shard_records(tmp_path)
+    cases.append(str(caught.value))
+    assert cases == [
+        f"faithfulness shard 1/3 has not run in {tmp_path}; run SHARD=1/3 before the merge",
+        f"faithfulness shard 1/3 in {tmp_path} has not finished (killed, or still running); "
+        f"rerun it before the merge",
+        f"the faithfulness shards in {tmp_path} come from runs split 2 and 3 ways; merge one "
+        f"set (move the other's CSVs and records away)",
+        f"{shards / 'faithfulness-1-of-2.json'} is not a shard record (expected the JSON "
+        f"written by a --shard run: step, shard [i, n], finished); rerun that shard or "
+        f"delete the file"]
+
+
+def test_a_binary_run_record_is_one_line(tmp_path: Path) -> None:
+    (tmp_path / reproduce.RUN_RECORD).write_bytes(b"\x89PNG\r\n\x1a\n\xff\xfe")
+    plan = replace(plan_for("--dry-run"), results_dir=tmp_path)
+    with pytest.raises(FdcamError, match=r"reproduce\.json is not a reproduce record "
+                                         r"\(expected a JSON object") as caught:
+        reproduce.check_plan(plan)
+    assert "\n" not in str(caught.value)
+
+
+def test_row_counts_skip_the_identity_line(tmp_path: Path) -> None:
+    path = tmp_path / "r.csv"
+    path.write_text("# fdcam-results/2 {}\nimage,method\na,b\nc,d\n")
+    assert reproduce._rows(path) == 2
+    path.write_text("image,method\na,b\n")
+    assert reproduce._rows(path) == 1
+    assert reproduce._rows(tmp_path / "missing.csv") == 0
 
 
 def test_steps_of_a_sharded_and_of_a_full_run() -> None:
