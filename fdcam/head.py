@@ -26,6 +26,7 @@ generic path), still exact.
 
 from __future__ import annotations
 
+import dataclasses
 import operator
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -65,7 +66,8 @@ _DROPOUT = (nn.Dropout, nn.Dropout1d, nn.Identity)
 @dataclass(frozen=True)
 class LinearMap:
     """The head's first operation, linear in its input: a Linear layer on the channel-major
-    flattening of [N, K, a, b] (K blocks of a·b inputs), or a convolution (groups = 1)."""
+    flattening of [N, K, a, b] (K blocks of a·b inputs), or a convolution (groups = 1),
+    with an eval-mode BatchNorm2d right after it folded in (``norm``)."""
 
     kind: Literal["linear", "conv"]
     weight: Tensor  # Linear: [H, K·a·b]; conv: [C_out, K, kh, kw]
@@ -73,15 +75,32 @@ class LinearMap:
     stride: tuple[int, ...] = (1, 1)
     padding: tuple[int, ...] = (0, 0)
     dilation: tuple[int, ...] = (1, 1)
+    norm: nn.BatchNorm2d | None = None
     _sums: dict[str, tuple[int, int, Tensor]] = field(default_factory=dict, compare=False,
                                                       repr=False)
 
-    def __call__(self, x: Tensor, bias: bool = True) -> Tensor:
-        """[N, K, a, b] -> [N, H] (Linear) or [N, C_out, h', w'] (conv)."""
-        b = self.bias if bias else None
+    def __call__(self, x: Tensor) -> Tensor:
+        """[N, K, a, b] -> [N, H] (Linear) or [N, C_out, h', w'] (conv, then ``norm``)."""
         if self.kind == "linear":
-            return F.linear(x.flatten(1), self.weight, b)
-        return F.conv2d(x, self.weight, b, self.stride, self.padding, self.dilation)
+            return F.linear(x.flatten(1), self.weight, self.bias)
+        weight, bias = self.affine()
+        return F.conv2d(x, weight, bias, self.stride, self.padding, self.dilation)
+
+    def affine(self) -> tuple[Tensor, Tensor | None]:
+        """Weight and bias with ``norm`` folded in (eval mode: running statistics).
+
+        ``BN(W∗x + b) = (γ/σ)·W∗x + (γ/σ)(b − μ) + β`` with σ = sqrt(var + ε).
+        """
+        norm = self.norm
+        if norm is None:
+            return self.weight, self.bias
+        assert norm.running_var is not None and norm.running_mean is not None
+        scale = torch.rsqrt(norm.running_var + norm.eps)
+        if norm.weight is not None:
+            scale = scale * norm.weight
+        bias = -norm.running_mean if self.bias is None else self.bias - norm.running_mean
+        bias = bias * scale + (norm.bias if norm.bias is not None else 0.0)
+        return self.weight * scale.view(-1, *([1] * (self.weight.dim() - 1))), bias
 
     def block_sums(self, k: int) -> Tensor:
         """``Σ_j W₁[:, k, j]`` [H, K] of a Linear weight [H, K·m], cached until it changes."""
@@ -279,6 +298,11 @@ def _first_linear(head: fx.GraphModule, source: fx.Node) -> tuple[LinearMap | No
         return None, []
     conv = _conv(head, node, source)
     if conv is not None:
+        after = _sole_user(node)  # an eval-mode BatchNorm right after it is folded in
+        if after is not None and after.op == "call_module" and after.args == (node,) \
+                and not after.kwargs and type(norm := head.get_submodule(str(after.target))) \
+                is nn.BatchNorm2d and norm.running_mean is not None:
+            return dataclasses.replace(conv, norm=norm), [node, after]
         return conv, [node]
     if not _is_flatten(head, node, source):
         return None, []

@@ -44,20 +44,20 @@ def group_thresholds(similarity: Tensor, theta: float = THETA) -> Tensor:
     """Per-channel thresholds τ_θ^k of Eq. 5: the (1 − θ) quantile of row k of M.
 
     Linear interpolation between order statistics, exactly as ``torch.quantile`` (which
-    cannot take more than 16 M elements, hence this sort-based version):
-    with sorted row ``v`` and ``p = (1 − θ)(K − 1)``,
-    ``τ = lerp(v[⌊p⌋], v[⌊p⌋ + 1], p − ⌊p⌋)``.
+    cannot take more than 16 M elements, hence this version): with sorted row ``v`` and
+    ``p = (1 − θ)(K − 1)``, ``τ = lerp(v[⌊p⌋], v[⌊p⌋ + 1], p − ⌊p⌋)``. Both order
+    statistics lie in the top θ·K + 1 of the row, so a partial sort (top-k) suffices.
 
     similarity: [..., K, K] -> τ: [..., K]
     """
     check_theta(theta)
     k = similarity.shape[-1]
-    ordered = similarity.sort(dim=-1).values
     position = torch.tensor((1.0 - theta) * (k - 1), dtype=similarity.dtype)
     lower = int(position.floor())
     upper = min(lower + 1, k - 1)
+    top = similarity.topk(k - lower, dim=-1).values  # descending: v[K-1], …, v[lower]
     weight = (position - lower).to(similarity.device)
-    return torch.lerp(ordered[..., lower], ordered[..., upper], weight)
+    return torch.lerp(top[..., k - 1 - lower], top[..., k - 1 - upper], weight)
 
 
 def similarity_groups(similarity: Tensor, theta: float = THETA) -> Tensor:

@@ -147,14 +147,30 @@ def masked_class_scores(
 
 def _distinct(masks: Tensor, active: Tensor) -> tuple[Tensor, Tensor]:
     """Distinct masks on the active channels: (unique rows [u, K_active], inverse [n])."""
-    key = masks[:, active]
-    if key.shape[1] == 0:  # nothing is active: every mask gives the same score
-        return key[:1], torch.zeros(masks.shape[0], dtype=torch.long, device=masks.device)
-    return torch.unique(key, dim=0, return_inverse=True)
+    key = masks[:, active] if not bool(active.all()) else masks
+    n, k = key.shape
+    if k == 0:  # nothing is active: every mask gives the same score
+        return key[:1], torch.zeros(n, dtype=torch.long, device=masks.device)
+    # Rows compared as packed 64-bit words: the same partition, far fewer columns to sort.
+    bits = F.pad(key, (0, -k % 64)).view(n, -1, 8).to(torch.uint8)
+    packed = (bits << torch.arange(8, dtype=torch.uint8, device=bits.device)).sum(
+        -1, dtype=torch.uint8).view(torch.int64)
+    _, first, inverse = _unique_rows(packed)
+    return key[first], inverse
+
+
+def _unique_rows(rows: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """(unique rows, the index of one occurrence of each, inverse) of a 2-D tensor."""
+    unique, inverse = torch.unique(rows, dim=0, return_inverse=True)
+    first = torch.empty(unique.shape[0], dtype=torch.long, device=rows.device)
+    first.scatter_(0, inverse, torch.arange(rows.shape[0], device=rows.device))
+    return unique, first, inverse
 
 
 def _full_masks(unique: Tensor, active: Tensor) -> Tensor:
     """Distinct masks on the active channels back to all K channels (the others on)."""
+    if unique.shape[1] == active.shape[0]:
+        return unique
     full = torch.ones(unique.shape[0], active.shape[0], dtype=torch.bool, device=unique.device)
     full[:, active] = unique
     return full
@@ -252,12 +268,11 @@ def _staged_scores(stages: HeadStages, terms: LinearTerms, masks: Tensor, target
             continue
         if first is not None and first.kind == "linear":
             assert terms.contributions is not None and terms.base is not None
-            inputs = terms.base + m.to(dtype) @ terms.contributions[i]  # [u, H]
+            inputs = _masked_sums(m, terms.contributions[i], terms.base)  # [u, H]
             size = batch_size * 64  # rows of a hidden layer are small
         elif first is not None:
-            full = first(terms.pooled[i: i + 1])
-            shape, base = full.shape[1:], terms.base
-            size = max(1, min(batch_size, _CHUNK_ELEMENTS // 4 // full[0].numel()))
+            conv_inputs = _ConvInputs(first, terms.pooled[i], terms.delta[i], terms.base)
+            size = max(1, min(batch_size, _CHUNK_ELEMENTS // 4 // conv_inputs.size))
         else:
             size = max(1, min(batch_size, _CHUNK_ELEMENTS // 4 // terms.delta[i].numel()))
         rows = []
@@ -265,8 +280,7 @@ def _staged_scores(stages: HeadStages, terms: LinearTerms, masks: Tensor, target
             if first is not None and first.kind == "linear":
                 h = inputs[part]
             elif first is not None:
-                h = _conv_masked(first, terms.delta[i], m[part], base,  # type: ignore[arg-type]
-                                 full.flatten()).view(-1, *shape)
+                h = conv_inputs(m[part])
             else:
                 h = terms.zero + m[part, :, None, None].to(dtype) * terms.delta[i]
             rows.append(stages.target_scores(h, t, expand_context(context, i, h.shape[0])))
@@ -274,35 +288,61 @@ def _staged_scores(stages: HeadStages, terms: LinearTerms, masks: Tensor, target
     return out, evaluations
 
 
-def _conv_masked(conv: LinearMap, delta: Tensor, masks: Tensor, base: Tensor,
-                 full: Tensor) -> Tensor:
-    """A convolution's output for channel masks, from the channels that differ only.
+def _masked_sums(masks: Tensor, d: Tensor, base: Tensor) -> Tensor:
+    """``base + masks @ d`` from the channels that differ only (each row's shorter sum).
 
-    ``conv(Z + m ⊙ δ) = conv(Z) + Σ_{k: m_k=1} conv_k(δ_k) = conv(P) − Σ_{k: m_k=0} conv_k(δ_k)``
-    with conv_k channel k's filters alone (no bias); each row uses the shorter sum.
-    delta: [K, a, b]; masks: bool [n, K]; base = conv(Z), full = conv(P): [F] -> [n, F]
+    ``base + Σ_{k on} D_k = full − Σ_{k off} D_k`` with full = base + Σ_k D_k.
+    masks: bool [n, K]; d: [K, H]; base: [H] -> [n, H]
     """
     k = masks.shape[1]
     use_on = masks.sum(1) * 2 <= k
-    chosen = torch.where(use_on[:, None], masks, ~masks)  # the channels to add or remove
-    s = int(chosen.sum(1).max())
-    start = torch.where(use_on[:, None], base, full)
-    if s == 0:
-        return start.clone()
-    weight = conv.weight  # [C_out, K, kh, kw]
-    c_out, r = weight.shape[0], weight.shape[2] * weight.shape[3]
-    columns = F.unfold(delta.unsqueeze(0), weight.shape[2:], conv.dilation,  # type: ignore[arg-type]
-                       conv.padding, conv.stride)[0].view(k, r, -1)  # [K, r, L]
-    # Pad with a zero channel (index K) so every row gathers s channels.
-    columns = torch.cat([columns, columns.new_zeros(1, *columns.shape[1:])])
-    filters = torch.cat([weight.view(c_out, k, r).transpose(0, 1),
-                         weight.new_zeros(1, c_out, r)])  # [K + 1, C_out, r]
-    order = chosen.to(torch.uint8).argsort(dim=1, descending=True, stable=True)[:, :s]
-    index = torch.where(chosen.gather(1, order), order, k)  # [n, s]
-    w = filters[index].permute(0, 2, 1, 3).reshape(-1, c_out, s * r)
-    x = columns[index].reshape(index.shape[0], s * r, -1)
-    change = torch.bmm(w, x).flatten(1)
-    return torch.where(use_on[:, None], start + change, start - change)
+    chosen = torch.where(use_on[:, None], masks, ~masks)
+    counts = chosen.sum(1)
+    offsets = torch.cat([counts.new_zeros(1), counts.cumsum(0)[:-1]])
+    change = F.embedding_bag(chosen.nonzero()[:, 1], d, offsets, mode="sum")
+    full = base + d.sum(0)
+    return torch.where(use_on[:, None], base + change, full - change)
+
+
+class _ConvInputs:
+    """A convolution's output for channel masks of one image, from the channels that differ.
+
+    ``conv(Z + m ⊙ δ) = conv(Z) + Σ_{k: m_k=1} conv_k(δ_k) = conv(P) − Σ_{k: m_k=0} conv_k(δ_k)``
+    with conv_k channel k's filters alone (no bias); each mask uses the shorter sum, as one
+    batched product of the chosen channels' filters with their unfolded inputs.
+    pooled P, delta δ: [K, a, b]; base = conv(Z) flattened.
+    """
+
+    def __init__(self, conv: LinearMap, pooled: Tensor, delta: Tensor, base: Tensor | None):
+        assert base is not None
+        full = conv(pooled.unsqueeze(0))
+        self.shape = full.shape[1:]
+        self.size = full[0].numel()
+        weight, _ = conv.affine()  # [C_out, K, kh, kw]
+        k, c_out, r = delta.shape[0], weight.shape[0], weight.shape[2] * weight.shape[3]
+        self.k, self.c_out, self.r = k, c_out, r
+        columns = F.unfold(delta.unsqueeze(0), weight.shape[2:], conv.dilation,  # type: ignore[arg-type]
+                           conv.padding, conv.stride)[0].view(k, r, -1)  # [K, r, L]
+        # A zero channel at index K pads every mask's list of channels to the same length.
+        self.columns = torch.cat([columns, columns.new_zeros(1, *columns.shape[1:])])
+        self.filters = torch.cat([weight.reshape(c_out, k, r).transpose(0, 1),
+                                  weight.new_zeros(1, c_out, r)])  # [K + 1, C_out, r]
+        self.starts = torch.stack([full.view(c_out, -1), base.view(c_out, -1)])  # [2, C_out, L]
+
+    def __call__(self, masks: Tensor) -> Tensor:
+        """masks: bool [n, K] -> the convolution's outputs [n, C_out, h', w']."""
+        use_on = masks.sum(1) * 2 <= self.k
+        chosen = torch.where(use_on[:, None], masks, ~masks)  # the channels to add or remove
+        s = max(1, int(chosen.sum(1).max()))
+        order = chosen.to(torch.uint8).argsort(dim=1, descending=True, stable=True)[:, :s]
+        index = torch.where(chosen.gather(1, order), order, self.k)  # [n, s]
+        n = index.shape[0]
+        sign = torch.where(use_on, 1.0, -1.0).to(self.filters.dtype)
+        w = self.filters[index].permute(0, 2, 1, 3).reshape(n, self.c_out, s * self.r)
+        w.mul_(sign.view(n, 1, 1))
+        x = self.columns[index].reshape(n, s * self.r, -1)
+        out = torch.baddbmm(self.starts[use_on.long()], w, x)
+        return out.view(n, *self.shape)
 
 
 def _contributions(weight: Tensor, delta: Tensor) -> Tensor:

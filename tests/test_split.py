@@ -23,11 +23,11 @@ def _check_invariant(model: nn.Module, layer: str | None, x: Tensor) -> None:
         torch.testing.assert_close(split.head(a, context=context), expected, atol=1e-5,
                                    rtol=1e-5)
         torch.testing.assert_close(split.head(a, x), expected, atol=1e-5, rtol=1e-5)
-        if split.stages is not None:  # the stages compose to the same head
-            pooled = split.stages.channel_wise(a.clone())
+        if split.stages is not None:  # the stages compose to the same head (BN folded in
+            pooled = split.stages.channel_wise(a.clone())  # the first stage rounds differently)
             first = pooled if split.stages.first is None else split.stages.first(pooled)
             torch.testing.assert_close(split.stages.rest(first, context), expected,
-                                       atol=1e-5, rtol=1e-5)
+                                       atol=1e-4, rtol=1e-4)
     assert count_hooks(model) == 0
 
 
