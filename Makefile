@@ -12,6 +12,9 @@ JB := $(VENV)/bin/jupyter-book
 # resolves to .venv's interpreter when environment paths come first; nbval is told so.
 export JUPYTER_PREFER_ENV_PATH := 1
 MATHJAX := _build/mathjax/mathjax/MathJax.js
+# $(call q,VALUE): VALUE as one single-quoted shell word, its own quotes escaped, so that a
+# path with an apostrophe or spaces reaches the program intact.
+q = '$(subst ','\'',$(1))'
 
 .PHONY: setup test lint bench book book-html notebooks nbval nbval-book smoke-notebooks \
 	mathjax clean
@@ -43,21 +46,23 @@ bench: setup
 .PHONY: reproduce bench-gpu
 DEVICE ?= auto
 reproduce: setup mathjax
-	$(PY) -m fdcam.reproduce --device '$(DEVICE)' \
-	  $(if $(IMAGENET_VAL),--imagenet-val '$(IMAGENET_VAL)') \
-	  $(if $(VOC_ROOT),--voc-root '$(VOC_ROOT)') \
-	  $(if $(VOC_CHECKPOINT),--voc-checkpoint '$(VOC_CHECKPOINT)') \
-	  $(if $(RESULTS_DIR),--results-dir '$(RESULTS_DIR)') \
-	  $(if $(SHARD),--shard '$(SHARD)') $(if $(STEPS),--steps '$(STEPS)') \
-	  $(if $(N_IMAGES),--n-images '$(N_IMAGES)') $(if $(N_VOC),--n-voc '$(N_VOC)') \
+	$(PY) -m fdcam.reproduce --device $(call q,$(DEVICE)) \
+	  $(if $(IMAGENET_VAL),--imagenet-val $(call q,$(IMAGENET_VAL))) \
+	  $(if $(VOC_ROOT),--voc-root $(call q,$(VOC_ROOT))) \
+	  $(if $(VOC_CHECKPOINT),--voc-checkpoint $(call q,$(VOC_CHECKPOINT))) \
+	  $(if $(RESULTS_DIR),--results-dir $(call q,$(RESULTS_DIR))) \
+	  $(if $(SHARD),--shard $(call q,$(SHARD))) $(if $(STEPS),--steps $(call q,$(STEPS))) \
+	  $(if $(N_IMAGES),--n-images $(call q,$(N_IMAGES))) \
+	  $(if $(N_VOC),--n-voc $(call q,$(N_VOC))) \
 	  $(if $(filter 1 yes true,$(VOC_DOWNLOAD)),--voc-download) \
 	  $(if $(filter 1 yes true,$(DRY_RUN)),--dry-run) \
-	  --jb-flags '$(JB_FLAGS)'
+	  --jb-flags $(call q,$(JB_FLAGS))
 
 # GPU timings of every part and a projection of the full run; on a CPU:
 #   make bench-gpu DEVICE=cpu BENCH_GPU_FLAGS='--images 2'
 bench-gpu: setup
-	$(PY) -m fdcam.bench_gpu --device '$(DEVICE)' $(if $(VOC_ROOT),--voc-root '$(VOC_ROOT)') \
+	$(PY) -m fdcam.bench_gpu --device $(call q,$(DEVICE)) \
+	  $(if $(VOC_ROOT),--voc-root $(call q,$(VOC_ROOT))) \
 	  $(BENCH_GPU_FLAGS)
 
 # Re-run committed executed notebooks and compare the outputs of the cells marked
@@ -93,11 +98,13 @@ book-html: setup mathjax
 # `-p profile $(PROFILE)` and NB_PARAMS (e.g. NB_PARAMS='-p device cuda'), into
 # $(NOTEBOOK_DIR)/ (default book/), also the working directory (where nbval re-runs them).
 # A bad parameter stops before anything runs, or in the cell after the parameters, with one
-# line; a failed notebook leaves its executed copy as it was (partial output: _build/papermill).
+# line; a failed notebook leaves its executed copy as it was (partial output: a temporary
+# folder, or $$FDCAM_PAPERMILL_SCRATCH).
 NOTEBOOK_DIR ?= book
 NB_PARAMS ?=
 notebooks: setup
-	$(PY) -m fdcam.notebooks --into $(NOTEBOOK_DIR) -p profile '$(PROFILE)' $(NB_PARAMS)
+	$(PY) -m fdcam.notebooks --into $(call q,$(NOTEBOOK_DIR)) -p profile $(call q,$(PROFILE)) \
+	  $(NB_PARAMS)
 
 # MathJax 2.7 for reading offline, from the jupyter-server-mathjax package (a dev
 # dependency); _config.yml adds _build/mathjax to html_static_path. The package has no SVG

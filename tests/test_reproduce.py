@@ -376,3 +376,20 @@ def test_voc_pairs_are_counted_from_a_tree(trees: StandIns) -> None:
     assert "counted" in source
     assumed, source = bench_gpu.voc_pairs(None)
     assert assumed == pytest.approx(2510 * 1.46) and "assumed" in source
+
+
+def test_make_passes_a_path_with_an_apostrophe_intact(tmp_path: Path) -> None:
+    import shutil
+    import subprocess
+
+    if shutil.which("make") is None:
+        pytest.skip("make is not installed")
+    odd = tmp_path / "it's a \"folder\""
+    dry = subprocess.run(["make", "-n", "-s", "reproduce", "DRY_RUN=1", f"RESULTS_DIR={odd}",
+                          "STEPS=merge"], cwd=reproduce.ROOT, capture_output=True, text=True,
+                         check=True).stdout
+    command = dry[dry.index("-m fdcam.reproduce") + len("-m fdcam.reproduce"):]
+    # the shell parses the command exactly as make would run it; printf shows each word
+    words = subprocess.run(["bash", "-c", "printf '%s\\n' " + command], capture_output=True,
+                           text=True, check=True).stdout.splitlines()
+    assert words[words.index("--results-dir") + 1] == str(odd)
