@@ -98,6 +98,41 @@ def metrics_benchmark(rounds: int) -> None:
           f"median {t:.2f} s over {rounds} rounds")
 
 
+def curves_benchmark(rounds: int, batch_sizes: tuple[int, ...] = (1, 2, 4, 8, 16, 32)) -> float:
+    """Insertion + deletion for one 224×224 image with EfficientNet-Lite0 (real weights)
+    vs its 2 × 29 = 58 plain forward passes, both at the plain passes' best batch size.
+
+    Returns the ratio curves / forward passes (target <= 1.2): what the curves add to the
+    network's own work (ranking, building the perturbed images, the softmax).
+    """
+    from fdcam.metrics import insertion_deletion_curves, perturbation_steps
+    from fdcam.models import load_model
+
+    net = load_model("efficientnet-lite0").model.eval()
+    x = torch.randn(1, 3, 224, 224, generator=torch.Generator().manual_seed(0))
+    saliency = torch.rand(1, 224, 224, generator=torch.Generator().manual_seed(1))
+    n = 2 * (perturbation_steps(224, 224)[1] + 1)
+    images = x.expand(n, -1, -1, -1).contiguous()
+
+    def forwards(batch: int) -> Callable[[], object]:
+        def run() -> None:
+            with torch.no_grad():
+                for start in range(0, n, batch):
+                    net(images[start:start + batch])
+        return run
+
+    per_batch = measure({str(b): forwards(b) for b in batch_sizes}, 1)
+    best = min(batch_sizes, key=lambda b: per_batch[str(b)][0])
+    times = measure({"forwards": forwards(best), "curves": lambda: insertion_deletion_curves(
+        net, x, saliency, 243, batch_size=best)}, rounds)
+    fwd, curves = (statistics.median(times[k]) for k in ("forwards", "curves"))
+    ratio = curves / fwd
+    print(f"insertion + deletion, EfficientNet-Lite0, one 224x224 image: {curves:.2f} s vs its "
+          f"{n} forward passes {fwd:.2f} s at batch {best} (best of {list(batch_sizes)}), "
+          f"ratio {ratio:.2f} (target <= 1.2)")
+    return ratio
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m fdcam.bench", description=__doc__)
     parser.add_argument("--rounds", type=int, default=7)
@@ -108,6 +143,7 @@ def main(argv: list[str] | None = None) -> int:
     core_benchmark(args.rounds)
     if not args.skip_metrics:
         metrics_benchmark(max(1, args.rounds // 3))
+        curves_benchmark(max(1, args.rounds // 3))
     return 0
 
 
