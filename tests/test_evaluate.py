@@ -498,3 +498,29 @@ def test_on_explained_sees_maps_and_curves_of_successful_rows(tmp_path: Path) ->
     run(images, tmp_path / "r.csv", methods=factories(energy=energy), targets=targets,
         on_explained=keep)
     assert seen == []  # resumed: nothing recomputed
+
+
+# ----------------------------------------------------------- issue 12: the CLI's one lines
+
+
+def test_cli_refuses_a_foreign_out_file_untouched(tmp_path: Path, cli: Callable[..., int]) -> None:
+    folder = image_folder(tmp_path / "images")
+    for name, content in (("notes.txt", b"first line\nlast line of my notes\n"),
+                          ("photo.jpg", (folder / "a.png").read_bytes())):
+        out = tmp_path / name
+        out.write_bytes(content)
+        with pytest.raises(FdcamError, match=f"{name} is not an fdcam results file"):
+            cli("--images", str(folder), "--methods", "energy", "--out", str(out))
+        assert out.read_bytes() == content
+
+
+@pytest.mark.parametrize(("argv", "message"), [
+    (["--device", "bogus"], "device must be 'cpu' or 'cuda'"),
+    (["--weights", "missing.pth"], "weights file missing.pth does not exist"),
+])
+def test_cli_device_and_weights_are_one_line(tmp_path: Path, cli: Callable[..., int],
+                                             argv: list[str], message: str) -> None:
+    folder = image_folder(tmp_path / "images")
+    with pytest.raises(FdcamError, match=message):
+        cli("--images", str(folder), "--methods", "energy", "--out", str(tmp_path / "o.csv"),
+            *argv)
