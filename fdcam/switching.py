@@ -325,8 +325,8 @@ class _ConvInputs:
                            conv.padding, conv.stride)[0].view(k, r, -1)  # [K, r, L]
         # A zero channel at index K pads every mask's list of channels to the same length.
         self.columns = torch.cat([columns, columns.new_zeros(1, *columns.shape[1:])])
-        self.filters = torch.cat([weight.reshape(c_out, k, r).transpose(0, 1),
-                                  weight.new_zeros(1, c_out, r)])  # [K + 1, C_out, r]
+        self.filters = torch.cat([weight.reshape(c_out, k, r).permute(1, 2, 0),
+                                  weight.new_zeros(1, r, c_out)])  # [K + 1, r, C_out]
         self.starts = torch.stack([full.view(c_out, -1), base.view(c_out, -1)])  # [2, C_out, L]
 
     def __call__(self, masks: Tensor) -> Tensor:
@@ -338,9 +338,9 @@ class _ConvInputs:
         index = torch.where(chosen.gather(1, order), order, self.k)  # [n, s]
         n = index.shape[0]
         sign = torch.where(use_on, 1.0, -1.0).to(self.filters.dtype)
-        w = self.filters[index].permute(0, 2, 1, 3).reshape(n, self.c_out, s * self.r)
-        w.mul_(sign.view(n, 1, 1))
-        x = self.columns[index].reshape(n, s * self.r, -1)
+        # [n, C_out, s·r] as a transposed view: the gather is the only copy of the filters.
+        w = self.filters[index].view(n, s * self.r, self.c_out).transpose(1, 2)
+        x = self.columns[index].view(n, s * self.r, -1).mul_(sign.view(n, 1, 1))
         out = torch.baddbmm(self.starts[use_on.long()], w, x)
         return out.view(n, *self.shape)
 

@@ -16,6 +16,12 @@ from fdcam.errors import FdcamError
 Target = int | Sequence[int] | Sequence[Sequence[int]] | Tensor
 
 
+def _categories(target: object) -> object:
+    if isinstance(target, list | tuple):
+        return [_categories(t) for t in target]
+    return category_of(target)
+
+
 def check_images(x: object, name: str = "x") -> Tensor:
     """Accept only a float tensor [B, 3, H, W]; anything else is a one-line error."""
     if not isinstance(x, Tensor):
@@ -32,12 +38,28 @@ def check_images(x: object, name: str = "x") -> Tensor:
     return x
 
 
+def category_of(target: object) -> object:
+    """A pytorch-grad-cam target (an object with ``.category``, e.g. ClassifierOutputTarget)
+    as its class index; ints and other values pass through unchanged."""
+    category = getattr(target, "category", None)
+    if category is not None and not isinstance(target, Tensor | int):
+        return category
+    if callable(target) and not isinstance(target, Tensor):
+        raise FdcamError(f"target {type(target).__name__} has no .category; FD-CAM explains "
+                         f"class scores, so give class indices or ClassifierOutputTarget(c)")
+    return target
+
+
 def resolve_targets(target: Target, batch: int, num_classes: int) -> tuple[Tensor, bool]:
     """Normalise `target` to a long tensor [B, C] and say whether a class axis was asked for.
+
+    pytorch-grad-cam targets (objects with ``.category``) count as their class index, alone
+    or in (nested) lists.
 
     Returns ``(targets, multi)``: ``multi`` is True when the caller passed C classes per
     image (a 2-D target), so results keep the class axis; otherwise C = 1 and results drop it.
     """
+    target = _categories(target)
     if isinstance(target, bool):
         raise FdcamError(f"target must be a class index, not {target!r}")
     if isinstance(target, int):
