@@ -23,7 +23,7 @@ import pandas as pd
 
 from fdcam.errors import FdcamError
 
-PROFILES = ("offline", "paper", "smoke")
+PROFILES = ("offline", "imagenet-sample", "paper", "smoke")
 """The values of the papermill parameter ``profile`` (see DESIGN.md, "Profiles")."""
 
 TABLES = ("I", "II", "III", "IV")
