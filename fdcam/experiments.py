@@ -760,6 +760,8 @@ class CurvePanel:
     saliency: Tensor
     insertion: dict[str, Tensor]
     deletion: dict[str, Tensor]
+    maps: dict[str, Tensor] = field(default_factory=dict)
+    """Every method's map of the image, [H, W] (Fig. 5 shows them all)."""
 
 
 def faithfulness_curves(setup: Setup, n: int | None = None,
@@ -794,7 +796,7 @@ def faithfulness_curves(setup: Setup, n: int | None = None,
         assert target is not None  # fdcam always runs on every image
         panels.append(CurvePanel(image_id, target, setup.model.categories[target],
                                  setup.model.to_pixels(x).cpu(), saliency["fdcam"],
-                                 insertion, deletion))
+                                 insertion, deletion, saliency))
     return panels
 
 
