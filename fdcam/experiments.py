@@ -169,7 +169,25 @@ SETTINGS: dict[str, ProfileSettings] = {
                              heavy=("scorecam",)),
     "paper": ProfileSettings(n_images=None, n_pointing=None, heavy_images=None,
                              heavy_pointing=None),
+    # 1,000 photos (Tables I, III, IV) and 250 mosaics (Table II, 1,000 pairs); Score-CAM
+    # and Ablation-CAM (one forward pass per channel: 192 at _blocks.14) on the first 250
+    # photos of the seeded order and the first 63 mosaics (252 pairs) on a CPU.
+    "imagenet-sample": ProfileSettings(n_images=None, n_pointing=None, heavy_images=250,
+                                       heavy_pointing=63),
 }
+
+#: The imagenet-sample profile's main target layer, chosen by the layer survey
+#: (`fdcam.layer_survey`, rows in data/results/imagenet-sample/layer_survey.csv) before the
+#: evaluation ran: the layer nearest the output where switch-on and grouping both change
+#: FD-CAM's maps on most photos. ``_swish`` (the last activation, a linear head) is the
+#: second layer of Table I, on `SAMPLE_SWISH_IMAGES` photos.
+SAMPLE_LAYER = "_blocks.14"
+SAMPLE_SWISH_IMAGES = 300
+
+#: Maps that are provably identical to another method's are evaluated once: ω of
+#: ``fdcam-exp-shifted`` is e^−0.5 times ω of ``fdcam-exp``, and ReLU and min-max do not see
+#: a positive factor. Tables show the evaluated method's rows under both names.
+SAME_MAP = {"fdcam-exp-shifted": "fdcam-exp"}
 
 
 # A dry run (random-weight VGG16 on stand-in trees, CPU) proves the wiring, not numbers:
@@ -281,7 +299,8 @@ def setup(profile: str, *, imagenet_val: str | Path | None = None,
           voc_root: str | Path | None = None, voc_checkpoint: str | Path | None = None,
           n_images: int | None = None, n_mosaics: int | None = None, device: str = "cpu",
           results_dir: str | Path | None = None, dry_run: bool = False,
-          seed: int = 0, heavy_limits: Mapping[str, int | None] | None = None) -> Setup:
+          seed: int = 0, heavy_limits: Mapping[str, int | None] | None = None,
+          imagenet_sample: str | Path | None = None, layer: str | None = None) -> Setup:
     """Validate the parameters of a profile and assemble its models, images and methods.
 
     offline / smoke: `imagenet_val`, `voc_root`, `voc_checkpoint` are not used. `n_images`
@@ -294,6 +313,12 @@ def setup(profile: str, *, imagenet_val: str | Path | None = None,
     weights, writes to ``data/results/paper-dry-run/``, uses coarse curves
     (`DRY_RUN_STEP_FRACTION`) and runs the heavy methods on one image of each run
     (`DRY_RUN_HEAVY_LIMITS`): the pipeline of the paper profile in minutes on a CPU.
+
+    imagenet-sample: the 1,000 photos of EliSchwartz/imagenet-sample-images in
+    `imagenet_sample` (default: ``$IMAGENET_SAMPLE`` or data/downloads/imagenet-sample) in a
+    seeded order (so that any prefix, e.g. the heavy methods' 250, is a seeded random
+    subset), and 250 mosaics of them; EfficientNet-Lite0 at `layer` (default
+    `SAMPLE_LAYER`); results in ``data/results/imagenet-sample/<layer>/``.
 
     `heavy_limits` overrides how many faithfulness / pointing images the heavy methods
     (``Setup.heavy_methods``: Score-CAM offline, Score-CAM and Ablation-CAM for VGG16) run
@@ -315,9 +340,14 @@ def setup(profile: str, *, imagenet_val: str | Path | None = None,
     if profile == "paper":
         made = _paper_setup(settings, imagenet_val, voc_root, voc_checkpoint, n_images,
                             n_mosaics, device, dry_run, seed)
+    elif profile == "imagenet-sample":
+        made = _sample_setup(settings, imagenet_sample, layer, n_images, n_mosaics, device,
+                             seed)
     else:
         made = _offline_setup(profile, settings, n_images, n_mosaics, device, seed)
     made.results_dir = _results_dir(profile, results_dir, dry_run, seed)
+    if profile == "imagenet-sample" and results_dir is None:  # one folder per layer
+        made.results_dir = made.results_dir / made.model.target_layer
     for kind, limit in heavy.items():
         made.heavy_limits[kind] = _clip(limit, len(made.image_ids(kind)))
     return made
@@ -352,7 +382,12 @@ def freeze_body(loaded: LoadedModel) -> LoadedModel:
     models are left as they are. Gradients w.r.t. the target layer do not change."""
     family = "vgg16" if loaded.name.startswith("vgg16") else loaded.name
     keep = _TRAINABLE_PREFIXES.get(family)
-    if keep is None or loaded.target_layer not in ("_swish", "features.30"):
+    block = re.fullmatch(r"_blocks\.(\d+)", loaded.target_layer)
+    if family == "efficientnet-lite0" and block is not None:  # the block and all after it
+        n_blocks = len(loaded.model._blocks)  # type: ignore[arg-type]
+        keep = (*(f"_blocks.{i}." for i in range(int(block.group(1)), n_blocks)),
+                "_conv_head.", "_bn1.", "_fc.")
+    elif keep is None or loaded.target_layer not in ("_swish", "features.30"):
         return loaded
     for name, parameter in loaded.model.named_parameters():
         parameter.requires_grad_(name.startswith(keep))
@@ -390,6 +425,87 @@ def _offline_setup(profile: str, settings: ProfileSettings, n_images: int | None
                  dict(settings.methods), heavy, settings.step_fraction,
                  figure_images=settings.figure_images, seed=seed, data_note=note,
                  heavy_methods=settings.heavy)
+
+
+def _sample_setup(settings: ProfileSettings, folder: str | Path | None, layer: str | None,
+                  n_images: int | None, n_mosaics: int | None, device: str,
+                  seed: int) -> Setup:
+    import random
+
+    from fdcam.data import IMAGENET_SAMPLE_MOSAICS, ImageNetSample, imagenet_sample_groups
+    from fdcam.models import load_model
+    from fdcam.split import resolve_layer
+
+    try:
+        sample = ImageNetSample(None if folder is None else _from_root(folder))
+    except FdcamError as error:
+        raise FdcamError(f"imagenet_sample: {error}") from None
+    loaded = load_model("efficientnet-lite0", device=device)
+    layer = SAMPLE_LAYER if layer is None else layer
+    resolve_layer(loaded.model, layer)  # a one-line error for an unknown layer
+    model = freeze_body(dataclasses.replace(loaded, target_layer=layer))
+    order = list(range(len(sample)))
+    random.Random(seed).shuffle(order)
+    n_groups = len(imagenet_sample_groups(len(sample), seed))
+    n_images = len(order) if n_images is None else n_images
+    n_pointing = min(n_groups, IMAGENET_SAMPLE_MOSAICS) if n_mosaics is None else n_mosaics
+    if not 1 <= n_images <= len(order):
+        raise FdcamError(f"n_images must be between 1 and {len(order)} (the photos in "
+                         f"{sample.root}); got {n_images}")
+    if not 0 <= n_pointing <= n_groups:
+        raise FdcamError(f"n_mosaics must be between 0 and {n_groups}; got {n_pointing}")
+    faithfulness: list[tuple[str, ImageSource]] = [
+        (sample.names[i], functools.partial(_sample_image, sample, i, model))
+        for i in order[:n_images]]
+    pointing = _SampleMosaics(sample, n_pointing, model, seed)
+    heavy = {"faithfulness": _clip(settings.heavy_images, n_images),
+             "pointing": _clip(settings.heavy_pointing, n_pointing)}
+    note = (f"{n_images} photos of EliSchwartz/imagenet-sample-images (one per ImageNet "
+            f"class, seeded order {seed}); {n_pointing} 2×2 mosaics of them")
+    made = Setup("imagenet-sample", model, model, device, Path(), faithfulness, pointing,
+                 dict(settings.methods), heavy, settings.step_fraction,
+                 figure_images=settings.figure_images, seed=seed, data_note=note,
+                 heavy_methods=settings.heavy)
+    return made
+
+
+def _sample_image(sample: Any, index: int, model: LoadedModel) -> Tensor:
+    return model.preprocess(sample.image(index))
+
+
+class _SampleMosaics(Mapping[str, PointingImage]):
+    """mosaicNNN -> the imagenet-sample mosaic, composed when it is first asked for."""
+
+    def __init__(self, sample: Any, n: int, model: LoadedModel, seed: int) -> None:
+        from fdcam.data import imagenet_sample_groups
+
+        self.sample, self.model, self.seed = sample, model, seed
+        self.groups = imagenet_sample_groups(len(sample), seed)[:n]
+        self.ids = [f"mosaic{i:03d}" for i in range(n)]
+
+    def __getitem__(self, image_id: str) -> PointingImage:
+        from fdcam.data import quadrant_boxes
+
+        group = self.groups[self.ids.index(image_id)]
+        labels = [self.sample.labels[i] for i in group]
+        boxes = quadrant_boxes(self.model.input_size)
+        return PointingImage(
+            functools.partial(self._image, image_id),
+            {label: ClassBoxes(boxes[q:q + 1]) for q, label in enumerate(labels)})
+
+    def _image(self, image_id: str) -> Tensor:
+        from fdcam.data import _compose_mosaic
+
+        group = self.groups[self.ids.index(image_id)]
+        canvas, _ = _compose_mosaic([self.sample.image(i) for i in group],
+                                    self.model.input_size)
+        return self.model.preprocess(canvas)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.ids)
+
+    def __len__(self) -> int:
+        return len(self.ids)
 
 
 def check_paper_paths(imagenet_val: str | Path | None, voc_root: str | Path | None,
@@ -585,6 +701,8 @@ def run_faithfulness(setup: Setup, methods: Sequence[str] | None = None, *,
     Returns the CSV's path.
     """
     chosen = _check_methods(methods, setup.faithfulness_methods, "faithfulness")
+    # Identical maps are evaluated once, under their source's name (`SAME_MAP`).
+    chosen = list(dict.fromkeys(SAME_MAP.get(m, m) for m in chosen))
     return _run(setup, "faithfulness", chosen, shard, batch_size)
 
 
@@ -884,6 +1002,11 @@ def _results(setup: Setup, kind: str, methods: Sequence[str]) -> pd.DataFrame:
         run = "run_faithfulness" if kind == "faithfulness" else "run_pointing"
         raise FdcamError(f"no results at {path}; run experiments.{run}(setup) first")
     df = read_results(path)
+    # A method evaluated once for two names (`SAME_MAP`) appears under both.
+    aliases = [df[df["method"] == source].assign(method=alias)
+               for alias, source in SAME_MAP.items()
+               if alias in methods and not (df["method"] == alias).any()]
+    df = pd.concat([df, *aliases], ignore_index=True) if aliases else df
     keep = pd.Series(False, index=df.index)
     for method in methods:
         allowed = set(setup.images_for(method, kind))

@@ -379,3 +379,57 @@ def test_freezing_the_body_keeps_the_maps_bit_for_bit(smoke: Setup) -> None:
     for method in ("gradcam", "layercam"):
         frozen = make_explainer(method, smoke.model)(x, target=[872]).saliency
         assert torch.equal(frozen, make_explainer(method, fresh)(x, target=[872]).saliency)
+
+
+def _sample_folder(root: Path, n: int = 8) -> Path:
+    """n tiny photos named like the imagenet-sample repository's (the first n classes)."""
+    from PIL import Image
+
+    from fdcam.data import imagenet_wnids
+
+    root.mkdir(parents=True)
+    for k, wnid in enumerate(imagenet_wnids()[:n]):
+        Image.new("RGB", (40, 30), (20 * k, 255 - 20 * k, 90)).save(root / f"{wnid}_c{k}.JPEG")
+    return root
+
+
+def test_imagenet_sample_profile(tmp_path: Path) -> None:
+    folder = _sample_folder(tmp_path / "photos")
+    made = experiments.setup("imagenet-sample", imagenet_sample=folder, n_mosaics=2,
+                             results_dir=tmp_path / "results")
+    assert made.model.target_layer == experiments.SAMPLE_LAYER == "_blocks.14"
+    assert len(made.faithfulness_images) == 8 and list(made.pointing_images) == [
+        "mosaic000", "mosaic001"]
+    ids = made.image_ids("faithfulness")
+    assert sorted(ids) == sorted(p.stem for p in folder.iterdir()) and ids != sorted(ids)
+    mosaic = made.pointing_images["mosaic001"]
+    assert len(mosaic.boxes) == 4  # four classes, one quadrant each
+    assert mosaic.image().shape == (3, 224, 224)  # type: ignore[operator]
+    # Only the target block and what follows it keep gradients (freeze_body).
+    grads = {n.split(".")[0] + ("." + n.split(".")[1] if n.startswith("_blocks") else "")
+             for n, p in made.model.model.named_parameters() if p.requires_grad}
+    assert grads == {"_blocks.14", "_blocks.15", "_conv_head", "_bn1", "_fc"}
+    swish = experiments.setup("imagenet-sample", imagenet_sample=folder, layer="_swish",
+                              n_images=2, n_mosaics=1)
+    assert swish.results_dir.name == "_swish" and len(swish.faithfulness_images) == 2
+    with pytest.raises(FdcamError, match="imagenet_sample: the imagenet-sample photos are not"):
+        experiments.setup("imagenet-sample", imagenet_sample=tmp_path / "missing")
+    with pytest.raises(FdcamError, match=r"unknown layer '_blocks\.99'"):
+        experiments.setup("imagenet-sample", imagenet_sample=folder, layer="_blocks.99")
+
+
+def test_identical_maps_are_evaluated_once(tmp_path: Path) -> None:
+    from fdcam.baselines import make_explainer
+
+    folder = _sample_folder(tmp_path / "photos", 4)
+    made = experiments.setup("imagenet-sample", imagenet_sample=folder, n_images=1,
+                             n_mosaics=1, results_dir=tmp_path / "results", layer="_swish")
+    path = experiments.run_faithfulness(made, ["fdcam-exp-shifted"])
+    assert read_results(path)["method"].tolist() == ["fdcam-exp"]  # one evaluation
+    shown = experiments.faithfulness_results(made)
+    assert set(shown["method"]) == {"fdcam-exp", "fdcam-exp-shifted"}
+    # ... because the maps are equal: ω differs by the positive factor e^-0.5.
+    x = made.faithfulness_images[0][1]()[None]  # type: ignore[operator]
+    maps = [make_explainer(m, made.model)(x, target=[3]).saliency
+            for m in ("fdcam-exp", "fdcam-exp-shifted")]
+    torch.testing.assert_close(maps[0], maps[1])
