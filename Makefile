@@ -138,3 +138,13 @@ data-imagenet-sample:
 
 clean:
 	rm -rf _build .pytest_cache .ruff_cache
+
+# The imagenet-sample evaluation (book/results.md), resumable across sessions:
+#   make evaluate-imagenet-sample [IMAGENET_SAMPLE=DIR] [THREADS=1] [DEVICE=cpu] [STAGES=1,2,3,4]
+THREADS ?= 1
+STAGES ?= 1,2,3,4
+.PHONY: evaluate-imagenet-sample
+evaluate-imagenet-sample: setup
+	OMP_NUM_THREADS=$(THREADS) $(PY) -m fdcam.sample_evaluation --threads $(THREADS) \
+	  --device $(call q,$(if $(filter auto,$(DEVICE)),cpu,$(DEVICE))) --stages $(call q,$(STAGES)) \
+	  $(if $(IMAGENET_SAMPLE),--photos $(call q,$(IMAGENET_SAMPLE)))

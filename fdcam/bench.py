@@ -4,7 +4,7 @@ Everything a ratio compares is measured in the same run, interleaved round by ro
 that a busy machine slows every contender alike. Setting: VGG16 with random weights (no
 download), one 3×224×224 image, 2 CPU threads, as the core issue asks.
 
-    python -m fdcam.bench [--rounds N] [--threads T] [--skip-metrics]
+    python -m fdcam.bench [--rounds N] [--threads T] [--skip-metrics] [--skip-any-cnn]
 """
 
 from __future__ import annotations
@@ -133,14 +133,70 @@ def curves_benchmark(rounds: int, batch_sizes: tuple[int, ...] = (1, 2, 4, 8, 16
     return ratio
 
 
+#: Issue 13's models: torchvision families at their default layers, and EfficientNet-Lite0 at
+#: its last two MBConv blocks (whose heads begin with a 1x1 convolution).
+ANY_CNN = [("resnet50", None), ("convnext_tiny", None), ("densenet121", None),
+           ("efficientnet_b0", None), ("mobilenet_v3_large", None), ("regnet_y_800mf", None),
+           ("efficientnet-lite0", "_blocks.15"), ("efficientnet-lite0", "_blocks.14")]
+
+
+def any_cnn_benchmark(rounds: int) -> dict[str, tuple[float, float]]:
+    """FD-CAM at any layer of any CNN: plain forward, pytorch-grad-cam GradCAM at the same
+    layer and FD-CAM (one class), random weights, 1x3x224x224; returns name -> the ratios
+    (FD-CAM / forward, FD-CAM / GradCAM). Targets: <= 3 and <= 1."""
+    from pytorch_grad_cam import GradCAM
+    from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
+    from torchvision.models import get_model
+
+    from fdcam.models import efficientnet_lite0
+
+    x = torch.randn(1, 3, 224, 224, generator=torch.Generator().manual_seed(0))
+    target = 243
+    print(f"FD-CAM at any layer, random weights (EfficientNet-Lite0: real), 1x3x224x224, "
+          f"{torch.get_num_threads()} threads, {rounds} rounds; medians in ms:")
+    print(f"  {'model':<20s} {'layer':<15s} {'K':>5s} {'forward':>8s} {'GradCAM':>8s} "
+          f"{'FD-CAM':>8s} {'/fwd':>6s} {'/GradCAM':>8s}")
+    ratios = {}
+    for name, layer in ANY_CNN:
+        torch.manual_seed(0)
+        model = efficientnet_lite0() if name == "efficientnet-lite0" else get_model(name)
+        model.eval()
+        fdcam = FDCAM(model, layer)
+        module = model.get_submodule(fdcam.split.layer_name)
+        gradcam = GradCAM(model=model, target_layers=[module])
+
+        def forward(model: torch.nn.Module = model) -> object:
+            with torch.no_grad():
+                return model(x)
+
+        times = measure({
+            "forward": forward,
+            "gradcam": lambda g=gradcam: g(x, targets=[ClassifierOutputTarget(target)]),
+            "fdcam": lambda f=fdcam: f(x, target=target),
+        }, rounds)
+        med = {key: statistics.median(t) for key, t in times.items()}
+        k = fdcam.split.body(x).shape[1]
+        r_fwd, r_gc = med["fdcam"] / med["forward"], med["fdcam"] / med["gradcam"]
+        ratios[f"{name} {fdcam.split.layer_name}"] = (r_fwd, r_gc)
+        print(f"  {name:<20s} {fdcam.split.layer_name:<15s} {k:>5d} "
+              f"{1000 * med['forward']:8.1f} {1000 * med['gradcam']:8.1f} "
+              f"{1000 * med['fdcam']:8.1f} {r_fwd:6.2f} {r_gc:8.2f}"
+              f"{'' if r_fwd <= 3 and r_gc <= 1 else '  (target not met)'}")
+        del gradcam
+    return ratios
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m fdcam.bench", description=__doc__)
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--skip-metrics", action="store_true")
+    parser.add_argument("--skip-any-cnn", action="store_true")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     core_benchmark(args.rounds)
+    if not args.skip_any_cnn:
+        any_cnn_benchmark(max(3, args.rounds // 2))
     if not args.skip_metrics:
         metrics_benchmark(max(1, args.rounds // 3))
         curves_benchmark(max(1, args.rounds // 3))

@@ -1,0 +1,103 @@
+"""The imagenet-sample evaluation in stages, resumable: ``make evaluate-imagenet-sample``.
+
+    python -m fdcam.sample_evaluation [--photos DIR] [--threads 1] [--device cpu]
+                                      [--stages 1,2,3,4]
+
+Every stage appends rows to the profile's CSVs (`fdcam.experiments`), so a stopped run
+resumes where it stopped, and the stages are ordered so that the rows already written are
+always a complete, seeded sample of what is to come:
+
+1. Tables I, III, IV at the main layer (`experiments.SAMPLE_LAYER`): every method,
+   Score-CAM and Ablation-CAM included, on the first 250 photos of the seeded order;
+2. the same tables' other methods on the remaining 750 photos;
+3. Table II: the pointing game on the 250 mosaics (the heavy methods on the first 63);
+4. Table I at the last activation ``_swish`` on the first `SAMPLE_SWISH_IMAGES` photos.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+
+from fdcam import experiments
+from fdcam.checks import check_device
+
+#: Score-CAM and Ablation-CAM at ``_swish`` cost 1,280 forward passes per map: on a CPU
+#: they run on the first 100 photos there.
+SWISH_HEAVY_IMAGES = 100
+
+
+def run_stage(stage: int, photos: str | None, device: str) -> experiments.Setup:
+    """Run one stage (see the module docstring); rows already written are skipped."""
+    heavy = experiments.SETTINGS["imagenet-sample"].heavy_images
+    if stage in (1, 2):
+        made = experiments.setup("imagenet-sample", imagenet_sample=photos, device=device,
+                                 n_images=heavy if stage == 1 else None)
+        experiments.run_faithfulness(made)
+    elif stage == 3:
+        made = experiments.setup("imagenet-sample", imagenet_sample=photos, device=device)
+        experiments.run_pointing(made)
+    elif stage == 4:
+        made = experiments.setup("imagenet-sample", imagenet_sample=photos, device=device,
+                                 layer="_swish", n_images=experiments.SAMPLE_SWISH_IMAGES,
+                                 heavy_limits={"faithfulness": SWISH_HEAVY_IMAGES})
+        experiments.run_faithfulness(made, experiments.table_methods(made, "I"))
+    else:
+        raise ValueError(f"unknown stage {stage}; expected 1, 2, 3 or 4")
+    return made
+
+
+def log_time(folder: Path, stage: int, started: float, seconds: float | None,
+             threads: int, device: str) -> None:
+    """Append one line to ``<folder>/wall_time.csv``: when a stage (or a part of it, if the
+    run was stopped) ran and for how long, so that the run's wall time can be summed."""
+    path = folder / "wall_time.csv"
+    folder.mkdir(parents=True, exist_ok=True)
+    new = not path.exists()
+    with path.open("a", encoding="utf-8") as handle:
+        if new:
+            handle.write("stage,started_utc,seconds,finished,threads,device,cpus\n")
+        stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started))
+        elapsed = time.time() - started if seconds is None else seconds
+        handle.write(f"{stage},{stamp},{elapsed:.0f},{seconds is not None},{threads},{device},"
+                     f"{os.cpu_count()}\n")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m fdcam.sample_evaluation",
+                                     description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--photos", default=None,
+                        help="the imagenet-sample folder (default: $IMAGENET_SAMPLE or "
+                             "data/downloads/imagenet-sample)")
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--stages", default="1,2,3,4")
+    args = parser.parse_args(argv)
+    device = check_device(args.device)
+    torch.set_num_threads(args.threads)
+    folder = experiments.RESULTS_ROOT / "imagenet-sample"
+    for stage in (int(s) for s in args.stages.split(",")):
+        started = time.time()
+        # A stopped run (SIGTERM, Ctrl-C) still records how long it ran.
+        signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+        try:
+            run_stage(stage, args.photos, device)
+        except BaseException:
+            log_time(folder, stage, started, None, args.threads, device)
+            raise
+        seconds = time.time() - started
+        log_time(folder, stage, started, seconds, args.threads, device)
+        print(f"stage {stage} done in {seconds:.0f} s", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
