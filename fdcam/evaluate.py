@@ -60,6 +60,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import csv
+import dataclasses
 import functools
 import hashlib
 import io
@@ -1150,8 +1151,12 @@ def add_evaluate_parser(subparsers: Any) -> argparse.ArgumentParser:
     parser.add_argument("--weights", default=None,
                         help="DEFAULT, a torchvision weights name, or a state-dict file "
                              "(weights_only=True); default: the model's usual weights")
-    parser.add_argument("--images", required=True, type=Path,
-                        help="folder of images (every non-hidden file, sorted by name)")
+    parser.add_argument("--layer", default=None,
+                        help="target layer (a dotted module name; default: the model's "
+                             "conventional layer, e.g. _swish for EfficientNet-Lite0)")
+    parser.add_argument("--images", required=True, type=Path, nargs="+",
+                        help="image files, or folders of images (every non-hidden file, "
+                             "sorted by name)")
     parser.add_argument("--methods", required=True,
                         help="comma-separated method names, or 'all'")
     parser.add_argument("--out", required=True, type=Path, help="results CSV (appended to)")
@@ -1181,22 +1186,19 @@ def run_evaluate(args: argparse.Namespace) -> int:
     if not names or unknown:
         raise FdcamError(f"unknown method {(unknown or [args.methods])[0]!r}; "
                          f"available: {', '.join(known)} (or 'all')")
-    folder = Path(args.images)
-    if not folder.is_dir():
-        raise FdcamError(f"image folder {folder} does not exist or is not a folder")
-    files = sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith("."))
+    files = _image_files([Path(p) for p in args.images])
     if args.limit is not None:
         files = files[: args.limit]
-    if not files:
-        raise FdcamError(f"image folder {folder} holds no files")
     device = check_device(args.device)
     out = Path(args.out)
     _check_writable_folder(out)  # --out is checked before the model loads
     _foreign_check(out)
     from fdcam.cli import check_model_arguments
 
-    name, _ = check_model_arguments(args.model, None, None, args.weights)
+    name, _ = check_model_arguments(args.model, args.layer, None, args.weights)
     loaded = load_model(name, device=device, weights=args.weights)
+    if args.layer is not None:
+        loaded = dataclasses.replace(loaded, target_layer=args.layer)
     boxes = None
     if args.boxes is not None:
         box_dir = Path(args.boxes)
@@ -1218,6 +1220,23 @@ def run_evaluate(args: argparse.Namespace) -> int:
         for image in failed:
             print(f"  {image}: {errors['error'].get(image, '')}")
     return 0
+
+
+def _image_files(paths: list[Path]) -> list[Path]:
+    """The files named, and those of the folders named (sorted by name), in that order."""
+    files: list[Path] = []
+    for path in paths:
+        if path.is_dir():
+            inside = sorted(p for p in path.iterdir()
+                            if p.is_file() and not p.name.startswith("."))
+            if not inside:
+                raise FdcamError(f"image folder {path} holds no files")
+            files.extend(inside)
+        elif path.is_file():
+            files.append(path)
+        else:
+            raise FdcamError(f"image folder or file {path} does not exist")
+    return list(dict.fromkeys(files))
 
 
 def _read_image(path: Path, loaded: LoadedModel) -> Tensor:

@@ -524,3 +524,16 @@ def test_cli_device_and_weights_are_one_line(tmp_path: Path, cli: Callable[..., 
     with pytest.raises(FdcamError, match=message):
         cli("--images", str(folder), "--methods", "energy", "--out", str(tmp_path / "o.csv"),
             *argv)
+
+
+def test_cli_takes_image_files_and_a_layer(tmp_path: Path, cli: Callable[..., int]) -> None:
+    folder = image_folder(tmp_path / "images")
+    out = tmp_path / "out.csv"
+    assert cli("--images", str(folder / "b.png"), str(folder / "a.png"), "--methods", "energy",
+               "--layer", "features.28", "--out", str(out)) == 0
+    df = read_results(out)
+    assert df["image"].tolist() == ["b.png", "a.png"]  # the files named, in that order
+    assert df.attrs["fdcam_results"]["layer"] == "features.28"  # recorded in the identity
+    with pytest.raises(FdcamError, match=r"unknown layer 'features\.99' of vgg16"):
+        cli("--images", str(folder), "--methods", "energy", "--layer", "features.99",
+            "--out", str(tmp_path / "x.csv"))
