@@ -132,7 +132,7 @@ def evaluate(
     *,
     targets: int | Mapping[str, int | Sequence[int]] | None = None,
     boxes: Mapping[str, Mapping[int, ClassBoxes | Tensor]] | None = None,
-    batch_size: int = 32,
+    batch_size: int | None = None,
     step_fraction: float = STEP_FRACTION,
     shard: tuple[int, int] = (0, 1),
     device: str | torch.device | None = None,
@@ -156,7 +156,8 @@ def evaluate(
     Rows already in `out_csv` are skipped, error rows included (``retry_failed=True``
     deletes those first). Each (image, method) is written and flushed as soon as it ends.
     ``shard=(i, n)`` keeps images whose position in `images` is ≡ i (mod n).
-    `batch_size` is the number of perturbed images per forward pass of the metrics.
+    `batch_size` is the number of perturbed images per forward pass of the metrics (None:
+    `fdcam.metrics.curve_batch_size`, the measured best for the device).
     ``curves=False`` skips insertion/deletion (their cells stay empty; ``probability`` is
     still filled), for runs that only need the pointing game. `on_explained` is called
     after each (image, method) succeeds, with the maps and the curves (None without
@@ -224,7 +225,8 @@ def _evaluate_image(image_id: str, source: ImageSource, pending: dict[str, list[
                     model: nn.Module | LoadedModel, network: nn.Module,
                     explainers: dict[str, Explainer],
                     image_boxes: Mapping[int, ClassBoxes | Tensor] | None, pointing: bool,
-                    device: str | torch.device, batch_size: int, step_fraction: float | None,
+                    device: str | torch.device, batch_size: int | None,
+                    step_fraction: float | None,
                     table: _ResultsFile, on_explained: OnExplained | None = None) -> None:
     try:
         x = _load(image_id, source).to(device)
@@ -253,7 +255,7 @@ def _evaluate_image(image_id: str, source: ImageSource, pending: dict[str, list[
 def _evaluate_method(image_id: str, method: str, explainer: Explainer, x: Tensor,
                      classes: list[int], network: nn.Module,
                      image_boxes: Mapping[int, ClassBoxes | Tensor] | None, pointing: bool,
-                     batch_size: int, step_fraction: float | None,
+                     batch_size: int | None, step_fraction: float | None,
                      on_explained: OnExplained | None = None) -> list[list[object]]:
     """Rows of one (image, method); ``step_fraction=None``: no insertion/deletion curves."""
     n = len(classes)
@@ -1167,8 +1169,9 @@ def add_evaluate_parser(subparsers: Any) -> argparse.ArgumentParser:
                              "game and explains the annotated classes")
     parser.add_argument("--shard", type=_shard_argument, default=(0, 1), metavar="i/n",
                         help="evaluate only images whose index is i modulo n")
-    parser.add_argument("--batch-size", type=_positive_int, default=32,
-                        help="perturbed images per forward pass (default 32)")
+    parser.add_argument("--batch-size", type=_positive_int, default=None,
+                        help="perturbed images per forward pass (default: 4 on a CPU, 64 on "
+                             "CUDA)")
     parser.add_argument("--retry-failed", action="store_true",
                         help="drop the error rows of an earlier run and try those again")
     parser.set_defaults(func=run_evaluate)

@@ -228,7 +228,7 @@ class Setup:
     methods: dict[str, tuple[str, ...]]
     heavy_limits: dict[str, int | None]
     step_fraction: float = STEP_FRACTION
-    batch_size: int = 64
+    batch_size: int | None = None  # perturbed images per forward pass (None: metrics')
     figure_images: int = 3
     seed: int = 0
     dry_run: bool = False
