@@ -81,14 +81,14 @@ from fdcam.models import LoadedModel
 from fdcam.report import PROFILES, check_profile, compare_table, method_label
 
 __all__ = [
-    "FAITHFULNESS_METRICS", "HEAVY_METHODS", "PROFILES", "SETTINGS", "TABLE_METHODS",
+    "CLAIMS", "FAITHFULNESS_METRICS", "HEAVY_METHODS", "PROFILES", "SETTINGS", "TABLE_METHODS",
     "ClassMaps", "CurvePanel", "PointingImage", "ProfileSettings", "Setup", "as_text",
-    "check_paper_paths", "combination_check", "combination_verdict", "csv_path",
-    "discriminability_maps", "faithfulness_curves", "faithfulness_results", "findings",
-    "freeze_body", "merge_shards",
-    "method_options", "paired_vs_fdcam", "pointing_results", "ranks", "rounded", "rows_done",
-    "run_faithfulness", "run_pointing", "setup", "side_by_side", "switch_on_check", "table_1",
-    "table_2", "table_3", "table_4", "table_methods",
+    "check_paper_paths", "claim_verdicts", "combination_check", "combination_verdict",
+    "csv_path", "discriminability_maps", "faithfulness_curves", "faithfulness_results",
+    "findings", "freeze_body", "merge_shards", "method_options", "paired_vs_fdcam",
+    "pointing_results", "ranks", "rounded", "rows_done", "run_faithfulness", "run_pointing",
+    "setup", "side_by_side", "switch_on_check", "table_1", "table_2", "table_3", "table_4",
+    "table_methods",
 ]
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -1165,6 +1165,72 @@ def paired_vs_fdcam(setup: Setup, table: str = "I") -> pd.DataFrame:
     diff = diff.assign(_o=diff["method"].map(order)).sort_values(["_o"], kind="stable")
     return diff[["method", "label", "metric", "n", "mean_difference", "ci_low", "ci_high",
                  "fdcam_better"]].reset_index(drop=True)
+
+
+#: The paper's claims that its tables make, as (claim, table, method, rivals): "`method` is
+#: better than each rival" on every metric of the table. Rivals None: the table's others.
+CLAIMS: tuple[tuple[str, str, str, tuple[str, ...] | None], ...] = (
+    ("FD-CAM is more faithful than every baseline (Table I)", "I", "fdcam", None),
+    ("FD-CAM points at the right object more often than every baseline (Table II)", "II",
+     "fdcam", None),
+    ("grouping improves switch-off scores (Table III: g+off over ng+off)", "III",
+     "fdcam-g-off", ("fdcam-ng-off",)),
+    ("switch-on improves on switch-off alone (Table III: full over g+off)", "III", "fdcam",
+     ("fdcam-g-off",)),
+    ("Eq. 10's combination is the best of Table IV", "IV", "fdcam", None),
+)
+
+
+def claim_verdicts(setup: Setup, *, n_resamples: int = 2000) -> pd.DataFrame:
+    """For each claim of `CLAIMS` and metric: confirmed, refuted or undecided, by paired 95 %
+    intervals of (rival − claimed method) over the images (or image-class pairs) both ran on.
+
+    * confirmed — every rival's interval excludes 0 on the claimed method's side;
+    * refuted — some rival's interval excludes 0 on the rival's side;
+    * undecided — otherwise (some interval contains 0, none against the claim).
+
+    Columns: claim, metric, verdict, n (fewest pairs behind a comparison), evidence (the
+    closest rival's mean difference and interval, e.g. "Group-CAM −0.004 [−0.009, +0.001]").
+    """
+    rows = []
+    for claim, table, method, rivals in CLAIMS:
+        kind = "pointing" if table == "II" else "faithfulness"
+        metrics: tuple[str, ...] = ("hit",) if table == "II" else FAITHFULNESS_METRICS
+        path = setup.pointing_csv if table == "II" else setup.faithfulness_csv
+        if path.exists():
+            df = _results(setup, kind, table_methods(setup, table))
+            if table == "II":
+                df = df.assign(hit=df["hit"].astype("Float64") * 100)
+        else:
+            df = pd.DataFrame(columns=["image", "method", "target", *metrics, "error"])
+        chosen = set(table_methods(setup, table) if rivals is None else rivals) - {method}
+        df = df[df["method"].isin(chosen | {method})]
+        if method not in set(df["method"]) or not chosen & set(df["method"]):
+            for metric in metrics:
+                rows.append({"claim": claim, "metric": metric.replace("hit", "pointing_game"),
+                             "verdict": "no data", "n": 0, "evidence": ""})
+            continue
+        diff = paired_differences(df, method, metrics=list(metrics), seed=setup.seed,
+                                  n_resamples=n_resamples)
+        for metric in metrics:
+            part = diff[diff["metric"] == metric]
+            # Orient every difference so that > 0 means the rival is better.
+            sign = -1.0 if metric == "deletion" else 1.0
+            low = np.minimum(sign * part["ci_low"], sign * part["ci_high"])
+            high = np.maximum(sign * part["ci_low"], sign * part["ci_high"])
+            if (low > 0).any():
+                verdict = "refuted"
+            elif (high < 0).all():
+                verdict = "confirmed"
+            else:
+                verdict = "undecided"
+            closest = part.loc[(sign * part["mean_difference"]).idxmax()]
+            evidence = (f"{method_label(str(closest['method']))} "
+                        f"{closest['mean_difference']:+.3f} [{closest['ci_low']:+.3f}, "
+                        f"{closest['ci_high']:+.3f}]")
+            rows.append({"claim": claim, "metric": metric.replace("hit", "pointing_game"),
+                         "verdict": verdict, "n": int(part["n"].min()), "evidence": evidence})
+    return pd.DataFrame(rows, columns=["claim", "metric", "verdict", "n", "evidence"])
 
 
 def combination_check(setup: Setup, n: int | None = None) -> pd.DataFrame:

@@ -433,3 +433,29 @@ def test_identical_maps_are_evaluated_once(tmp_path: Path) -> None:
     maps = [make_explainer(m, made.model)(x, target=[3]).saliency
             for m in ("fdcam-exp", "fdcam-exp-shifted")]
     torch.testing.assert_close(maps[0], maps[1])
+
+
+def test_claim_verdicts_by_hand(tmp_path: Path) -> None:
+    setup = made_up_setup(tmp_path)
+    setup.heavy_limits["faithfulness"] = None
+    # FD-CAM beats Grad-CAM by 0.1 in insertion on every image (confirmed unless a rival
+    # wins); Score-CAM deletes better on every image (refutes the deletion claim); overall
+    # differences change sign between images (undecided).
+    values = {("a", "gradcam"): (0.5, 0.2), ("b", "gradcam"): (0.6, 0.1),
+              ("c", "gradcam"): (0.7, 0.4),
+              ("a", "scorecam"): (0.4, 0.0), ("b", "scorecam"): (0.5, 0.0),
+              ("c", "scorecam"): (0.6, 0.1),
+              ("a", "fdcam"): (0.6, 0.2), ("b", "fdcam"): (0.7, 0.3), ("c", "fdcam"): (0.8, 0.2),
+              ("a", "fdcam-g-off"): (0.6, 0.2), ("b", "fdcam-g-off"): (0.7, 0.3),
+              ("c", "fdcam-g-off"): (0.8, 0.2)}
+    write_faithfulness(setup, values)
+    verdicts = experiments.claim_verdicts(setup, n_resamples=200).set_index(["claim", "metric"])
+    table_1 = experiments.CLAIMS[0][0]
+    assert verdicts.loc[(table_1, "insertion"), "verdict"] == "confirmed"
+    assert verdicts.loc[(table_1, "deletion"), "verdict"] == "refuted"
+    assert verdicts.loc[(table_1, "deletion"), "evidence"].startswith("Score-CAM -0.200 [")
+    assert verdicts.loc[(table_1, "overall"), "verdict"] == "undecided"
+    switch_on = experiments.CLAIMS[3][0]  # full vs g+off: identical rows, a zero difference
+    assert verdicts.loc[(switch_on, "overall"), "verdict"] == "undecided"
+    grouping = experiments.CLAIMS[2][0]  # no ng+off rows yet
+    assert verdicts.loc[(grouping, "insertion"), "verdict"] == "no data"
