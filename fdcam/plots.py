@@ -21,6 +21,9 @@ Example::
 from __future__ import annotations
 
 import functools
+import io
+import struct
+import zlib
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TypeVar
 
@@ -37,6 +40,7 @@ from torch import Tensor
 
 from fdcam.errors import FdcamError
 from fdcam.report import METHOD_LABELS, method_label
+from fdcam.report import METRICS as METRICS_DIRECTION
 
 # tab10 without its red, which is FD-CAM's alone
 _TAB10 = mpl.colormaps["tab10"].colors  # type: ignore[attr-defined]
@@ -44,11 +48,22 @@ _PALETTE = [color for i, color in enumerate(_TAB10) if i != 3]
 _FDCAM_COLOR = "#d62728"
 _OURS_COLOR = "#4c72b0"
 
+COLUMN_WIDTH_IN = 6.6
+"""The width of a code cell's output in the book, in figure inches: 660 CSS px at the 100 px
+per inch of `STYLE`'s ``figure.dpi`` (sphinx-book-theme 1.3 in a 1280 px window, measured in
+headless Chromium). A figure this wide or narrower is shown at its own size, so a font of p
+points is p·100/72 CSS px on screen; a wider one is scaled down to the column, its text
+with it (tests/test_book_html.py)."""
+
+MIN_FONT_PT = 7.0
+"""The smallest font of any figure here: 7 pt is 9.7 CSS px at 100 px per inch, legible at
+100 % zoom (tests/test_plots.py checks every figure; tests/test_book_html.py the built book)."""
+
 STYLE: dict[str, Any] = {
     **sns.axes_style("whitegrid"),
     "axes.prop_cycle": cycler(color=_PALETTE),
     "figure.dpi": 100,
-    "savefig.dpi": 150,
+    "savefig.dpi": 200,
     "savefig.bbox": "tight",
     "font.size": 8,
     "axes.titlesize": 8,
@@ -58,6 +73,8 @@ STYLE: dict[str, Any] = {
     "xtick.bottom": True,
     "ytick.left": True,
     "legend.fontsize": 7,
+    "legend.title_fontsize": 7,
+    "figure.titlesize": 9,
     "legend.frameon": False,
     "axes.spines.top": False,
     "axes.spines.right": False,
@@ -66,7 +83,8 @@ STYLE: dict[str, Any] = {
     "lines.linewidth": 1.2,
     "image.interpolation": "nearest",
 }
-"""rcParams of every figure here: seaborn's whitegrid, small fonts, no top/right spines."""
+"""rcParams of every figure here: seaborn's whitegrid, fonts of 7–9 pt drawn at 100 px per
+inch (so 9.7–12.5 CSS px when a figure fits the column), no top/right spines."""
 
 SALIENCY_CMAP = "jet"
 """The colour map of saliency overlays: jet, as in the paper's figures (OpenCV's JET)."""
@@ -75,8 +93,96 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 
 def use_style() -> None:
-    """Apply `STYLE` to every later figure of this session (a notebook's first cell)."""
+    """Apply `STYLE` to every later figure of this session (a notebook's first cell), and
+    show figures in a notebook as `figure_png` does: sharp on high-density screens, at
+    `STYLE`'s size, with their smallest font recorded (see `figure_png`)."""
     mpl.rcParams.update(STYLE)
+    try:
+        from IPython import get_ipython
+    except ImportError:  # pragma: no cover - IPython comes with the notebook tools
+        return
+    shell = get_ipython()
+    if shell is None:
+        return
+    # The inline backend registers its own PNG formatter when it activates, at the first
+    # figure of a session: activate it now so that ours, registered after, is the one used.
+    plt.close(plt.figure())
+    shell.display_formatter.formatters["image/png"].for_type(Figure, figure_png)
+
+
+SMALLEST_FONT_KEY = "fdcam-smallest-font-pt"
+"""The PNG text chunk in which `figure_png` records a figure's smallest font (points)."""
+
+
+def smallest_font(fig: Figure) -> float:
+    """The smallest font size (points) among the visible, non-empty texts of `fig` (titles,
+    labels, tick labels, legends, annotations), after drawing it; `MIN_FONT_PT` if it has
+    no text."""
+    from matplotlib.text import Text
+
+    fig.canvas.draw()
+    sizes = [float(t.get_fontsize()) for t in fig.findobj(Text)
+             if t.get_visible() and t.get_text().strip() and _shown(t)]
+    return min(sizes, default=MIN_FONT_PT)
+
+
+def _shown(text: Any) -> bool:
+    """Whether `text` is drawn: its axes (if any) is visible and it lies in the figure."""
+    axes = text.axes
+    if axes is not None and not axes.get_visible():
+        return False
+    return bool(text.get_window_extent().width > 0)
+
+
+def figure_png(fig: Figure) -> tuple[bytes, dict[str, int]]:
+    """A notebook's image of `fig`: a PNG at twice ``fig.dpi`` (sharp on high-density
+    screens) with display metadata of half its pixel size, so that it shows at ``fig.dpi``
+    CSS px per inch; the PNG records its dpi (pHYs) and the figure's smallest font
+    (`SMALLEST_FONT_KEY`), from which tests/test_book_html.py computes the text size on
+    screen."""
+    smallest = smallest_font(fig)
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=2 * fig.dpi, bbox_inches="tight",
+                metadata={SMALLEST_FONT_KEY: f"{smallest:.2f}"})
+    data = buffer.getvalue()
+    width, height = png_size(data)
+    return data, {"width": width // 2, "height": height // 2}
+
+
+def png_size(data: bytes) -> tuple[int, int]:
+    """(width, height) in pixels of a PNG (its IHDR chunk)."""
+    if data[:8] != b"\x89PNG\r\n\x1a\n":
+        raise FdcamError("not a PNG file")
+    return struct.unpack(">II", data[16:24])
+
+
+def png_info(data: bytes) -> dict[str, Any]:
+    """A PNG's size, dpi (pHYs, pixels per metre -> per inch; None if absent) and text
+    chunks (tEXt, zTXt, iTXt uncompressed): ``{"width", "height", "dpi", "text"}``."""
+    width, height = png_size(data)
+    dpi = None
+    text: dict[str, str] = {}
+    position = 8
+    while position + 8 <= len(data):
+        length, kind = struct.unpack(">I4s", data[position:position + 8])
+        body = data[position + 8:position + 8 + length]
+        if kind == b"pHYs" and len(body) == 9 and body[8] == 1:
+            dpi = struct.unpack(">I", body[:4])[0] * 0.0254
+        elif kind == b"tEXt" and b"\0" in body:
+            key, value = body.split(b"\0", 1)
+            text[key.decode("latin-1")] = value.decode("latin-1")
+        elif kind == b"zTXt" and b"\0" in body:
+            key, value = body.split(b"\0", 1)
+            text[key.decode("latin-1")] = zlib.decompress(value[1:]).decode("latin-1")
+        elif kind == b"iTXt" and b"\0" in body:
+            key, rest = body.split(b"\0", 1)
+            if rest[0] == 0:  # uncompressed
+                value = rest[2:].split(b"\0", 2)[-1]
+                text[key.decode("latin-1")] = value.decode("utf-8")
+        elif kind == b"IEND":
+            break
+        position += 12 + length
+    return {"width": width, "height": height, "dpi": dpi, "text": text}
 
 
 def _styled(function: F) -> F:
@@ -208,15 +314,24 @@ def overlay(image: Tensor | np.ndarray, saliency: Tensor | np.ndarray, ax: Axes 
     return ax
 
 
+SHORT_LABELS = {"ig": "IG", "ablationcam": "Ablation-\nCAM", "gradcam++": "Grad-\nCAM++"}
+"""Column titles of the method grids where the paper's name is too wide for a narrow column
+(IG: Integrated Gradients)."""
+
+
 @_styled
 def method_grid(images: Tensor | Sequence[Tensor], saliency: Mapping[str, Tensor], *,
                 row_labels: Sequence[str] | None = None, show_input: bool = True,
-                size: float = 1.5, alpha: float = 0.5) -> Figure:
+                size: float = 1.5, alpha: float = 0.5, width: float = COLUMN_WIDTH_IN,
+                colorbar: bool = True) -> Figure:
     """Figs. 1, 4 and 6: one row per image, one column per method (and the input first).
 
     images: [N, 3, H, W] in [0, 1] (or N tensors [3, H, W]); saliency: method -> [N, H, W].
     For Figs. 1 and 6 (one image, several classes) repeat the image once per class and
-    name the classes in `row_labels`. Column titles are the paper's method names.
+    name the classes in `row_labels`. Column titles are the paper's method names
+    (`SHORT_LABELS` where a column is narrow). Each cell is `size` inches, less when the
+    columns would not fit `width` (the book's column); `colorbar`: the saliency scale under
+    the grid.
     """
     rows = [images[i] for i in range(len(images))]
     if not rows:
@@ -230,8 +345,13 @@ def method_grid(images: Tensor | Sequence[Tensor], saliency: Mapping[str, Tensor
     if row_labels is not None and len(row_labels) != len(rows):
         raise FdcamError(f"{len(row_labels)} row labels for {len(rows)} images")
     columns = (["input"] if show_input else []) + list(saliency)
+    label_room = 0.3 if row_labels is not None else 0.0
+    cell = min(size, (width - label_room) / len(columns))
+    narrow = cell < 1.0
+    bar_room = 0.45 if colorbar else 0.0
     fig, axes = plt.subplots(len(rows), len(columns), squeeze=False,
-                             figsize=(size * len(columns), size * len(rows)))
+                             figsize=(cell * len(columns) + label_room,
+                                      cell * len(rows) + 0.35 + bar_room))
     for i, image in enumerate(rows):
         for j, column in enumerate(columns):
             ax = _image_axes(axes[i, j])
@@ -240,10 +360,22 @@ def method_grid(images: Tensor | Sequence[Tensor], saliency: Mapping[str, Tensor
             else:
                 ax.imshow(blend(image, saliency[column][i], alpha=alpha), vmin=0, vmax=1)
             if i == 0:
-                ax.set_title("Input" if column == "input" else method_label(column))
+                name = "Input" if column == "input" else method_label(column)
+                if narrow:
+                    name = SHORT_LABELS.get(column, name)
+                ax.set_title(name)
         if row_labels is not None:
             axes[i, 0].set_ylabel(row_labels[i])
-    fig.tight_layout(pad=0.3)
+    fig.tight_layout(pad=0.3, h_pad=0.3, w_pad=0.2,
+                     rect=(0, bar_room / fig.get_figheight(), 1, 1))
+    if colorbar:
+        bottom = bar_room / fig.get_figheight()
+        holder = fig.add_axes((0.3, bottom * 0.62, 0.4, bottom * 0.16))
+        mappable = mpl.cm.ScalarMappable(norm=mpl.colors.Normalize(0, 1), cmap=SALIENCY_CMAP)
+        bar = fig.colorbar(mappable, cax=holder, orientation="horizontal")
+        bar.set_ticks([0, 0.5, 1])
+        bar.ax.tick_params(length=2, pad=1)
+        holder.set_title("saliency (0: none, 1: the map's maximum)", fontsize=7, pad=2)
     return fig
 
 
@@ -264,11 +396,12 @@ def curve_auc(curve: Tensor | np.ndarray) -> float:
 
 @_styled
 def auc_curves(curves: Mapping[str, Tensor], kind: str, ax: Axes | None = None,
-               title: str | None = None) -> Axes:
+               title: str | None = None, *, legend: bool = True) -> Axes:
     """Insertion or deletion curves of several methods, each with its AUC in the legend.
 
     curves: method -> [n] class probabilities after 0, 1/(n−1), …, 1 of the pixels were
-    inserted or deleted (most salient first). kind: "insertion" or "deletion".
+    inserted or deleted (most salient first). kind: "insertion" or "deletion". The legend
+    (``legend=False``: none) sits to the right of the axes, outside the curves.
     """
     if kind not in ("insertion", "deletion"):
         raise FdcamError(f"unknown curve kind {kind!r}; expected insertion or deletion")
@@ -276,40 +409,85 @@ def auc_curves(curves: Mapping[str, Tensor], kind: str, ax: Axes | None = None,
         raise FdcamError("auc_curves needs at least one curve")
     created = ax is None
     if ax is None:
-        _, ax = plt.subplots(figsize=(2.8, 2.2))
+        _, ax = plt.subplots(figsize=(4.6, 2.4))
     for method, curve in curves.items():
         y = _vector(curve, f"curves[{method!r}]")
         auc = curve_auc(y)
-        width = 2.0 if method == "fdcam" else 1.2
+        width = 2.0 if method == "fdcam" else 1.0
         ax.plot(np.linspace(0, 1, len(y)), y, color=method_color(method), linewidth=width,
-                label=f"{method_label(method)} ({auc:.3f})")
+                label=f"{method_label(method)} ({auc:.3f})", zorder=3 if method == "fdcam" else 2)
     ax.set_xlim(0, 1)
     ax.set_ylim(bottom=0)
     ax.set_xlabel(f"fraction of pixels {'inserted' if kind == 'insertion' else 'deleted'}")
     ax.set_ylabel("class probability")
     ax.set_title(title or f"{kind.capitalize()} ({'higher' if kind == 'insertion' else 'lower'}"
                           f" AUC is better)")
-    ax.legend(title="method (AUC)", loc="best")
+    if legend:
+        ax.legend(title="method (AUC)", loc="upper left", bbox_to_anchor=(1.02, 1.0),
+                  borderaxespad=0)
     if created:
         ax.figure.tight_layout(pad=0.3)
     return ax
 
 
 @_styled
-def faithfulness_figure(image: Tensor, saliency: Tensor, deletion: Mapping[str, Tensor],
-                        insertion: Mapping[str, Tensor], *, title: str | None = None,
-                        method: str = "fdcam") -> Figure:
-    """One row of Fig. 5: `method`'s map over the image, then deletion and insertion curves.
+def faithfulness_figure(image: Tensor, saliency: Tensor | Mapping[str, Tensor],
+                        deletion: Mapping[str, Tensor], insertion: Mapping[str, Tensor], *,
+                        title: str | None = None, method: str = "fdcam",
+                        width: float = COLUMN_WIDTH_IN) -> Figure:
+    """One image of Fig. 5: the image and every method's map (top row), then the deletion
+    and insertion curves of all methods, and a legend beside them with each method's
+    deletion / insertion AUC.
 
-    image: [3, H, W]; saliency: [H, W] (the map of `method`); deletion / insertion:
-    method -> [n] curves as in `auc_curves`.
+    image: [3, H, W]; saliency: method -> [H, W] maps (the paper shows every method's), or
+    one [H, W] map of `method`; deletion / insertion: method -> [n] curves as in
+    `auc_curves`. `title` names the image above the figure.
     """
-    fig, axes = plt.subplots(1, 3, figsize=(7.5, 2.2),
-                             gridspec_kw={"width_ratios": [0.8, 1, 1]})
-    overlay(image, saliency, ax=axes[0], title=title or method_label(method))
-    auc_curves(deletion, "deletion", ax=axes[1], title="Deletion (lower AUC is better)")
-    auc_curves(insertion, "insertion", ax=axes[2], title="Insertion (higher AUC is better)")
-    fig.tight_layout(pad=0.3)
+    maps = dict(saliency) if isinstance(saliency, Mapping) else {method: saliency}
+    if not maps:
+        raise FdcamError("faithfulness_figure needs at least one map")
+    order = [m for m in deletion if m in maps] + [m for m in maps if m not in deletion]
+    columns = 1 + len(order)
+    cell = min(0.95, width / columns)
+    narrow = cell < 1.0
+    head = 0.35 if title else 0.0
+    height = head + cell + 0.35 + 0.45 + 2.2
+    fig = plt.figure(figsize=(width, height))
+    grid = fig.add_gridspec(2, 1, height_ratios=[cell + 0.35, 2.2], hspace=0.45 / 2.2,
+                            left=0.08, right=0.97, bottom=0.45 / height,
+                            top=1 - (head + 0.25) / height)
+    top = grid[0].subgridspec(1, columns, wspace=0.05)
+    ax = _image_axes(fig.add_subplot(top[0]))
+    ax.imshow(_pixels(image))
+    ax.set_title("Input")
+    for j, name in enumerate(order, start=1):
+        label = method_label(name)
+        if narrow:
+            label = SHORT_LABELS.get(name, label)
+        overlay(image, maps[name], ax=fig.add_subplot(top[j]), title=label)
+    bottom = grid[1].subgridspec(1, 3, width_ratios=[1, 1, 0.95], wspace=0.35)
+    deletion_ax = fig.add_subplot(bottom[0])
+    insertion_ax = fig.add_subplot(bottom[1])
+    auc_curves(deletion, "deletion", ax=deletion_ax, title="Deletion (lower is better)",
+               legend=False)
+    auc_curves(insertion, "insertion", ax=insertion_ax, title="Insertion (higher is better)",
+               legend=False)
+    insertion_ax.set_ylabel("")
+    key = fig.add_subplot(bottom[2])
+    key.axis("off")
+    handles = []
+    for name in deletion:
+        width_ = 2.0 if name == "fdcam" else 1.2
+        auc_del = curve_auc(deletion[name])
+        auc_ins = curve_auc(insertion[name]) if name in insertion else float("nan")
+        handles.append(mpl.lines.Line2D([], [], color=method_color(name), linewidth=width_,
+                                        label=f"{method_label(name)}  "
+                                              f"{auc_del:.3f} / {auc_ins:.3f}"))
+    key.legend(handles=handles, loc="center left", borderaxespad=0, handlelength=1.5,
+               title="AUC: deletion / insertion", alignment="left")
+    if title:
+        fig.suptitle(title, x=0.01, y=1 - 0.05 / height, ha="left", va="top",
+                     fontsize=STYLE["figure.titlesize"], fontweight="bold")
     return fig
 
 
@@ -470,7 +648,7 @@ def similarity_histogram(similarity: Tensor | np.ndarray, *,
     ax.set_xlabel("cosine similarity")
     ax.set_ylabel("density (log scale)" if log else "density")
     ax.set_title(title or "Similarities between channels")
-    ax.legend(loc="best")
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.22), ncol=2, borderaxespad=0)
     if created:
         ax.figure.tight_layout(pad=0.3)
     return ax
@@ -512,7 +690,7 @@ def group_threshold_plot(row: Tensor | np.ndarray, theta: float, *, channel: int
     ax.set_ylabel(r"$\cos(A^k, A^l)$")
     name = f"channel {channel}" if channel is not None else "one channel"
     ax.set_title(title or f"Eq. 5 for {name} (θ = {theta:g}, K = {k_total})")
-    ax.legend(loc="lower left")
+    ax.legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0)
     if created:
         ax.figure.tight_layout(pad=0.3)
     return ax
@@ -623,36 +801,40 @@ def pipeline_figure(image: Tensor, activations: Tensor, alpha: Tensor, scores: T
     top = torch.argsort(torch.from_numpy(w), descending=True, stable=True)[:n_channels].tolist()
     side = int(np.ceil(np.sqrt(n_channels)))
 
-    fig = plt.figure(figsize=(11.0, 2.4 if title else 2.1))
-    grid = fig.add_gridspec(1, 6, width_ratios=[1, 1, 1.3, 1.3, 1.3, 1], wspace=0.35,
-                            left=0.02, right=0.98, bottom=0.2, top=0.74 if title else 0.84)
-    ax = _image_axes(fig.add_subplot(grid[0]))
+    # Two rows for the book's column: the images (input, activations, map), then the
+    # three per-channel weights that lead from one to the other.
+    height = 4.5 if title else 4.2
+    fig = plt.figure(figsize=(COLUMN_WIDTH_IN, height))
+    grid = fig.add_gridspec(2, 3, height_ratios=[1, 1], wspace=0.35, hspace=0.45,
+                            left=0.08, right=0.98, bottom=0.1,
+                            top=1 - (0.55 if title else 0.3) / height)
+    ax = _image_axes(fig.add_subplot(grid[0, 0]))
     ax.imshow(pixels)
     ax.set_title("input X")
 
-    cells = grid[1].subgridspec(side, side, wspace=0.05, hspace=0.05)
+    cells = grid[0, 1].subgridspec(side, side, wspace=0.05, hspace=0.05)
     maps = _minmax(acts[top])
     for i in range(side * side):
         ax = _image_axes(fig.add_subplot(cells[i // side, i % side]))
         ax.set_anchor("S" if i // side < side / 2 else "N")  # keep the mosaic together
         if i < len(top):
             ax.imshow(maps[i].numpy(), cmap="viridis", vmin=0, vmax=1)
-            ax.text(0.03, 0.97, str(top[i]), transform=ax.transAxes, va="top", fontsize=5,
-                    color="white")
-    box = grid[1].get_position(fig)
+            ax.text(0.04, 0.96, str(top[i]), transform=ax.transAxes, va="top",
+                    fontsize=MIN_FONT_PT, color="white")
+    box = grid[0, 1].get_position(fig)
     fig.text((box.x0 + box.x1) / 2, box.y1 + 0.03, r"activations $A^k$ (top $\omega$)",
              ha="center", va="bottom", fontsize=STYLE["axes.titlesize"])
 
-    _weight_bars(fig.add_subplot(grid[2]), a, r"$\alpha_c^k$ (gradients, Eq. 2)", top,
+    _weight_bars(fig.add_subplot(grid[1, 0]), a, r"$\alpha_c^k$ (gradients, Eq. 2)", top,
                  "#1f77b4")
-    _weight_bars(fig.add_subplot(grid[3]), s, r"$s_c^k$ (grouped switching, Eq. 8)", top,
+    _weight_bars(fig.add_subplot(grid[1, 1]), s, r"$s_c^k$ (switching, Eq. 8)", top,
                  "#2ca02c")
-    _weight_bars(fig.add_subplot(grid[4]), w, r"$\omega_c^k$ (combined, Eq. 10)", top,
+    _weight_bars(fig.add_subplot(grid[1, 2]), w, r"$\omega_c^k$ (combined, Eq. 10)", top,
                  _FDCAM_COLOR)
-    ax = fig.add_subplot(grid[5])
+    ax = fig.add_subplot(grid[0, 2])
     overlay(image, cam, ax=ax, title="FD-CAM (Eq. 11)")
     if title:
-        fig.suptitle(title, y=0.98)
+        fig.suptitle(title, y=1 - 0.08 / height)
     return fig
 
 
@@ -688,9 +870,83 @@ def compare_bars(table: pd.DataFrame, metric: str, ax: Axes | None = None,
            color=_OURS_COLOR, label="ours (95 % CI)")
     ax.set_xticks(x, [method_label(m) for m in rows["method"]], rotation=45, ha="right")
     ax.set_ylabel(metric.replace("_", " "))
-    ax.set_title(title or metric.replace("_", " ").capitalize())
-    ax.legend(loc="best")
+    ax.set_title(title or metric.replace("_", " ").capitalize(), pad=16)
+    ax.legend(loc="lower left", bbox_to_anchor=(0, 1.0), ncol=2, borderaxespad=0.2)
     ax.grid(axis="x", visible=False)
     if created:
         ax.figure.tight_layout(pad=0.3)
     return ax
+
+
+@_styled
+def compare_dots(table: pd.DataFrame, metrics: Sequence[str] | None = None, *,
+                 width: float = COLUMN_WIDTH_IN, title: str | None = None) -> Figure:
+    """Each method's value per metric: ours as a dot with its 95 % interval, the paper's as
+    a grey diamond; one panel per metric, methods as rows (the table's order), FD-CAM red.
+
+    table: a `fdcam.experiments.table_1` … `table_4` result (or `compare_table`'s, with a
+    ``label`` column optional). Methods we did not run show the paper's value only. The
+    legend sits above the panels.
+    """
+    needed = {"method", "metric", "paper", "ours", "ci_low", "ci_high"}
+    if not needed <= set(table.columns):
+        raise FdcamError(f"compare_dots needs the columns of a table builder; missing "
+                         f"{', '.join(sorted(needed - set(table.columns)))}")
+    chosen = list(dict.fromkeys(table["metric"])) if metrics is None else list(metrics)
+    unknown = [m for m in chosen if m not in set(table["metric"])]
+    if not chosen or unknown:
+        raise FdcamError(f"no rows for metric {(unknown or [''])[0]!r}; the table has "
+                         f"{', '.join(dict.fromkeys(table['metric']))}")
+    methods = list(dict.fromkeys(table["method"]))
+    labels = [method_label(m) for m in methods]
+    height = 0.8 + 0.22 * len(methods)
+    panel = min(2.6, (width - 1.3) / len(chosen))
+    fig, axes = plt.subplots(1, len(chosen), squeeze=False, sharey=True,
+                             figsize=(1.3 + panel * len(chosen), height))
+    y = np.arange(len(methods))
+    for ax, metric in zip(axes[0], chosen, strict=True):
+        rows = table[table["metric"] == metric].set_index("method").reindex(methods)
+        ours = rows["ours"].to_numpy(float)
+        low = ours - rows["ci_low"].to_numpy(float)
+        high = rows["ci_high"].to_numpy(float) - ours
+        colors = [method_color(m) if m == "fdcam" else _OURS_COLOR for m in methods]
+        ax.scatter(rows["paper"].to_numpy(float), y, marker="D", s=16, color="#999999",
+                   label="paper", zorder=2)
+        for i in range(len(methods)):
+            if np.isnan(ours[i]):
+                continue
+            ax.errorbar(ours[i], y[i], xerr=[[np.nan_to_num(low[i])], [np.nan_to_num(high[i])]],
+                        fmt="o", markersize=3.5, color=colors[i], elinewidth=1, capsize=1.5,
+                        zorder=3, label="ours (95 % CI)" if i == 0 else None)
+        direction = METRICS_DIRECTION.get(metric.removesuffix("_tol15"), "higher")
+        arrow = "↓" if direction == "lower" else "↑"
+        ax.set_title(f"{metric.replace('_', ' ').capitalize()} {arrow}")
+        ax.grid(axis="y", visible=False)
+        ax.set_ylim(len(methods) - 0.5, -0.5)
+    axes[0, 0].set_yticks(y, labels)
+    handles = [mpl.lines.Line2D([], [], marker="D", linestyle="none", color="#999999",
+                                markersize=4, label="paper"),
+               mpl.lines.Line2D([], [], marker="o", color=_OURS_COLOR, markersize=4,
+                                label="ours, 95 % CI"),
+               mpl.lines.Line2D([], [], marker="o", color=_FDCAM_COLOR, markersize=4,
+                                label="ours, FD-CAM")]
+    fig.legend(handles=handles, loc="upper right", ncol=3, borderaxespad=0.2,
+               bbox_to_anchor=(1.0, 1.0))
+    if title:
+        fig.suptitle(title, x=0.01, ha="left", y=1.0, va="top")
+    fig.tight_layout(pad=0.3, rect=(0, 0, 1, 1 - 0.32 / height))
+    return fig
+
+
+def teaser_figure(image: Tensor, maps: Mapping[str, Tensor], class_names: Sequence[str], *,
+                  size: float = 2.0) -> Figure:
+    """The landing page's figure: one image explained for several classes (rows) by a few
+    methods (columns, e.g. Grad-CAM and FD-CAM), with the saliency colour bar.
+
+    image: [3, H, W]; maps: method -> [n_classes, H, W] in the order of `class_names`.
+    """
+    if not maps:
+        raise FdcamError("teaser_figure needs at least one method's maps")
+    rows = _tensor(image, "image")[None].repeat(len(class_names), 1, 1, 1)
+    return method_grid(rows, maps, row_labels=[f"class: {name}" for name in class_names],
+                       size=size)

@@ -88,10 +88,22 @@ def test_method_grid_rows_and_columns(image, saliency):
     maps = {"gradcam": torch.stack([saliency, saliency.T]),
             "fdcam": torch.stack([saliency.T, saliency])}
     fig = plots.method_grid(images, maps, row_labels=["dog", "cat"])
-    axes = np.array(fig.axes).reshape(2, 3)
+    axes = np.array(fig.axes[:6]).reshape(2, 3)
     assert [ax.get_title() for ax in axes[0]] == ["Input", "Grad-CAM", "FD-CAM"]
     assert [ax.get_ylabel() for ax in axes[:, 0]] == ["dog", "cat"]
+    assert len(fig.axes) == 7 and "saliency" in fig.axes[6].get_title()  # the colour bar
     _render(fig)
+
+
+def test_method_grid_fits_the_column(image, saliency):
+    methods = ["ig", "xrai", "gradcam", "gradcam++", "xgradcam", "scorecam", "ablationcam",
+               "fdcam"]
+    fig = plots.method_grid(torch.stack([image] * 3), {m: torch.stack([saliency] * 3)
+                                                       for m in methods},
+                            row_labels=["a", "b", "c"], size=1.6)
+    assert fig.get_figwidth() <= plots.COLUMN_WIDTH_IN + 1e-9
+    assert fig.axes[1].get_title() == "IG"  # narrow columns take the short names
+    _check_legible(fig)
 
 
 def test_method_grid_checks_counts(image, saliency):
@@ -129,9 +141,19 @@ def test_faithfulness_figure(image, saliency):
     insertion = {"gradcam": torch.linspace(0.1, 0.9, 11), "fdcam": torch.linspace(0.1, 0.9, 11)
                  ** 0.5}
     fig = plots.faithfulness_figure(image, saliency, deletion, insertion, title="canoe")
-    assert len(fig.axes) == 3
-    assert fig.axes[0].get_title() == "canoe"
+    assert fig._suptitle.get_text() == "canoe"
+    assert [ax.get_title() for ax in fig.axes[:2]] == ["Input", "FD-CAM"]
     _render(fig)
+    # Every method's map, as in the paper; the legend beside the curves, not on them.
+    maps = {"gradcam": saliency, "fdcam": saliency.T}
+    fig = plots.faithfulness_figure(image, maps, deletion, insertion)
+    titles = [ax.get_title() for ax in fig.axes]
+    assert titles[:3] == ["Input", "Grad-CAM", "FD-CAM"]
+    curves = [ax for ax in fig.axes if ax.lines]
+    assert len(curves) == 2 and all(ax.get_legend() is None for ax in curves)
+    key = fig.axes[-1].get_legend()
+    assert [t.get_text().split("  ")[0] for t in key.get_texts()] == ["Grad-CAM", "FD-CAM"]
+    _check_legible(fig)
 
 
 def test_channel_grid_picks_most_similar(image):
@@ -179,7 +201,7 @@ def test_pipeline_figure(image, saliency):
     assert sum("Eq. 8" in t for t in titles) == 1
     assert sum("Eq. 10" in t for t in titles) == 1
     assert len(fig.axes) == 1 + 4 + 3 + 1
-    _render(fig)
+    _check_legible(fig)
     with pytest.raises(FdcamError, match=r"scores must have shape \[12\]"):
         plots.pipeline_figure(image, acts, alpha, scores[:3], weights, saliency)
 
@@ -194,6 +216,51 @@ def test_compare_bars_from_compare_table():
     _render(ax.figure)
     with pytest.raises(FdcamError, match="no rows for metric 'pointing_game'"):
         plots.compare_bars(table, "pointing_game")
+
+
+def test_compare_dots_from_a_table():
+    ours = pd.DataFrame({"method": ["gradcam", "fdcam"] * 2,
+                         "metric": ["insertion"] * 2 + ["deletion"] * 2,
+                         "mean": [0.52, 0.56, 0.12, 0.10], "ci_low": [0.5, 0.54, 0.1, 0.08],
+                         "ci_high": [0.54, 0.58, 0.14, 0.12]})
+    table = compare_table(ours, "I")
+    table = table[table["metric"] != "overall"]
+    fig = plots.compare_dots(table)
+    assert [ax.get_title() for ax in fig.axes] == ["Insertion ↑", "Deletion ↓"]
+    labels = [t.get_text() for t in fig.axes[0].get_yticklabels()]
+    assert labels[0] == "Grad-CAM" and labels[-1] == "FD-CAM" and len(labels) == 8
+    assert fig.legends, "the legend sits above the panels, outside the data"
+    _check_legible(fig)
+    with pytest.raises(FdcamError, match="no rows for metric 'overall'"):
+        plots.compare_dots(table, ["overall"])
+
+
+def test_teaser_figure(image, saliency):
+    maps = {"gradcam": torch.stack([saliency, saliency.T]),
+            "fdcam": torch.stack([saliency.T, saliency])}
+    fig = plots.teaser_figure(image, maps, ["cat", "dog"])
+    assert [ax.get_title() for ax in fig.axes[:3]] == ["Input", "Grad-CAM", "FD-CAM"]
+    assert fig.axes[3].get_ylabel() == "class: dog"
+    _check_legible(fig)
+
+
+def test_figure_png_records_dpi_and_smallest_font(image, saliency):
+    fig = plots.method_grid(image[None], {"fdcam": saliency[None]})
+    data, metadata = plots.figure_png(fig)
+    info = plots.png_info(data)
+    assert info["width"] == 2 * metadata["width"] and info["height"] == 2 * metadata["height"]
+    assert info["dpi"] == pytest.approx(2 * fig.dpi, rel=1e-3)
+    assert float(info["text"][plots.SMALLEST_FONT_KEY]) == pytest.approx(plots.MIN_FONT_PT)
+    fig.axes[0].set_title("tiny", fontsize=4)
+    assert plots.smallest_font(fig) == 4
+
+
+def _check_legible(fig) -> None:
+    """Every text at least MIN_FONT_PT and the figure no wider than the column (after the
+    tight bounding box): on screen, at least 9.7 CSS px."""
+    assert plots.smallest_font(fig) >= plots.MIN_FONT_PT
+    _, metadata = plots.figure_png(fig)
+    assert metadata["width"] <= 100 * plots.COLUMN_WIDTH_IN + 15
 
 
 def test_method_colors_are_stable_and_distinct():
