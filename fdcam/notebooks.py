@@ -17,7 +17,11 @@ What it adds to plain papermill:
   folder (``--scratch``, ``$FDCAM_PAPERMILL_SCRATCH``, or a new temporary folder: never
   inside the repository);
 * a file that is not a notebook is refused in one line;
-* each notebook's wall time is printed.
+* each notebook's wall time is printed;
+* the executed copy is made ready for the book (`prepare_for_book`): the parameters cell
+  and papermill's injected-parameters cell are tagged ``remove-cell`` (the book hides them,
+  nbval still runs them), and papermill's record of the run names paths relative to the
+  repository, not the machine that ran it.
 """
 
 from __future__ import annotations
@@ -200,8 +204,63 @@ def execute(source: Path, target: Path, parameters: Mapping[str, Any],
     except Exception as error:  # the kernel died, a bad notebook file, …
         raise FdcamError(f"{source.name} did not run: {type(error).__name__}: "
                          f"{_first_line(str(error))}") from None
+    prepare_for_book(written, target)
     shutil.move(str(written), str(target))
     return time.perf_counter() - start
+
+
+HIDDEN_TAGS = {"parameters": "remove-cell", "injected-parameters": "remove-cell"}
+"""Cells tagged with a key get the value's tag too: plumbing that the book does not show.
+(The source notebooks tag their own check, import and nbval-only cells.)"""
+
+
+def prepare_for_book(path: Path, target: Path | None = None) -> None:
+    """Rewrite an executed notebook in place for the book: `HIDDEN_TAGS`, and machine paths
+    out of papermill's metadata (``input_path``, and ``output_path`` = `target` if given,
+    relative to the repository; path parameters under the repository relative to it, under
+    the home folder as ``~``; no environment variables)."""
+    import nbformat
+
+    notebook = nbformat.read(str(path), as_version=4)
+    for cell in notebook.cells:
+        tags = list(cell.metadata.get("tags", []))
+        for tag, hidden in HIDDEN_TAGS.items():
+            if tag in tags and hidden not in tags:
+                tags.append(hidden)
+        if tags:
+            cell.metadata["tags"] = tags
+    record = notebook.metadata.get("papermill")
+    if isinstance(record, dict):
+        if target is not None:
+            record["output_path"] = str(target)
+        for key in ("input_path", "output_path"):
+            if isinstance(record.get(key), str):
+                record[key] = portable_path(record[key])
+        for group in ("parameters", "default_parameters"):
+            values = record.get(group)
+            if isinstance(values, dict):
+                record[group] = {k: portable_path(v) if isinstance(v, str) else v
+                                 for k, v in values.items()}
+        record.pop("environment_variables", None)
+    nbformat.write(notebook, str(path))
+
+
+def portable_path(value: str) -> str:
+    """`value` without this machine in it: a path inside the repository relative to it, a
+    path under the home folder as ``~/…``, a temporary file's as its name; other text as
+    it is."""
+    if not value.startswith(("/", "~")) and "\\" not in value:
+        return value
+    path = Path(value).expanduser()
+    for base, shown in ((ROOT, ""), (Path.home(), "~/")):
+        try:
+            return shown + str(path.resolve().relative_to(base.resolve()))
+        except (ValueError, OSError):
+            continue
+    temporary = Path(tempfile.gettempdir()).resolve()
+    if path.resolve().is_relative_to(temporary):
+        return path.name
+    return value
 
 
 # ipykernel ≥ 7 warns on every local kernel start; it says nothing about the notebook.

@@ -40,7 +40,8 @@ def test_good_parameters_come_back_checked() -> None:
 
 
 @pytest.mark.parametrize(("parameters", "message"), [
-    ({"profile": "gpu"}, "unknown profile 'gpu'; expected one of offline, paper, smoke"),
+    ({"profile": "gpu"}, "unknown profile 'gpu'; expected one of offline, imagenet-sample, "
+                         "paper, smoke"),
     ({"photo": "tiger"}, "unknown photo 'tiger'; expected one of camera, coffee, chelsea"),
     ({"theta": 5}, "theta must be a number in (0, 1]; got 5"),
     ({"theta": "0.05"}, "theta must be a number in (0, 1]; got '0.05'"),
@@ -172,7 +173,7 @@ def test_every_source_notebook_checks_all_its_parameters_first() -> None:
     papermill value stops there (not in cell 12), and ``dry_run`` exists everywhere (the
     dry run of `make reproduce` executes every chapter)."""
     sources = notebooks.sources(ROOT / "notebooks")
-    assert len(sources) == 7
+    assert len(sources) == 8  # chapters 01-07 and the summary (08)
     for source in sources:
         nb = nbformat.read(source, as_version=4)
         code = [c for c in nb.cells if c.cell_type == "code"]

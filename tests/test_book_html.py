@@ -1,0 +1,222 @@
+"""What a reader of the built book sees (and must not see).
+
+The scans run on ``_build/html`` and are skipped when it does not exist: build first with
+``make book`` or ``make book-html``; ``make check-book`` runs this file (CI does, after the
+build). One unit test of the notebook runner's preparation runs always.
+
+What is checked, page by page (every ``*.html`` of the book, the theme's own pages aside):
+
+* no plumbing: no ``NBVAL_CHECK_OUTPUT`` anywhere; no ``check_parameters`` in a notebook
+  cell; no cell tagged ``parameters`` or ``injected-parameters`` (papermill's cell, which
+  starts "# Parameters");
+* no unrendered math: once MathJax's inputs (Sphinx's ``span.math`` / ``div.math``),
+  scripts, styles and code are set aside, no ``$…$`` or ``$$`` is left in the text;
+* no machine path (``/work/``, ``/root/``, ``/home/``, ``/tmp/``, ``file://``) in a page or in
+  the notebooks offered for download (``_sources/``);
+* every figure's text is at least 9 CSS px on screen at 100 % zoom. Method, per ``<img>`` of
+  a notebook output (a PNG in ``_images/``):
+
+  - the PNG's pixel width ``w_png`` and resolution ``dpi`` (its pHYs chunk), and the smallest
+    font of the figure in points, ``font_pt`` (the tEXt chunk ``fdcam-smallest-font-pt``
+    that `fdcam.plots.figure_png` writes: the minimum over every visible text of the figure,
+    tick labels and legends included, after drawing);
+  - its displayed width: the ``width`` attribute (CSS px; `figure_png` sets it to half the
+    PNG's pixels), no wider than the column, ``COLUMN_PX`` = 660 CSS px (a code cell's
+    output in sphinx-book-theme 1.3 at a 1280 px window, measured in headless Chromium;
+    ``img { max-width: 100% }`` scales wider images down);
+  - the text's height on screen: ``font_pt / 72 * dpi * displayed / w_png`` CSS px (a point
+    is 1/72 inch; the PNG has ``dpi`` pixels per inch; the browser scales the PNG's pixels by
+    ``displayed / w_png``). With `fdcam.plots`'s 100 px per inch and 7 pt fonts this is
+    9.7 px for any figure up to the column's width.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import re
+from pathlib import Path
+
+import nbformat
+import pytest
+
+from fdcam.notebooks import prepare_for_book
+from fdcam.plots import SMALLEST_FONT_KEY, png_info
+
+ROOT = Path(__file__).resolve().parent.parent
+HTML = ROOT / "_build" / "html"
+COLUMN_PX = 660
+MIN_TEXT_PX = 9.0
+MACHINE_PATH = re.compile(r"(/work/|/root/|/home/|/tmp/|file://)")
+
+needs_build = pytest.mark.skipif(not (HTML / "index.html").is_file(),
+                                 reason="no built book in _build/html (make book-html)")
+
+
+def _pages() -> list[Path]:
+    skip = {"genindex.html", "search.html", "py-modindex.html"}
+    return sorted(p for p in HTML.rglob("*.html")
+                  if p.name not in skip and "_static" not in p.parts
+                  and "_sources" not in p.parts)
+
+
+def _soup(page: Path):
+    bs4 = pytest.importorskip("bs4")
+    return bs4.BeautifulSoup(page.read_text(encoding="utf-8"), "html.parser")
+
+
+# ------------------------------------------------------------------- the runner's part
+
+
+def test_prepare_for_book_hides_parameters_and_strips_machine_paths(tmp_path):
+    notebook = nbformat.v4.new_notebook()
+    notebook.cells = [
+        nbformat.v4.new_code_cell('profile = "offline"', metadata={"tags": ["parameters"]}),
+        nbformat.v4.new_code_cell('# Parameters\nprofile = "smoke"\n',
+                                  metadata={"tags": ["injected-parameters"]}),
+        nbformat.v4.new_code_cell("1 + 1", metadata={"tags": ["nbval-check-output"]}),
+    ]
+    notebook.metadata["papermill"] = {
+        "input_path": str(ROOT / "notebooks" / "05_faithfulness.ipynb"),
+        "output_path": "/tmp/fdcam-papermill-x/05_faithfulness.ipynb",
+        "parameters": {"profile": "smoke", "results_dir": str(ROOT / "data" / "results"),
+                       "voc_root": str(Path.home() / "VOCdevkit"), "n_images": 3},
+        "environment_variables": {"HOME": "/root"},
+    }
+    path = tmp_path / "05_faithfulness.ipynb"
+    nbformat.write(notebook, path)
+    prepare_for_book(path, ROOT / "book" / "05_faithfulness.ipynb")
+    done = nbformat.read(path, as_version=4)
+    assert [c.metadata["tags"] for c in done.cells] == [
+        ["parameters", "remove-cell"], ["injected-parameters", "remove-cell"],
+        ["nbval-check-output"]]
+    record = done.metadata["papermill"]
+    assert record["input_path"] == "notebooks/05_faithfulness.ipynb"
+    assert record["output_path"] == "book/05_faithfulness.ipynb"
+    assert record["parameters"] == {"profile": "smoke", "results_dir": "data/results",
+                                    "voc_root": "~/VOCdevkit", "n_images": 3}
+    assert "environment_variables" not in record
+    prepare_for_book(path)  # idempotent
+    assert nbformat.read(path, as_version=4).cells[0].metadata["tags"] == [
+        "parameters", "remove-cell"]
+
+
+def test_committed_notebooks_carry_no_machine_path():
+    for folder in ("book", "tests/nbval"):
+        for notebook in sorted((ROOT / folder).glob("[0-9][0-9]_*.ipynb")):
+            record = json.loads(notebook.read_text(encoding="utf-8"))["metadata"].get(
+                "papermill", {})
+            found = MACHINE_PATH.search(json.dumps(record))
+            assert not found, f"{notebook.relative_to(ROOT)}: papermill metadata names " \
+                              f"{found.group(0)!r}"
+
+
+# ------------------------------------------------------------------------- the pages
+
+
+@needs_build
+def test_no_plumbing_on_any_page():
+    for page in _pages():
+        text = page.read_text(encoding="utf-8")
+        name = page.relative_to(HTML)
+        assert "NBVAL_CHECK_OUTPUT" not in text, name
+        soup = _soup(page)
+        for cell in soup.select("div.cell"):
+            classes = cell.get("class", [])
+            assert "tag_parameters" not in classes, f"{name}: the parameters cell is shown"
+            assert "tag_injected-parameters" not in classes, f"{name}: papermill's cell"
+            shown = cell.get_text()
+            assert "check_parameters" not in shown, f"{name}: check_parameters is shown"
+            assert not shown.lstrip().startswith("# Parameters"), f"{name}: papermill's cell"
+
+
+@needs_build
+def test_no_unrendered_math_on_any_page():
+    dollars = re.compile(r"\$\$|\$[^$\n]{1,200}\$")
+    for page in _pages():
+        soup = _soup(page)
+        for node in soup.select("script, style, pre, code, .math, div.highlight, "
+                                "div.cell_input, .output.text_plain, .output.stream"):
+            node.decompose()
+        main = soup.select_one("main") or soup
+        found = dollars.search(html.unescape(main.get_text(" ")))
+        assert not found, f"{page.relative_to(HTML)}: raw math {found.group(0)[:60]!r}"
+
+
+@needs_build
+def test_math_is_served_by_local_mathjax_3():
+    page = HTML / "book" / "02_grouped_switching.html"
+    soup = _soup(page)
+    sources = [s.get("src", "") for s in soup.select("script")]
+    mathjax = [s for s in sources if "mathjax" in s.lower()]
+    assert mathjax and all("://" not in s for s in mathjax), mathjax
+    assert any(s.split("?")[0].endswith("_static/mathjax/tex-chtml.js") for s in mathjax), \
+        mathjax
+    assert (HTML / "_static" / "mathjax" / "tex-chtml.js").is_file()
+    # Eqs. 6-8 are display math now, not text between dollars.
+    displays = [d.get_text() for d in soup.select("div.math")]
+    assert any("(6)" in d for d in displays) and any("(8)" in d for d in displays)
+
+
+@needs_build
+def test_no_machine_path_in_pages_or_downloads():
+    for page in _pages():
+        found = MACHINE_PATH.search(page.read_text(encoding="utf-8"))
+        assert not found, f"{page.relative_to(HTML)}: {found.group(0)!r}"
+    for notebook in sorted((HTML / "_sources").rglob("*.ipynb")):
+        found = MACHINE_PATH.search(notebook.read_text(encoding="utf-8"))
+        assert not found, f"{notebook.relative_to(HTML)}: {found.group(0)!r}"
+
+
+def _css_width(img) -> float | None:
+    width = img.get("width")
+    if width and re.fullmatch(r"\d+(\.\d+)?(px)?", width):
+        return float(width.removesuffix("px"))
+    style = re.search(r"width:\s*(\d+(?:\.\d+)?)px", img.get("style", ""))
+    return float(style.group(1)) if style else None
+
+
+def figure_text_px(png: bytes, css_width: float | None, column: float = COLUMN_PX) -> float:
+    """The smallest text of a figure on screen in CSS px (see the module's docstring)."""
+    info = png_info(png)
+    font_pt = float(info["text"][SMALLEST_FONT_KEY])
+    displayed = min(css_width if css_width is not None else info["width"], column)
+    return font_pt / 72 * info["dpi"] * displayed / info["width"]
+
+
+def test_figure_text_px_method():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from fdcam import plots
+
+    with plt.rc_context(plots.STYLE):
+        fig, ax = plt.subplots(figsize=(9.0, 2.0))  # wider than the column: scaled down
+        ax.set_title("t")
+        data, metadata = plots.figure_png(fig)
+    px = figure_text_px(data, metadata["width"])
+    assert px == pytest.approx(7 / 72 * 100 * COLUMN_PX / metadata["width"], rel=0.01)
+    assert px < MIN_TEXT_PX  # 9 inches of 7 pt text do not fit the column legibly
+    plt.close(fig)
+
+
+@needs_build
+def test_every_figure_has_text_of_at_least_9_px():
+    checked = 0
+    for page in _pages():
+        soup = _soup(page)
+        for img in soup.select("main img"):
+            src = img.get("src", "")
+            if "_images/" not in src or not src.endswith(".png"):
+                continue
+            png = (page.parent / src).resolve().read_bytes()
+            info = png_info(png)
+            name = f"{page.relative_to(HTML)}: {Path(src).name}"
+            assert SMALLEST_FONT_KEY in info["text"], f"{name}: not drawn by fdcam.plots"
+            assert info["dpi"], f"{name}: no resolution recorded"
+            px = figure_text_px(png, _css_width(img))
+            assert px >= MIN_TEXT_PX, f"{name}: smallest text {px:.1f} CSS px on screen"
+            checked += 1
+    assert checked >= 10, f"only {checked} figures found in the book"
