@@ -11,13 +11,16 @@ JB := $(VENV)/bin/jupyter-book
 # The executed notebooks run in this virtual environment's kernel: papermill's `python3`
 # resolves to .venv's interpreter when environment paths come first; nbval is told so.
 export JUPYTER_PREFER_ENV_PATH := 1
-MATHJAX := _build/mathjax/mathjax/MathJax.js
+MATHJAX := _build/mathjax/mathjax/tex-chtml.js
+MATHJAX_VERSION := 3.2.2
+MATHJAX_SHA256 := 1b9c0a1c44df864e915690558e72adb9cc5203360daefd385084ced3b6c64c09
+MATHJAX_TARBALL := data/cache/mathjax-$(MATHJAX_VERSION).tgz
 # $(call q,VALUE): VALUE as one single-quoted shell word, its own quotes escaped, so that a
 # path with an apostrophe or spaces reaches the program intact.
 q = '$(subst ','\'',$(1))'
 
 .PHONY: setup test lint bench book book-html notebooks nbval nbval-book smoke-notebooks \
-	mathjax clean
+	mathjax clean readme check-book
 
 setup: $(STAMP)
 
@@ -30,6 +33,8 @@ $(STAMP): pyproject.toml
 
 lint: setup
 	$(VENV)/bin/ruff check fdcam tests
+	$(VENV)/bin/yamllint --strict -c .yamllint.yml .github/workflows _config.yml _toc.yml \
+	  CITATION.cff
 
 test: setup lint
 	$(VENV)/bin/pytest -q
@@ -86,13 +91,26 @@ nbval-book:
 smoke-notebooks:
 	@$(MAKE) --no-print-directory notebooks PROFILE=smoke NOTEBOOK_DIR=tests/nbval
 
-# Execute every notebooks/NN_*.ipynb into book/ with the chosen profile, then build the HTML.
+# Execute every notebooks/NN_*.ipynb into book/ with the chosen profile, refresh the README's
+# summary from them, then build the HTML.
 book: notebooks mathjax
+	$(if $(filter book,$(NOTEBOOK_DIR)),@$(MAKE) --no-print-directory readme)
 	$(JB) build . $(JB_FLAGS)
 
 # Build the HTML from the executed notebooks as they are in book/; executes nothing.
 book-html: setup mathjax
 	$(JB) build . $(JB_FLAGS)
+
+# The README's teaser and Table I/II summary (between its summary markers) and book/teaser.png,
+# from the executed book/08_summary.ipynb (fdcam.report.update_readme).
+readme: setup
+	$(PY) -m fdcam.report readme
+
+# Scan the built book (_build/html) for what a reader must not see: plumbing, raw LaTeX,
+# machine paths, figure text under 9 px (tests/test_book_html.py; CI runs it after building).
+check-book: setup
+	@test -f _build/html/index.html || { echo "check-book: no _build/html; run make book-html first"; exit 2; }
+	$(VENV)/bin/pytest -q tests/test_book_html.py
 
 # Only execute: every notebooks/NN_*.ipynb through papermill (fdcam/notebooks.py) with
 # `-p profile $(PROFILE)` and NB_PARAMS (e.g. NB_PARAMS='-p device cuda'), into
@@ -106,17 +124,28 @@ notebooks: setup
 	$(PY) -m fdcam.notebooks --into $(call q,$(NOTEBOOK_DIR)) -p profile $(call q,$(PROFILE)) \
 	  $(NB_PARAMS)
 
-# MathJax 2.7 for reading offline, from the jupyter-server-mathjax package (a dev
-# dependency); _config.yml adds _build/mathjax to html_static_path. The package has no SVG
-# output code, so its SVG fonts are left out.
+# MathJax 3 for reading offline (the version sphinx-book-theme's CSS is written for): the npm
+# package, fetched once with `npm pack` into data/cache/ (git-ignored; checked against its
+# SHA-256), its es5/ build unpacked into _build/mathjax/mathjax, which _config.yml adds to
+# html_static_path. Only the TeX-to-CommonHTML component, its fonts, TeX extensions and the
+# menu are kept (5 MB of the 24 MB).
 mathjax: setup $(MATHJAX)
 
-$(MATHJAX): $(STAMP)
+$(MATHJAX_TARBALL):
+	mkdir -p $(dir $@)
+	cd $(dir $@) && npm pack --silent mathjax@$(MATHJAX_VERSION) > /dev/null
+	echo '$(MATHJAX_SHA256)  $@' | sha256sum --check --quiet
+
+$(MATHJAX): $(MATHJAX_TARBALL)
+	echo '$(MATHJAX_SHA256)  $<' | sha256sum --check --quiet
 	rm -rf _build/mathjax
-	mkdir -p _build/mathjax
-	package=$$($(PY) -c 'import jupyter_server_mathjax as m, os; print(os.path.dirname(m.__file__))') \
-	  && cp -R "$$package/static" _build/mathjax/mathjax
-	rm -rf _build/mathjax/mathjax/jax/output/SVG
+	mkdir -p _build/mathjax/unpacked _build/mathjax/mathjax/output
+	tar -xzf $< -C _build/mathjax/unpacked
+	cd _build/mathjax/unpacked/package/es5 && cp -R tex-chtml.js input ui a11y adaptors \
+	  ../../../mathjax/
+	cp -R _build/mathjax/unpacked/package/es5/output/chtml _build/mathjax/mathjax/output/
+	cp _build/mathjax/unpacked/package/LICENSE _build/mathjax/mathjax/
+	rm -rf _build/mathjax/unpacked
 	touch $@
 
 # The imagenet-sample profile's photos: one per ImageNet-1k class from the public repository

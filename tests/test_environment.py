@@ -17,7 +17,8 @@ from sphinx.util.matching import patmatch
 
 ROOT = Path(__file__).resolve().parent.parent
 CHAPTERS = ["01_channel_similarity", "02_grouped_switching", "03_weight_combination",
-            "04_qualitative", "05_faithfulness", "06_discriminability", "07_ablations"]
+            "04_qualitative", "05_faithfulness", "06_discriminability", "07_ablations",
+            "08_summary"]
 
 
 def _normalise(name: str) -> str:
@@ -103,29 +104,62 @@ def test_config_keeps_the_book_offline(config):
     path = sphinx["mathjax_path"]
     assert "://" not in path, "MathJax must be served locally"
     assert not path.startswith("//"), "MathJax must be served locally"
-    # `make mathjax` copies MathJax into the first static path under the name mathjax/.
+    # `make mathjax` unpacks MathJax 3 into the first static path under the name mathjax/.
     static = sphinx["html_static_path"]
-    assert path.startswith("mathjax/")
+    assert path == "mathjax/tex-chtml.js"
     assert static[0] == "_build/mathjax"
     makefile = (ROOT / "Makefile").read_text()
-    assert f"{static[0]}/mathjax/MathJax.js" in makefile
+    assert f"{static[0]}/mathjax/tex-chtml.js" in makefile
+    assert "mathjax2_config" not in sphinx, "MathJax 3 is served; its CSS is the theme's"
+    # Launch buttons are links to Binder and Colab; nothing runs in the page (no Thebe).
     assert config["launch_buttons"]["thebe"] is False
-    assert not any(config["launch_buttons"].get(k) for k in ("binderhub_url", "jupyterhub_url",
-                                                             "colab_url", "deepnote_url"))
+    for key in ("binderhub_url", "colab_url"):
+        url = config["launch_buttons"][key]
+        assert not url or url.startswith("https://"), key
     analytics = config["html"]["analytics"]
     assert not analytics["google_analytics_id"]
     assert not analytics["plausible_analytics_domain"]
 
 
-def test_mathjax_package_has_the_configured_files(config):
-    mathjax = pytest.importorskip("jupyter_server_mathjax")
-    static = Path(mathjax.__file__).parent / "static"
-    assert (static / "MathJax.js").is_file()
-    mj2 = config["sphinx"]["config"]["mathjax2_config"]
-    for name in mj2["config"]:
-        assert (static / "config" / name).is_file(), name
-    font = mj2["HTML-CSS"]["webFont"]
-    assert (static / "fonts" / "HTML-CSS" / font / "woff").is_dir(), font
+def test_mathjax_3_is_pinned_and_checked():
+    makefile = (ROOT / "Makefile").read_text()
+    version = re.search(r"^MATHJAX_VERSION := (3\.\d+\.\d+)$", makefile, re.M)
+    digest = re.search(r"^MATHJAX_SHA256 := ([0-9a-f]{64})$", makefile, re.M)
+    assert version and digest
+    assert "sha256sum --check" in makefile
+    built = ROOT / "_build" / "mathjax" / "mathjax"
+    if built.is_dir():  # after `make mathjax`: the script and its CommonHTML fonts
+        assert (built / "tex-chtml.js").is_file()
+        assert any((built / "output" / "chtml" / "fonts" / "woff-v2").glob("*.woff"))
+
+
+def test_repository_url_is_configured_in_one_place(config):
+    # The buttons derive from _config.yml's repository.url; CITATION.cff names the same.
+    url = config["repository"]["url"]
+    assert re.fullmatch(r"https://github\.com/[\w.-]+/[\w.-]+", url)
+    assert config["html"]["use_repository_button"] and config["html"]["use_issues_button"]
+    citation = yaml.safe_load((ROOT / "CITATION.cff").read_text())
+    assert citation["repository-code"] == url
+    assert citation["license"] == "MIT"
+    assert "MIT License" in (ROOT / "LICENSE").read_text()
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    assert project["license"]["text"] == "MIT"
+    assert "2206.08792" in (ROOT / "book" / "references.bib").read_text()
+
+
+def test_source_notebooks_hide_their_plumbing():
+    # The book hides checks, imports and nbval-only text by cell tags; nbval reads its own
+    # tag (`nbval-check-output`) instead of a comment the reader would see.
+    for source in sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb")):
+        notebook = nbformat.read(source, as_version=4)
+        for cell in notebook.cells:
+            tags = cell.metadata.get("tags", [])
+            assert "NBVAL_CHECK_OUTPUT" not in cell.source, source.name
+            if cell.cell_type == "code" and "check_parameters(" in cell.source:
+                assert "remove-cell" in tags, f"{source.name}: check_parameters is shown"
+        checked = [c for c in notebook.cells if "nbval-check-output" in
+                   c.metadata.get("tags", [])]
+        assert checked, f"{source.name}: no cell is checked by nbval"
 
 
 def _toc_entries(node):
