@@ -84,11 +84,11 @@ __all__ = [
     "CLAIMS", "FAITHFULNESS_METRICS", "HEAVY_METHODS", "PROFILES", "SETTINGS", "TABLE_METHODS",
     "ClassMaps", "CurvePanel", "PointingImage", "ProfileSettings", "Setup", "as_text",
     "check_paper_paths", "claim_verdicts", "combination_check", "combination_verdict",
-    "csv_path", "discriminability_maps", "faithfulness_curves", "faithfulness_results",
-    "findings", "freeze_body", "merge_shards", "method_options", "paired_vs_fdcam",
-    "pointing_results", "ranks", "rounded", "rows_done", "run_faithfulness", "run_pointing",
-    "setup", "side_by_side", "switch_on_check", "table_1", "table_2", "table_3", "table_4",
-    "table_methods",
+    "csv_path", "differing_images", "discriminability_maps", "faithfulness_curves",
+    "faithfulness_results", "findings", "freeze_body", "merge_shards", "method_options",
+    "paired_vs_fdcam", "pointing_results", "ranks", "rounded", "rows_done", "run_faithfulness",
+    "run_pointing", "setup", "side_by_side", "switch_on_check", "table_1", "table_2",
+    "table_3", "table_4", "table_methods",
 ]
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -1231,6 +1231,19 @@ def claim_verdicts(setup: Setup, *, n_resamples: int = 2000) -> pd.DataFrame:
             rows.append({"claim": claim, "metric": metric.replace("hit", "pointing_game"),
                          "verdict": verdict, "n": int(part["n"].min()), "evidence": evidence})
     return pd.DataFrame(rows, columns=["claim", "metric", "verdict", "n", "evidence"])
+
+
+def differing_images(setup: Setup, method: str = "fdcam", other: str = "fdcam-g-off",
+                     tolerance: float = 1e-6) -> tuple[int, int]:
+    """(images whose `method` and `other` AUCs differ, images both ran on): e.g. how often
+    switch-on changes FD-CAM's map enough to move insertion or deletion (Table III)."""
+    df = faithfulness_results(setup)
+    df = df[df["error"].isna()].set_index(["image", "target", "method"])
+    both = df.xs(method, level="method")[["insertion", "deletion"]].join(
+        df.xs(other, level="method")[["insertion", "deletion"]], rsuffix="_other", how="inner")
+    gap = ((both["insertion"] - both["insertion_other"]).abs()
+           + (both["deletion"] - both["deletion_other"]).abs())
+    return int((gap > tolerance).sum()), len(both)
 
 
 def combination_check(setup: Setup, n: int | None = None) -> pd.DataFrame:

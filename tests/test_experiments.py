@@ -459,3 +459,11 @@ def test_claim_verdicts_by_hand(tmp_path: Path) -> None:
     assert verdicts.loc[(switch_on, "overall"), "verdict"] == "undecided"
     grouping = experiments.CLAIMS[2][0]  # no ng+off rows yet
     assert verdicts.loc[(grouping, "insertion"), "verdict"] == "no data"
+
+
+def test_differing_images(tmp_path: Path) -> None:
+    setup = made_up_setup(tmp_path)
+    write_faithfulness(setup, {("a", "fdcam"): (0.6, 0.2), ("a", "fdcam-g-off"): (0.6, 0.2),
+                               ("b", "fdcam"): (0.7, 0.3), ("b", "fdcam-g-off"): (0.7, 0.31),
+                               ("c", "fdcam"): (0.8, 0.2)})
+    assert experiments.differing_images(setup) == (1, 2)  # b differs; c has no g+off row
