@@ -169,9 +169,9 @@ clean:
 	rm -rf _build .pytest_cache .ruff_cache
 
 # The imagenet-sample evaluation (book/results.md), resumable across sessions:
-#   make evaluate-imagenet-sample [IMAGENET_SAMPLE=DIR] [THREADS=1] [DEVICE=cpu] [STAGES=1,2,3,4]
+#   make evaluate-imagenet-sample [IMAGENET_SAMPLE=DIR] [THREADS=1] [DEVICE=cpu] [STAGES=1,3,4,2]
 THREADS ?= 1
-STAGES ?= 1,2,3,4
+STAGES ?= 1,3,4,2
 .PHONY: evaluate-imagenet-sample
 evaluate-imagenet-sample: setup
 	OMP_NUM_THREADS=$(THREADS) $(PY) -m fdcam.sample_evaluation --threads $(THREADS) \
