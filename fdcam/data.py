@@ -20,8 +20,9 @@ Box conventions (both are ``[x0, y0, x1, y1]`` float tensors, x = column, y = ro
   (the top-left pixel of an image is (1, 1); ``xmax`` is the last column inside).
 * `mosaics()` uses **0-based, inclusive** pixel indices: pixel (x, y) of the mosaic lies in a
   box when ``x0 <= x <= x1`` and ``y0 <= y <= y1``, the convention of
-  `fdcam.metrics.pointing_hit`. `voc_boxes_to_input` maps VOC boxes to it at the model's
-  input size.
+  `fdcam.metrics.pointing_hit`. `voc_class_boxes` maps VOC boxes to it in the original
+  image's pixels (the only conversion of VOC boxes; the pointing game then resizes the map
+  to the original image, as TorchRay does).
 
 Labels are canonical ImageNet-1k indices everywhere: the position of the class's WordNet
 id in the sorted list of the 1000 ids (`imagenet_wnids()`), which is also the order of
@@ -642,12 +643,15 @@ def _to_rgb(image: Image.Image) -> Image.Image:
 # ----------------------------------------------------------------------------------------
 
 
-def parse_voc_xml(path: str | Path) -> dict[str, Any]:
-    """One VOC annotation file → ``{"labels": [str], "boxes": [N, 4], "difficult": [N]}``.
+def parse_voc_xml(path: str | Path, classes: Sequence[str] = VOC_CLASSES) -> dict[str, Any]:
+    """One VOC annotation file → ``{"labels", "boxes", "difficult", "size"}``.
 
-    ``boxes`` is a float tensor of the XML's ``xmin, ymin, xmax, ymax`` (1-based inclusive
-    pixels, unchanged); ``difficult`` a bool tensor (a missing tag means not difficult).
-    Anything malformed is an `FdcamError` that names the file.
+    ``labels``: the objects' class names as spelled in `classes` (matched case-insensitively;
+    the 20 VOC classes by default, or a model's category names); ``boxes``: a float tensor
+    of the XML's ``xmin, ymin, xmax, ymax`` (1-based inclusive pixels, unchanged);
+    ``difficult``: a bool tensor (a missing tag means not difficult); ``size``: the image's
+    (height, width) from ``<size>``, or None when the file has none. Anything malformed, or
+    an object of another class, is an `FdcamError` that names the file.
     """
     path = Path(path)
     try:
@@ -660,11 +664,14 @@ def parse_voc_xml(path: str | Path) -> dict[str, Any]:
                          ) from error
     if root.tag != "annotation":
         raise FdcamError(f"{path}: root element is <{root.tag}>; expected <annotation>")
+    spelled = {name.lower(): name for name in classes}
     labels, boxes, difficult = [], [], []
     for k, obj in enumerate(root.iter("object")):
         name = (obj.findtext("name") or "").strip()
-        if name not in VOC_CLASSES:
-            raise FdcamError(f"{path}: object {k} has class {name!r}; expected a VOC class")
+        if name.lower() not in spelled:
+            expected = "a VOC class" if classes is VOC_CLASSES else \
+                f"one of the model's {len(classes)} category names"
+            raise FdcamError(f"{path}: object {k} has class {name!r}; expected {expected}")
         box = obj.find("bndbox")
         try:
             if box is None:
@@ -679,14 +686,50 @@ def parse_voc_xml(path: str | Path) -> dict[str, Any]:
         if coords[0] > coords[2] or coords[1] > coords[3]:
             raise FdcamError(f"{path}: object {k} ({name}) has xmin > xmax or ymin > ymax: "
                              f"{coords}")
-        labels.append(name)
+        labels.append(spelled[name.lower()])
         boxes.append(coords)
         difficult.append((obj.findtext("difficult") or "0").strip() == "1")
     return {
         "labels": labels,
         "boxes": torch.tensor(boxes, dtype=torch.float32).reshape(-1, 4),
         "difficult": torch.tensor(difficult, dtype=torch.bool),
+        "size": _voc_size(root, path),
     }
+
+
+def _voc_size(root: ET.Element, path: Path) -> tuple[int, int] | None:
+    """(height, width) of a VOC annotation's ``<size>``, None if absent."""
+    if root.find("size") is None:
+        return None
+    try:
+        width = int(float(root.findtext("size/width") or "nan"))
+        height = int(float(root.findtext("size/height") or "nan"))
+    except ValueError as error:
+        raise FdcamError(f"{path}: bad <size> ({error}); expected a numeric width and height"
+                         ) from error
+    if width <= 0 or height <= 0:
+        raise FdcamError(f"{path}: <size> is {width}x{height}; expected positive pixels")
+    return height, width
+
+
+def voc_class_boxes(annotation: dict[str, Any], classes: Sequence[str],
+                    image_size: tuple[int, int]) -> dict[int, Any]:
+    """A parsed VOC annotation as pointing-game boxes: class index -> `ClassBoxes`.
+
+    The one conversion of VOC boxes in fdcam: 1-based inclusive corners minus 1, i.e.
+    0-based inclusive pixels *of the original image*, with ``image_size`` (H, W) attached,
+    so the map is resized to the original image before its peak is taken — TorchRay's
+    pointing game, for every caller (the CLI's ``--boxes`` and Table II alike).
+    """
+    from fdcam.metrics import ClassBoxes
+
+    index = {name: i for i, name in enumerate(classes)}
+    out = {}
+    for name in dict.fromkeys(annotation["labels"]):
+        rows = [k for k, label in enumerate(annotation["labels"]) if label == name]
+        out[index[name]] = ClassBoxes(annotation["boxes"][rows].double() - 1.0,
+                                      annotation["difficult"][rows], image_size)
+    return out
 
 
 def _voc_year_dir(root: Path) -> Path | None:
@@ -758,26 +801,6 @@ class VOC2007(Dataset):
         target = self.annotation(i)
         image = open_rgb(self.root / "JPEGImages" / f"{self.ids[i]}.jpg")
         return (self.transform(image) if self.transform else image), target
-
-
-def voc_boxes_to_input(boxes: Tensor, image_hw: tuple[int, int],
-                       input_hw: tuple[int, int] = (224, 224)) -> Tensor:
-    """VOC boxes (1-based inclusive, original pixels) → 0-based inclusive input pixels.
-
-    The models resize the whole image to `input_hw` (H, W) without cropping, so a box
-    maps by plain scaling. Box [xmin, xmax] covers the continuous span [xmin − 1, xmax) of
-    the original; scaled, it keeps the input pixels whose centres fall inside it (the
-    pixels a bilinear resize takes from the box), and at least one pixel per axis. The
-    result is in the convention of `mosaics()` and `fdcam.metrics.pointing_hit`.
-    """
-    boxes = torch.as_tensor(boxes, dtype=torch.float32).reshape(-1, 4)
-    (height, width), (in_h, in_w) = image_hw, input_hw
-    scale = torch.tensor([in_w / width, in_h / height] * 2)
-    edges = (boxes - torch.tensor([1.0, 1.0, 0.0, 0.0])) * scale  # continuous [x0, x1)
-    first = torch.ceil(edges[:, :2] - 0.5)
-    last = torch.maximum(torch.ceil(edges[:, 2:] - 0.5) - 1, first)
-    limit = torch.tensor([in_w - 1.0, in_h - 1.0])
-    return torch.cat([first.clamp(min=0), torch.minimum(last, limit)], dim=1)
 
 
 def voc_multi_hot(labels: Sequence[str], difficult: Tensor | None = None) -> tuple[Tensor, Tensor]:

@@ -69,7 +69,6 @@ import math
 import os
 import sys
 import warnings
-import xml.etree.ElementTree as ET
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -1065,58 +1064,21 @@ def paired_differences(df: pd.DataFrame, reference: str = "fdcam", *,
 
 
 def read_voc_boxes(path: str | os.PathLike[str], categories: Sequence[str],
-                   input_size: tuple[int, int]) -> dict[int, ClassBoxes]:
-    """Boxes of a VOC annotation file, by model class, in input-pixel coordinates.
+                   image_size: tuple[int, int] | None = None) -> dict[int, ClassBoxes]:
+    """Boxes of a VOC annotation file, by model class: `fdcam.data.voc_class_boxes` of
+    `fdcam.data.parse_voc_xml` (object names matched to `categories`, case-insensitive).
 
-    Object names are matched to `categories` (case-insensitive). VOC corners are 1-based
-    inclusive pixels of the original image; the image is resized to `input_size` (H, W)
-    without cropping, so a box becomes the input pixels it overlaps:
-    x1 = ⌊(xmin − 1)·W/width⌋, x2 = ⌈xmax·W/width⌉ − 1 (rows alike).
+    Boxes stay in the original image's pixels (0-based inclusive) with its (H, W) from the
+    file's ``<size>`` — or `image_size` when the file has none — so the pointing game is
+    scored at the original resolution, exactly like Table II's.
     """
-    path = Path(path)
-    try:
-        root = ET.parse(path).getroot()
-        width = int(float(_xml_text(root, "size/width")))
-        height = int(float(_xml_text(root, "size/height")))
-        if width <= 0 or height <= 0:
-            raise ValueError(f"image size {width}x{height}")
-        objects = []
-        for obj in root.iter("object"):
-            name = _xml_text(obj, "name").strip()
-            difficult = obj.findtext("difficult", "0").strip() not in ("0", "")
-            corners = [float(_xml_text(obj, f"bndbox/{k}"))
-                       for k in ("xmin", "ymin", "xmax", "ymax")]
-            objects.append((name, difficult, corners))
-    except (ET.ParseError, ValueError, OSError) as error:
-        raise FdcamError(f"malformed VOC annotation {path}: {error}") from error
-    index = {name.lower(): i for i, name in enumerate(categories)}
-    out_h, out_w = input_size
-    sx, sy = out_w / width, out_h / height
-    boxes: dict[int, list[list[float]]] = {}
-    flags: dict[int, list[bool]] = {}
-    for name, difficult, (xmin, ymin, xmax, ymax) in objects:
-        if name.lower() not in index:
-            raise FdcamError(f"{path}: object class {name!r} is not a class of the model "
-                             f"(expected one of its {len(categories)} category names)")
-        cls = index[name.lower()]
-        x1 = min(max(math.floor((xmin - 1) * sx), 0), out_w - 1)
-        y1 = min(max(math.floor((ymin - 1) * sy), 0), out_h - 1)
-        x2 = min(max(math.ceil(xmax * sx) - 1, x1), out_w - 1)
-        y2 = min(max(math.ceil(ymax * sy) - 1, y1), out_h - 1)
-        boxes.setdefault(cls, []).append([x1, y1, x2, y2])
-        flags.setdefault(cls, []).append(difficult)
-    return {cls: ClassBoxes(torch.tensor(b, dtype=torch.float64), torch.tensor(flags[cls]))
-            for cls, b in boxes.items()}
+    from fdcam.data import parse_voc_xml, voc_class_boxes
 
-
-def _xml_text(node: ET.Element, tag: str) -> str:
-    text = node.findtext(tag)
-    if text is None or not text.strip():
-        raise ValueError(f"missing <{tag}>")
-    return text
-
-
-# ------------------------------------------------------------------------------------------ CLI
+    annotation = parse_voc_xml(path, categories)
+    size = annotation["size"] or image_size
+    if size is None:
+        raise FdcamError(f"{path}: no <size>; expected the image's width and height")
+    return voc_class_boxes(annotation, categories, size)
 
 
 def _shard_argument(text: str) -> tuple[int, int]:
@@ -1208,7 +1170,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
         if not box_dir.is_dir():
             raise FdcamError(f"box folder {box_dir} does not exist or is not a folder")
         boxes = {p.name: read_voc_boxes(box_dir / f"{p.stem}.xml", loaded.categories,
-                                        loaded.input_size)
+                                        _image_size(p))
                  for p in files if (box_dir / f"{p.stem}.xml").is_file()}
     items = [(p.name, functools.partial(_read_image, p, loaded)) for p in files]
     factories = {name: functools.partial(baselines.make_explainer, name) for name in names}
@@ -1240,6 +1202,19 @@ def _image_files(paths: list[Path]) -> list[Path]:
         else:
             raise FdcamError(f"image folder or file {path} does not exist")
     return list(dict.fromkeys(files))
+
+
+def _image_size(path: Path) -> tuple[int, int] | None:
+    """(height, width) of an image file from its header, upright (EXIF); None if unreadable
+    (the evaluation reports that image's error when it loads it)."""
+    from PIL import Image, ImageOps
+
+    try:
+        with Image.open(path) as image:
+            width, height = ImageOps.exif_transpose(image).size
+    except Exception:
+        return None
+    return height, width
 
 
 def _read_image(path: Path, loaded: LoadedModel) -> Tensor:

@@ -620,19 +620,14 @@ class _VocPointingImages(Mapping[str, PointingImage]):
         return self._made[image_id]
 
     def _make(self, image_id: str) -> PointingImage:
-        from fdcam.data import VOC_CLASSES, voc_boxes_to_input
+        from fdcam.data import VOC_CLASSES, voc_class_boxes
 
         i = self.index[image_id]
         path = self.voc.root / "JPEGImages" / f"{image_id}.jpg"
         annotation = self.voc.annotation(i)
         with Image.open(path) as header:  # reads the size only
             width, height = header.size
-        boxes = voc_boxes_to_input(annotation["boxes"], (height, width), self.model.input_size)
-        by_class: dict[int, ClassBoxes] = {}
-        for name in dict.fromkeys(annotation["labels"]):
-            rows = [k for k, label in enumerate(annotation["labels"]) if label == name]
-            by_class[VOC_CLASSES.index(name)] = ClassBoxes(boxes[rows],
-                                                           annotation["difficult"][rows])
+        by_class = voc_class_boxes(annotation, VOC_CLASSES, (height, width))
         return PointingImage(functools.partial(_voc_image, path, self.model), by_class)
 
 

@@ -28,7 +28,7 @@ from fdcam.data import (
     quadrant_boxes,
     read_manifest,
     read_offline_photos_csv,
-    voc_boxes_to_input,
+    voc_class_boxes,
     voc_multi_hot,
 )
 from fdcam.errors import FdcamError
@@ -211,7 +211,8 @@ def test_voc_tree_parses_to_the_stated_structure(tmp_path: Path) -> None:
     image, target = dataset[0]
     assert isinstance(image, Image.Image)
     assert (image.mode, image.size) == ("RGB", (40, 30))
-    assert set(target) == {"labels", "boxes", "difficult"}
+    assert set(target) == {"labels", "boxes", "difficult", "size"}
+    assert target["size"] == (30, 40)
     assert target["labels"] == ["dog", "person", "dog"]
     assert target["boxes"].dtype == torch.float32
     assert target["boxes"].tolist() == [[1, 2, 20, 30], [15, 5, 40, 28], [22, 10, 39, 25]]
@@ -382,16 +383,22 @@ def test_voc_download_goes_through_torchvision(tmp_path: Path,
         VOC2007(tmp_path / "elsewhere", download=True)
 
 
-def test_voc_boxes_map_to_zero_based_input_pixels() -> None:
-    # Same size: VOC's 1-based inclusive box minus one.
-    same = voc_boxes_to_input(torch.tensor([[1.0, 2.0, 20.0, 30.0]]), (30, 40), (30, 40))
-    assert same.tolist() == [[0, 1, 19, 29]]
-    # The whole image maps to the whole input; halves map to halves.
-    boxes = torch.tensor([[1, 1, 448, 300], [1, 1, 224, 150], [225, 151, 448, 300]])
-    assert voc_boxes_to_input(boxes, (300, 448)).tolist() == [
-        [0, 0, 223, 223], [0, 0, 111, 111], [112, 112, 223, 223]]
-    # A one-pixel box keeps at least one input pixel.
-    tiny = voc_boxes_to_input(torch.tensor([[10, 10, 10, 10]]), (1000, 1000))
-    assert tiny[0, 2] >= tiny[0, 0]
-    assert tiny[0, 3] >= tiny[0, 1]
-    assert voc_boxes_to_input(torch.zeros(0, 4), (10, 10)).shape == (0, 4)
+def test_one_voc_box_conversion_for_the_cli_and_table_ii(tmp_path: Path) -> None:
+    # The box (10, 20, 200, 300) of a 500x375 image: the CLI's reader and Table II's
+    # conversion used to give y2 = 179 and 178 at 224x224; now both keep it in the original
+    # image's 0-based pixels with its size, where the pointing game is scored (TorchRay).
+    from fdcam.evaluate import read_voc_boxes
+
+    path = tmp_path / "a.xml"
+    xml = _XML.format(id="a", objects=_OBJECT.format(name="dog", difficult=0,
+                                                     box=(10, 20, 200, 300)))
+    path.write_text(xml.replace("<width>40</width><height>30</height>",
+                                "<width>500</width><height>375</height>"))
+    annotation = parse_voc_xml(path)
+    assert annotation["size"] == (375, 500)
+    table_ii = voc_class_boxes(annotation, VOC_CLASSES, (375, 500))
+    cli = read_voc_boxes(path, VOC_CLASSES)
+    dog = VOC_CLASSES.index("dog")
+    for boxes in (table_ii, cli):
+        assert boxes[dog].boxes.tolist() == [[9.0, 19.0, 199.0, 299.0]]
+        assert boxes[dog].image_size == (375, 500)

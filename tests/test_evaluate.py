@@ -432,16 +432,17 @@ VOC_XML = """<annotation><size><width>{w}</width><height>{h}</height><depth>3</d
 </annotation>"""
 
 
-def test_voc_boxes_are_scaled_to_the_input(tmp_path: Path) -> None:
+def test_voc_boxes_stay_in_original_pixels(tmp_path: Path) -> None:
     path = tmp_path / "a.xml"
     path.write_text(VOC_XML.format(w=24, h=20, xmax=12))
-    boxes = read_voc_boxes(path, ["cat", "dog"], (10, 12))  # halves both axes
+    boxes = read_voc_boxes(path, ["cat", "dog"])  # names matched case-insensitively
     assert list(boxes) == [1]
-    assert boxes[1].boxes.tolist() == [[0, 0, 5, 4], [10, 5, 11, 9]]
+    assert boxes[1].boxes.tolist() == [[0, 0, 11, 9], [20, 10, 23, 19]]  # corners minus 1
+    assert boxes[1].image_size == (20, 24)  # the pointing game resizes the map to it
     assert boxes[1].difficult is not None
     assert boxes[1].difficult.tolist() == [False, True]
-    with pytest.raises(FdcamError, match="not a class of the model"):
-        read_voc_boxes(path, ["cat"], (10, 12))
+    with pytest.raises(FdcamError, match="expected one of the model's 1 category names"):
+        read_voc_boxes(path, ["cat"])
 
 
 def test_cli_with_boxes_and_malformed_xml(tmp_path: Path, cli: Callable[..., int],
@@ -459,7 +460,7 @@ def test_cli_with_boxes_and_malformed_xml(tmp_path: Path, cli: Callable[..., int
     assert row["hit"].tolist() == [True]
     assert "pointing game" in capsys.readouterr().out
     (boxes / "b.xml").write_text("<annotation><size><width>4</width></size>")
-    with pytest.raises(FdcamError, match=r"malformed VOC annotation .*b\.xml"):
+    with pytest.raises(FdcamError, match=r"b\.xml: malformed XML .*expected a VOC annotation"):
         cli("--images", str(folder), "--methods", "corner", "--out", str(out),
             "--boxes", str(boxes))
 
