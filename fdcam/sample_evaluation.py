@@ -26,10 +26,13 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+import pandas as pd
 import torch
 
 from fdcam import experiments
 from fdcam.checks import check_device
+from fdcam.errors import FdcamError
+from fdcam.evaluate import read_results
 
 #: Score-CAM and Ablation-CAM at ``_swish`` cost 1,280 forward passes per map: on a CPU
 #: they run on the first 100 photos there.
@@ -72,6 +75,27 @@ def log_time(folder: Path, stage: int, started: float, seconds: float | None,
                      f"{os.cpu_count()}\n")
 
 
+def verify(recomputed: str | Path, layer: str = experiments.SAMPLE_LAYER) -> pd.DataFrame:
+    """Compare rows recomputed by ``fdcam evaluate`` with the committed ones of `layer`.
+
+    Rows are matched on (photo, method, target), the photo by its file stem; returns per
+    method the number of matched rows and the largest absolute difference of each metric.
+    """
+    committed = read_results(experiments.RESULTS_ROOT / "imagenet-sample" / layer
+                             / "faithfulness.csv")
+    fresh = read_results(recomputed)
+    fresh = fresh.assign(image=[Path(str(i)).stem for i in fresh["image"]])
+    pairs = fresh.merge(committed, on=["image", "method", "target"], suffixes=("", "_committed"))
+    if pairs.empty:
+        raise FdcamError(f"no row of {recomputed} matches a committed row of layer {layer!r}")
+    metrics = ["probability", "insertion", "deletion", "overall"]
+    gaps = pd.DataFrame({m: (pairs[m] - pairs[f"{m}_committed"]).abs() for m in metrics})
+    gaps["method"] = pairs["method"]
+    table = gaps.groupby("method").max()
+    table.insert(0, "rows", pairs.groupby("method").size())
+    return table
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m fdcam.sample_evaluation",
                                      description=__doc__,
@@ -82,7 +106,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--stages", default="1,3,4,2")
+    parser.add_argument("--verify", default=None, metavar="CSV",
+                        help="instead of running: compare rows recomputed by `fdcam evaluate` "
+                             "with the committed rows and print the largest differences")
     args = parser.parse_args(argv)
+    if args.verify is not None:
+        table = verify(args.verify)
+        print(table.to_string(float_format=lambda v: f"{v:.2e}"))
+        print(f"largest difference: {table.drop(columns='rows').to_numpy().max():.2e} over "
+              f"{int(table['rows'].sum())} rows")
+        return 0
     device = check_device(args.device)
     torch.set_num_threads(args.threads)
     folder = experiments.RESULTS_ROOT / "imagenet-sample"
