@@ -20,7 +20,7 @@ def test_verify_matches_photos_by_stem(tmp_path: Path, monkeypatch: pytest.Monke
     committed.write_text(f"{HEADER}\nn01_tench,fdcam,0,0.9,0.5,0.2,0.3,\n"
                          f"n02_goldfish,fdcam,1,0.8,0.6,0.1,0.5,\n")
     fresh = tmp_path / "fresh.csv"
-    fresh.write_text(f"{HEADER}\nn01_tench.JPEG,fdcam,0,0.9,0.50001,0.2,0.30001,\n")
+    fresh.write_text(f"{HEADER}\nn01_tench.JPEG,fdcam,0,0.9,0.50001,0.2,{0.50001 - 0.2!r},\n")
     table = sample_evaluation.verify(fresh)
     assert table.loc["fdcam", "rows"] == 1
     assert table.loc["fdcam", "insertion"] == pytest.approx(1e-5)
