@@ -319,6 +319,15 @@ SHORT_LABELS = {"ig": "IG", "ablationcam": "Ablation-\nCAM", "gradcam++": "Grad-
 (IG: Integrated Gradients)."""
 
 
+def _wrap_label(text: str, height: float) -> str:
+    """A row label broken at spaces so that each line fits a row `height` inches tall (about
+    0.07 inch per character at 8 pt)."""
+    import textwrap
+
+    width = max(6, int(height / 0.07))
+    return "\n".join(textwrap.fill(line, width) for line in str(text).split("\n"))
+
+
 @_styled
 def method_grid(images: Tensor | Sequence[Tensor], saliency: Mapping[str, Tensor], *,
                 row_labels: Sequence[str] | None = None, show_input: bool = True,
@@ -365,7 +374,7 @@ def method_grid(images: Tensor | Sequence[Tensor], saliency: Mapping[str, Tensor
                     name = SHORT_LABELS.get(column, name)
                 ax.set_title(name)
         if row_labels is not None:
-            axes[i, 0].set_ylabel(row_labels[i])
+            axes[i, 0].set_ylabel(_wrap_label(row_labels[i], cell))
     fig.tight_layout(pad=0.3, h_pad=0.3, w_pad=0.2,
                      rect=(0, bar_room / fig.get_figheight(), 1, 1))
     if colorbar:
@@ -923,6 +932,7 @@ def compare_dots(table: pd.DataFrame, metrics: Sequence[str] | None = None, *,
         ax.set_title(f"{metric.replace('_', ' ').capitalize()} {arrow}")
         ax.grid(axis="y", visible=False)
         ax.set_ylim(len(methods) - 0.5, -0.5)
+        ax.xaxis.set_major_locator(mpl.ticker.MaxNLocator(4))
     axes[0, 0].set_yticks(y, labels)
     handles = [mpl.lines.Line2D([], [], marker="D", linestyle="none", color="#999999",
                                 markersize=4, label="paper"),
@@ -934,7 +944,7 @@ def compare_dots(table: pd.DataFrame, metrics: Sequence[str] | None = None, *,
                bbox_to_anchor=(1.0, 1.0))
     if title:
         fig.suptitle(title, x=0.01, ha="left", y=1.0, va="top")
-    fig.tight_layout(pad=0.3, rect=(0, 0, 1, 1 - 0.32 / height))
+    fig.tight_layout(pad=0.3, w_pad=1.2, rect=(0, 0, 1, 1 - 0.32 / height))
     return fig
 
 
