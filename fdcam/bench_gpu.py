@@ -92,11 +92,14 @@ def pipeline_options(method: str, device: torch.device) -> dict[str, Any]:
     return experiments.method_options(method, SimpleNamespace(device=device.type))  # type: ignore[arg-type]
 
 
-def pipeline_metric_batch() -> int:
-    """Perturbed images per forward pass in the experiments' insertion/deletion."""
+def pipeline_metric_batch(device: torch.device | str = "cuda") -> int:
+    """Perturbed images per forward pass in the experiments' insertion/deletion: the
+    metrics' default for `device` unless `Setup.batch_size` fixes one."""
     from fdcam.experiments import Setup
+    from fdcam.metrics import curve_batch_size
 
-    return int(Setup.__dataclass_fields__["batch_size"].default)
+    fixed = Setup.__dataclass_fields__["batch_size"].default
+    return curve_batch_size(device) if fixed is None else int(fixed)  # type: ignore[arg-type]
 
 # ---------------------------------------------------------------------- FLOPs and the H100
 
@@ -476,7 +479,7 @@ def check_precision(device: torch.device, n_images: int, methods: Sequence[str],
                     explainer = make_explainer(method, net, "features.30")
                     maps = explainer(x, target=targets).saliency.float()
                     curves = insertion_deletion_curves(net, x, maps, targets,
-                                                       batch_size=pipeline_metric_batch())
+                                                       batch_size=pipeline_metric_batch(device))
                     aucs = torch.stack([curves.insertion_auc, curves.deletion_auc]).float()
                     results[mode, method] = (maps.cpu(), aucs.cpu())
                     error = ""
@@ -706,8 +709,8 @@ def _main(args: argparse.Namespace) -> int:
     else:
         n_slow = args.slow_images if args.slow_images is not None else (
             args.images if gpu else 1)
-        batches = args.metric_batch or ([pipeline_metric_batch(), 128, 256] if gpu
-                                        else [pipeline_metric_batch()])
+        batches = args.metric_batch or ([pipeline_metric_batch(device), 128, 256] if gpu
+                                        else [pipeline_metric_batch(device)])
         parts = run_bench(device, args.images, n_slow, args.voc_classes, batches,
                           _methods(args.methods), lambda line: print(line, flush=True))
     report: dict[str, Any] = {"device": name, "gpu": gpu,

@@ -150,8 +150,11 @@ def test_paper_dry_run_on_stand_in_trees(tmp_path: Path, standins) -> None:  # t
     for image_id in paper.pointing_images:
         item = paper.pointing_images[image_id]
         assert item.image().shape == (3, 224, 224)  # type: ignore[operator]
-        for boxes in item.boxes.values():
-            assert boxes.boxes.min() >= 0 and boxes.boxes.max() <= 223
+        for boxes in item.boxes.values():  # original pixels, with the image's size
+            assert boxes.image_size is not None
+            height, width = boxes.image_size
+            assert boxes.boxes.min() >= 0 and (boxes.boxes[:, 2] < width).all()
+            assert (boxes.boxes[:, 3] < height).all()
             assert boxes.difficult is not None and len(boxes.difficult) == len(boxes.boxes)
     # A dry run proves the wiring: heavy methods on one image per run, coarse curves.
     assert paper.heavy_limits == {"faithfulness": 1, "pointing": 1}

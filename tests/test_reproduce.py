@@ -361,7 +361,11 @@ def test_bench_uses_the_experiments_settings() -> None:
         for method in ("scorecam", "groupcam", "fdcam"):
             assert bench_gpu.pipeline_options(method, torch.device(device)) == \
                 experiments.method_options(method, SimpleNamespace(device=device))
-    assert bench_gpu.pipeline_metric_batch() == experiments.Setup.batch_size
+    from fdcam.metrics import curve_batch_size
+
+    assert experiments.Setup.batch_size is None  # the metrics' default for the device
+    for device in ("cpu", "cuda"):
+        assert bench_gpu.pipeline_metric_batch(device) == curve_batch_size(device)
     assert set(bench_gpu.TABLE_II_METHODS) == set(experiments.TABLE_METHODS["II"])
     faithfulness = {m for t in ("I", "III", "IV") for m in experiments.TABLE_METHODS[t]}
     assert faithfulness == {*bench_gpu.TABLE_I_METHODS, *bench_gpu.VARIANTS}
