@@ -244,7 +244,7 @@ def verified_torchvision_file(enum: object, name: str) -> Path:
             raise FdcamError(_missing_weights(label, url, cached) + f" ({_first_line(error)})"
                              ) from None
     if prefix_match is not None:
-        digest = _sha256(cached)
+        digest = file_sha256(cached)
         if not digest.startswith(prefix_match.group(1)):
             raise FdcamError(f"{cached} is not the expected {label} weights: its SHA-256 "
                              f"begins {digest[:len(prefix_match.group(1))]}, the file name "
@@ -256,7 +256,8 @@ def verified_torchvision_file(enum: object, name: str) -> Path:
 _HASH_IN_NAME = re.compile(r"-([a-f0-9]{6,})\.")  # torchvision's file names: name-<sha256[:n]>.pth
 
 
-def _sha256(path: Path) -> str:
+def file_sha256(path: Path) -> str:
+    """The SHA-256 of a file as hex, read in 1 MiB blocks."""
     digest = hashlib.sha256()
     with path.open("rb") as handle:
         for block in iter(lambda: handle.read(1 << 20), b""):

@@ -49,7 +49,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import hashlib
 import json
 import os
 import shutil
@@ -65,6 +64,7 @@ import torch
 
 from fdcam import experiments, notebooks
 from fdcam.errors import FdcamError
+from fdcam.models import file_sha256
 
 ROOT = Path(__file__).resolve().parent.parent
 """The repository (the package is installed editable)."""
@@ -445,14 +445,6 @@ def _rows(path: Path) -> int:
     return max(0, lines - (2 if first.startswith(b"# fdcam-results/") else 1))
 
 
-def sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def _record_shard(plan: Plan, state: State, step: str, finished: bool = False) -> None:
     """Provenance of one shard's evaluation, written when it starts (``finished`` false) and
     again when it ends: merge checks that the shards agree and that all of them finished."""
@@ -464,7 +456,7 @@ def _record_shard(plan: Plan, state: State, step: str, finished: bool = False) -
               "torch": torch.__version__, "dry_run": plan.dry_run,
               "gpu": torch.cuda.get_device_name() if plan.device.startswith("cuda") else None}
     if step == "pointing":
-        record["voc_checkpoint_sha256"] = sha256(_voc_checkpoint(plan, state))
+        record["voc_checkpoint_sha256"] = file_sha256(_voc_checkpoint(plan, state))
     path = folder / f"{step}-{index}-of-{count}.json"
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(json.dumps(record, indent=1) + "\n")
