@@ -419,9 +419,17 @@ class AblationCAM(LibraryCAM):
         from pytorch_grad_cam import AblationCAM as Library
         from pytorch_grad_cam.ablation_layer import AblationLayer
 
+        class KeywordAblationLayer(AblationLayer):
+            """The library's layer, callable like the layer it replaces: EfficientNet-Lite
+            calls its blocks as ``block(x, drop_connect_rate=r)``. The ablation layer
+            returns the cached activations with channels ablated, whatever its input."""
+
+            def __call__(self, x: Tensor, *args: Any, **kwargs: Any) -> Tensor:
+                return super().__call__(x)
+
         # A fresh ablation layer: the library's default argument is one shared instance.
         return Library(model=self.forward_model, target_layers=[self.layer],
-                       ablation_layer=AblationLayer(), batch_size=self.batch_size)
+                       ablation_layer=KeywordAblationLayer(), batch_size=self.batch_size)
 
     def _restore_layer(self, cam: Any) -> None:
         from pytorch_grad_cam.utils.find_layers import replace_layer_recursive

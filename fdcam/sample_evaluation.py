@@ -4,10 +4,11 @@
                                       [--stages 1,3,4,2]
 
 Every stage appends rows to the profile's CSVs (`fdcam.experiments`), so a stopped run
-resumes where it stopped; within a stage, images are done one after another with all their
-methods, in a seeded order, so the rows already written are always a complete, seeded
-sample of what is to come. The default order (1, 3, 4, 2) gives every table a first
-answer before the long stage 2 grows Table I to all photos:
+resumes where it stopped (rows that hold an error are tried again); within a stage, images
+are done one after another with all their methods, in a seeded order, so the rows already
+written are always a complete, seeded sample of what is to come. The default order
+(1, 3, 4, 2) gives every table a first answer before the long stage 2 grows Table I to all
+photos:
 
 1. Tables I, III, IV at the main layer (`experiments.SAMPLE_LAYER`): every method,
    Score-CAM and Ablation-CAM included, on the first 250 photos of the seeded order;
@@ -45,15 +46,16 @@ def run_stage(stage: int, photos: str | None, device: str) -> experiments.Setup:
     if stage in (1, 2):
         made = experiments.setup("imagenet-sample", imagenet_sample=photos, device=device,
                                  n_images=heavy if stage == 1 else None)
-        experiments.run_faithfulness(made)
+        experiments.run_faithfulness(made, retry_failed=True)
     elif stage == 3:
         made = experiments.setup("imagenet-sample", imagenet_sample=photos, device=device)
-        experiments.run_pointing(made)
+        experiments.run_pointing(made, retry_failed=True)
     elif stage == 4:
         made = experiments.setup("imagenet-sample", imagenet_sample=photos, device=device,
                                  layer="_swish", n_images=experiments.SAMPLE_SWISH_IMAGES,
                                  heavy_limits={"faithfulness": SWISH_HEAVY_IMAGES})
-        experiments.run_faithfulness(made, experiments.table_methods(made, "I"))
+        experiments.run_faithfulness(made, experiments.table_methods(made, "I"),
+                                     retry_failed=True)
     else:
         raise ValueError(f"unknown stage {stage}; expected 1, 2, 3 or 4")
     return made

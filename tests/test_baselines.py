@@ -579,3 +579,12 @@ def test_efficientnet_lite_ablationcam_matches_the_library(lite: LoadedModel) ->
     assert model._swish is swish
     assert not any(type(m).__name__ == "AblationLayer" for m in model.modules())
     assert hook_count(model) == 0
+
+
+def test_ablationcam_at_a_block_called_with_keywords(lite: LoadedModel) -> None:
+    """Regression: EfficientNet-Lite calls its blocks as block(x, drop_connect_rate=r), which
+    the library's ablation layer did not accept (TypeError on every image at _blocks.14)."""
+    x = images(batch=1, size=64)
+    out = make_explainer("ablationcam", lite, "_blocks.14", batch_size=64)(x, target=[1])
+    assert out.saliency.shape == (1, 64, 64) and torch.isfinite(out.saliency).all()
+    assert lite.model._blocks[14].__class__.__name__ == "MBConvBlock"  # put back after
