@@ -1173,7 +1173,10 @@ def run_evaluate(args: argparse.Namespace) -> int:
                                         _image_size(p))
                  for p in files if (box_dir / f"{p.stem}.xml").is_file()}
     items = [(p.name, functools.partial(_read_image, p, loaded)) for p in files]
-    factories = {name: functools.partial(baselines.make_explainer, name) for name in names}
+    # The experiments' batch sizes (`baselines.batch_options`), so rows match the book's.
+    factories = {name: functools.partial(baselines.make_explainer, name,
+                                         **baselines.batch_options(name, device))
+                 for name in names}
     failed = evaluate(items, factories, loaded, args.out, boxes=boxes,
                       batch_size=args.batch_size, shard=args.shard, device=device,
                       progress=True, retry_failed=args.retry_failed)

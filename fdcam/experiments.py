@@ -123,12 +123,6 @@ _SMOKE_METHODS: dict[str, tuple[str, ...]] = {
     "IV": TABLE_METHODS["IV"],
 }
 
-# Masked or ablated copies per forward pass of the heavy methods and Group-CAM; the maps do
-# not depend on it. On this 2-core CPU small batches are faster (Score-CAM on
-# EfficientNet-Lite0: 20 s per map at 4, 22 s at 16, 41 s at 64; Ablation-CAM's ablation
-# layer scans the whole batch once per copy); on a GPU large ones are.
-_CPU_BATCH = {"scorecam": 4, "ablationcam": 16, "groupcam": 16}
-_CUDA_BATCH = 128
 
 
 @dataclass(frozen=True)
@@ -757,9 +751,9 @@ def _run(setup: Setup, kind: str, methods: list[str], shard: tuple[int, int],
 def method_options(method: str, setup: Setup) -> dict[str, Any]:
     """`make_explainer` options of `method` in `setup` (the batch size of the methods that
     run many masked copies; their maps do not depend on it)."""
-    if method not in _CPU_BATCH:
-        return {}
-    return {"batch_size": _CUDA_BATCH if setup.device.startswith("cuda") else _CPU_BATCH[method]}
+    from fdcam.baselines import batch_options
+
+    return batch_options(method, setup.device)
 
 
 class _BoxesView(Mapping[str, Mapping[int, ClassBoxes]]):
