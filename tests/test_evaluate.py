@@ -364,6 +364,7 @@ def cli(monkeypatch: pytest.MonkeyPatch) -> Callable[..., int]:
     fake.METHODS = ("energy", "corner")  # type: ignore[attr-defined]
     fake.make_explainer = lambda name, model: {"energy": energy,  # type: ignore[attr-defined]
                                                "corner": corner}[name]
+    fake.batch_options = lambda name, device: {}  # type: ignore[attr-defined]
     monkeypatch.setitem(sys.modules, "fdcam.baselines", fake)
     monkeypatch.setattr(fdcam, "baselines", fake, raising=False)
 
