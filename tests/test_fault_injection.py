@@ -54,6 +54,7 @@ def fake_cli(monkeypatch: pytest.MonkeyPatch) -> None:
     fake.METHODS = ("energy", "corner")  # type: ignore[attr-defined]
     fake.make_explainer = lambda name, model: {  # type: ignore[attr-defined]
         "energy": slow(energy), "corner": slow(corner)}[name]
+    fake.batch_options = lambda name, device: {}  # type: ignore[attr-defined]
     monkeypatch.setitem(sys.modules, "fdcam.baselines", fake)
     monkeypatch.setattr(fdcam, "baselines", fake, raising=False)
 
