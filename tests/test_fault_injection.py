@@ -68,6 +68,11 @@ def child(argv: list[str]) -> None:
     devnull = os.open(os.devnull, os.O_WRONLY)
     os.dup2(devnull, 1)
     os.dup2(devnull, 2)
+    import torch
+
+    # A forked child must not use the parent's OpenMP pool (it may hang): one thread, as
+    # torch's own DataLoader workers do.
+    torch.set_num_threads(1)
     from fdcam.cli import main
 
     os._exit(main(argv))
@@ -116,13 +121,14 @@ def test_sigkill_corruption_and_resume_give_the_uninterrupted_table(
     check_model_arguments("vgg16", None, None, None)  # imports torchvision once, here
 
     start = time.perf_counter()
-    assert killed_run(command(folder, reference), 60.0) == 0
+    # Generous limits: a busy machine may be many times slower; nothing here is timed.
+    assert killed_run(command(folder, reference), 600.0) == 0
     duration = time.perf_counter() - start  # kills are drawn over a whole run's length
     expected = read_results(reference)
     assert len(expected) == 2 * IMAGES
 
     start = time.perf_counter()
-    assert killed_run(command(folder, reference), 60.0) == 0  # nothing left to do
+    assert killed_run(command(folder, reference), 600.0) == 0  # nothing left to do
     startup = time.perf_counter() - start
     per_row = max(duration - startup, 0.01) / len(expected)
 
@@ -141,7 +147,7 @@ def test_sigkill_corruption_and_resume_give_the_uninterrupted_table(
         rows_after.append(out.read_bytes().count(b"\n") - 2 if out.exists() else 0)
     assert outcomes.count(None) >= KILLS // 2  # most runs really were killed mid-way
     assert max(rows_after) > 0  # ... and some after rows had been written
-    assert killed_run(command(folder, out), 60.0) == 0  # the last run completes
+    assert killed_run(command(folder, out), 600.0) == 0  # the last run completes
 
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # a clean file: every line a valid row, read once
