@@ -20,6 +20,7 @@ THETA = 0.05  # the paper's θ = 5 %: the top 5 % most similar channels form a g
 # depends on where a channel sits in the matrix. 1.5e-11 is far below what float32
 # activations can resolve, so no real difference between similarities is lost.
 SIMILARITY_RESOLUTION = 2.0**-36
+_ROUNDING_OFFSET = 1.5 * 2.0**16  # float64's spacing in [2^16, 2^17) is 2^-36
 
 
 def channel_similarity(a: Tensor) -> Tensor:
@@ -37,7 +38,10 @@ def channel_similarity(a: Tensor) -> Tensor:
     norm = v.norm(dim=-1, keepdim=True)
     unit = torch.where(norm > 0, v / norm.clamp_min(torch.finfo(torch.float64).tiny), 0.0)
     cos = (unit @ unit.transpose(1, 2)).clamp_(-1.0, 1.0)
-    return torch.round(cos / SIMILARITY_RESOLUTION) * SIMILARITY_RESOLUTION
+    # round(cos / 2^-36) · 2^-36 in two in-place passes: every cos + 1.5·2^16 lies in
+    # [2^16, 2^17), where float64's spacing is exactly 2^-36, so the addition itself rounds
+    # to the grid (to nearest, ties to even, as torch.round) and the subtraction is exact.
+    return cos.add_(_ROUNDING_OFFSET).sub_(_ROUNDING_OFFSET)
 
 
 def group_thresholds(similarity: Tensor, theta: float = THETA) -> Tensor:

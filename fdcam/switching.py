@@ -146,17 +146,31 @@ def masked_class_scores(
 
 
 def _distinct(masks: Tensor, active: Tensor) -> tuple[Tensor, Tensor]:
-    """Distinct masks on the active channels: (unique rows [u, K_active], inverse [n])."""
-    key = masks[:, active] if not bool(active.all()) else masks
-    n, k = key.shape
-    if k == 0:  # nothing is active: every mask gives the same score
-        return key[:1], torch.zeros(n, dtype=torch.long, device=masks.device)
-    # Rows compared as packed 64-bit words: the same partition, far fewer columns to sort.
-    bits = F.pad(key, (0, -k % 64)).view(n, -1, 8).to(torch.uint8)
-    packed = (bits << torch.arange(8, dtype=torch.uint8, device=bits.device)).sum(
-        -1, dtype=torch.uint8).view(torch.int64)
-    _, first, inverse = _unique_rows(packed)
+    """Masks that differ on the active channels: (one of each [u, K], inverse [n]).
+
+    Inactive channels cannot change a score, so they are switched on in every mask before
+    the rows are compared: masks that agree on the active channels become equal, and each
+    distinct row returned is a complete mask (inactive channels on).
+    """
+    key = masks | ~active
+    _, first, inverse = _unique_rows(_packed_rows(key))
     return key[first], inverse
+
+
+def _packed_rows(masks: Tensor) -> Tensor:
+    """Bool rows [n, K] as rows of 64-bit words [n, ⌈K/64⌉], one bit per channel.
+
+    A bijection of rows, so equal rows stay equal and distinct ones distinct: the unique
+    rows of a mask matrix can be found on 64 times fewer columns. A bool is a byte holding
+    0 or 1, so 8 bools read as one int64 hold one bit per byte; OR-ing neighbouring words
+    shifted by 1, 2 and 4 bits fills each byte with 8 bools.
+    """
+    n, k = masks.shape
+    words = F.pad(masks, (0, -k % 64)).view(torch.uint8).view(torch.int64)  # [n, K/8]
+    for shift in (1, 2, 4):
+        pairs = words.view(n, -1, 2)
+        words = pairs[..., 0] | (pairs[..., 1] << shift)
+    return words
 
 
 def _unique_rows(rows: Tensor) -> tuple[Tensor, Tensor, Tensor]:
@@ -165,15 +179,6 @@ def _unique_rows(rows: Tensor) -> tuple[Tensor, Tensor, Tensor]:
     first = torch.empty(unique.shape[0], dtype=torch.long, device=rows.device)
     first.scatter_(0, inverse, torch.arange(rows.shape[0], device=rows.device))
     return unique, first, inverse
-
-
-def _full_masks(unique: Tensor, active: Tensor) -> Tensor:
-    """Distinct masks on the active channels back to all K channels (the others on)."""
-    if unique.shape[1] == active.shape[0]:
-        return unique
-    full = torch.ones(unique.shape[0], active.shape[0], dtype=torch.bool, device=unique.device)
-    full[:, active] = unique
-    return full
 
 
 def _chunks(n: int, size: int) -> list[slice]:
@@ -188,7 +193,7 @@ def _generic_scores(split: Split, a: Tensor, masks: Tensor, targets: Tensor,
     active = a.flatten(2).ne(0).any(-1)  # zeroing an all-zero channel changes nothing
     for i in range(b):
         unique, inverse = _distinct(masks[i], active[i])
-        full = _full_masks(unique, active[i]).to(a.dtype)
+        full = unique.to(a.dtype)
         rows = []
         for part in _chunks(full.shape[0], batch_size):
             m = full[part]
@@ -257,7 +262,7 @@ def _staged_scores(stages: HeadStages, terms: LinearTerms, masks: Tensor, target
     for i in range(b):
         unique, inverse = _distinct(masks[i], terms.active[i])
         evaluations[i] = unique.shape[0]
-        m = _full_masks(unique, terms.active[i])
+        m = unique
         t = targets[i]
         if first is not None and stages.first_is_classifier:
             # The first Linear is the classifier: only its target rows, for all masks at once.
