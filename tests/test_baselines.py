@@ -18,20 +18,20 @@ from torchvision.transforms.functional import gaussian_blur as tv_gaussian_blur
 from fdcam.baselines import (
     BASELINES,
     FDCAM_VARIANTS,
-    GROUPCAM_AUTHORS_LAYER,
     METHODS,
     QUALITATIVE_METHODS,
-    EfficientNetLiteClassifier,
-    Explainer,
+    make_explainer,
+)
+from fdcam.baselines.base import BaseExplainer, EfficientNetLiteClassifier, resolve_target_layer
+from fdcam.baselines.groupcam import (
+    GROUPCAM_AUTHORS_LAYER,
     GroupCAM,
-    default_target_layer,
     gaussian_blur,
     groupcam_authors_layer,
-    make_explainer,
-    resolve_target_layer,
 )
 from fdcam.errors import FdcamError
 from fdcam.models import LoadedModel
+from fdcam.split import default_layer
 
 LIBRARY = {
     "gradcam": pgc.GradCAM,
@@ -342,7 +342,7 @@ def test_baselines_run_on_cuda(name: str) -> None:
 def test_every_baseline_is_an_explainer() -> None:
     for name in BASELINE_NAMES:
         explainer = make_explainer(name, tiny_cnn(), "4")
-        assert isinstance(explainer, Explainer)
+        assert isinstance(explainer, BaseExplainer)
         assert explainer.name == name
 
 
@@ -415,8 +415,8 @@ def test_bad_inputs_are_one_line_errors() -> None:
 def test_default_target_layers() -> None:
     with torch.device("meta"):
         resnet, vgg = torchvision.models.resnet18(), torchvision.models.vgg11()
-    assert default_target_layer(resnet) == "layer4"
-    assert default_target_layer(vgg) == "features.20"
+    assert default_layer(resnet) == "layer4"
+    assert default_layer(vgg) == "features.20"
 
 
 class TinyVGG(nn.Module):
@@ -442,7 +442,7 @@ def test_groupcam_authors_layer_is_the_last_conv_relu() -> None:
     assert groupcam_authors_layer(vgg16) == "features.29"  # the ReLU before pool5
     assert groupcam_authors_layer(vgg19) == "features.35"  # their README's VGG19 layer
     assert groupcam_authors_layer(resnet50) == "layer4"  # = layer4.2's output
-    assert default_target_layer(vgg16) == "features.30"  # the shared default: pool5
+    assert default_layer(vgg16) == "features.30"  # the shared default: pool5
     with pytest.raises(FdcamError, match="no known Group-CAM reference layer for Sequential"):
         groupcam_authors_layer(tiny_cnn())
 

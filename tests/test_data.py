@@ -13,25 +13,29 @@ import pytest
 import torch
 from PIL import Image
 
-from fdcam.data import (
-    OFFLINE_PHOTOS_FILE,
+from fdcam.errors import FdcamError
+from fdcam.evaluation.imagenet import (
     PAPER_MANIFEST_FILE,
-    VOC2007,
-    VOC_CLASSES,
     ImageNetVal,
     imagenet_wnids,
+    paper_manifest,
+    read_manifest,
+)
+from fdcam.evaluation.photos import (
+    OFFLINE_PHOTOS_FILE,
     mosaics,
     offline_photos,
-    paper_manifest,
-    parse_voc_xml,
     predict_photos,
     quadrant_boxes,
-    read_manifest,
     read_offline_photos_csv,
+)
+from fdcam.evaluation.voc import (
+    VOC2007,
+    VOC_CLASSES,
+    parse_voc_xml,
     voc_class_boxes,
     voc_multi_hot,
 )
-from fdcam.errors import FdcamError
 from fdcam.models import imagenet_categories
 
 # Canonical indices chosen so that a loader numbering only the present classes (0, 1, 2)
@@ -387,7 +391,7 @@ def test_one_voc_box_conversion_for_the_cli_and_table_ii(tmp_path: Path) -> None
     # The box (10, 20, 200, 300) of a 500x375 image: the CLI's reader and Table II's
     # conversion used to give y2 = 179 and 178 at 224x224; now both keep it in the original
     # image's 0-based pixels with its size, where the pointing game is scored (TorchRay).
-    from fdcam.evaluate import read_voc_boxes
+    from fdcam.evaluation.cli import read_voc_boxes
 
     path = tmp_path / "a.xml"
     xml = _XML.format(id="a", objects=_OBJECT.format(name="dog", difficult=0,

@@ -16,20 +16,16 @@ from PIL import Image
 from torch import Tensor, nn
 
 import fdcam
-from fdcam import evaluate as evaluate_module
 from fdcam.errors import FdcamError
-from fdcam.evaluate import (
-    add_evaluate_parser,
-    evaluate,
-    merge_results,
-    paired_differences,
-    read_results,
-    read_voc_boxes,
-    result_columns,
-    summarize,
-)
+from fdcam.evaluation import cli as evaluation_cli
+from fdcam.evaluation import results
+from fdcam.evaluation.cli import add_evaluate_parser, read_voc_boxes
+from fdcam.evaluation.pointing import ClassBoxes
+from fdcam.evaluation.results import result_columns
+from fdcam.evaluation.results_file import merge_results, read_results
+from fdcam.evaluation.runner import evaluate
+from fdcam.evaluation.statistics import paired_differences, summarize
 from fdcam.explanation import Explanation
-from fdcam.metrics import ClassBoxes
 from fdcam.models import LoadedModel
 
 SIZE = 16
@@ -123,7 +119,7 @@ def test_explicit_targets_give_several_rows(tmp_path: Path) -> None:
 
 
 def test_rows_match_the_metrics_directly(tmp_path: Path) -> None:
-    from fdcam.metrics import insertion_deletion_curves
+    from fdcam.evaluation.faithfulness import insertion_deletion_curves
 
     images = make_images(1)
     run(images, tmp_path / "r.csv", methods=factories(energy=energy), targets=2)
@@ -179,7 +175,7 @@ def test_half_written_last_row_is_redone(tmp_path: Path) -> None:
     full = read_results(path)
     lines = path.read_text().splitlines(keepends=True)
     path.write_text("".join(lines[:-1]) + lines[-1][:15])  # killed mid-write
-    with pytest.warns(evaluate_module.ResultsWarning, match=r"line 6: incomplete"):
+    with pytest.warns(results.ResultsWarning, match=r"line 6: incomplete"):
         run(images, path)
     pd.testing.assert_frame_equal(read_results(path), full)
 
@@ -359,7 +355,7 @@ def test_paired_differences_against_the_reference() -> None:
 def cli(monkeypatch: pytest.MonkeyPatch) -> Callable[..., int]:
     loaded = LoadedModel("tiny", tiny_cnn(), "0", (0.5,) * 3, (0.25,) * 3,
                          ["cat", "dog", "person", "car", "tree"], input_size=(SIZE, SIZE))
-    monkeypatch.setattr(evaluate_module, "load_model", lambda name, **options: loaded)
+    monkeypatch.setattr(evaluation_cli, "load_model", lambda name, **options: loaded)
     fake = types.ModuleType("fdcam.baselines")
     fake.METHODS = ("energy", "corner")  # type: ignore[attr-defined]
     fake.make_explainer = lambda name, model: {"energy": energy,  # type: ignore[attr-defined]

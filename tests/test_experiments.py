@@ -10,23 +10,25 @@ import pandas as pd
 import pytest
 import torch
 
-from fdcam import experiments
+from fdcam import paths
 from fdcam.errors import FdcamError
-from fdcam.evaluate import read_results, result_columns
-from fdcam.experiments import Setup
-from fdcam.report import paper_table
+from fdcam.evaluation.results import result_columns
+from fdcam.evaluation.results_file import read_results
+from fdcam.paper import ablations, figure_data, runs, settings, setups, tables, verdicts
+from fdcam.paper.paper_tables import paper_table
+from fdcam.paper.setups import Setup
 
 # ------------------------------------------------------------------------------- fixtures
 
 
 @pytest.fixture(scope="module")
 def smoke(tmp_path_factory: pytest.TempPathFactory) -> Setup:
-    return experiments.setup("smoke", n_images=1, results_dir=tmp_path_factory.mktemp("smoke"))
+    return setups.setup("smoke", n_images=1, results_dir=tmp_path_factory.mktemp("smoke"))
 
 
 @pytest.fixture(scope="module")
 def standins(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
-    from fdcam.standins import write_standins
+    from scripts.standins import write_standins
 
     return write_standins(tmp_path_factory.mktemp("standins"), n_imagenet=3, n_voc_train=1,
                           n_voc_val=2)
@@ -34,7 +36,7 @@ def standins(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyp
 
 def one_line_error(match: str, **kwargs: object) -> str:
     with pytest.raises(FdcamError, match=match) as caught:
-        experiments.setup(**kwargs)  # type: ignore[arg-type]
+        setups.setup(**kwargs)  # type: ignore[arg-type]
     message = str(caught.value)
     assert "\n" not in message
     return message
@@ -56,34 +58,34 @@ def test_smoke_setup(smoke: Setup) -> None:
     corners = sorted(tuple(b.boxes[0].tolist()) for b in mosaic.boxes.values())
     assert corners == [(0, 0, 55, 55), (0, 56, 55, 111), (56, 0, 111, 55), (56, 56, 111, 111)]
     assert all(not b.difficult.any() for b in mosaic.boxes.values())
-    assert set(smoke.faithfulness_methods) <= set(experiments.TABLE_METHODS["I"]) | set(
-        experiments.TABLE_METHODS["III"]) | set(experiments.TABLE_METHODS["IV"])
-    assert not set(smoke.faithfulness_methods) & set(experiments.HEAVY_METHODS)
+    assert set(smoke.faithfulness_methods) <= set(settings.TABLE_METHODS["I"]) | set(
+        settings.TABLE_METHODS["III"]) | set(settings.TABLE_METHODS["IV"])
+    assert not set(smoke.faithfulness_methods) & set(settings.HEAVY_METHODS)
     assert smoke.describe().loc["faithfulness images", "value"] == "1"
-    assert experiments.setup("smoke", n_images=1).describe().loc["results", "value"] == (
+    assert setups.setup("smoke", n_images=1).describe().loc["results", "value"] == (
         "a temporary folder")
 
 
 def test_offline_setup_and_heavy_limits() -> None:
-    offline = experiments.setup("offline", n_mosaics=2, results_dir="data/results/offline-x")
-    assert offline.results_dir == experiments.REPO_ROOT / "data/results/offline-x"
+    offline = setups.setup("offline", n_mosaics=2, results_dir="data/results/offline-x")
+    assert offline.results_dir == paths.REPO_ROOT / "data/results/offline-x"
     assert len(offline.faithfulness_images) == 5
     assert list(offline.pointing_images) == ["mosaic00", "mosaic01"]
     assert offline.model.input_size == (224, 224)
-    assert offline.methods == experiments.TABLE_METHODS
+    assert offline.methods == settings.TABLE_METHODS
     assert offline.images_for("scorecam", "faithfulness") == offline.image_ids("faithfulness")
     assert offline.images_for("scorecam", "pointing") == ["mosaic00", "mosaic01"]
-    assert experiments.setup("offline", n_mosaics=2, heavy_limits={"pointing": 0}).images_for(
+    assert setups.setup("offline", n_mosaics=2, heavy_limits={"pointing": 0}).images_for(
         "scorecam", "pointing") == []
     assert offline.images_for("gradcam", "pointing") == ["mosaic00", "mosaic01"]
-    default = experiments.setup("offline", n_images=2, n_mosaics=3, seed=1,
+    default = setups.setup("offline", n_images=2, n_mosaics=3, seed=1,
                                 heavy_limits={"pointing": 1})
-    assert default.results_dir == experiments.RESULTS_ROOT / "offline-seed1"
+    assert default.results_dir == settings.RESULTS_ROOT / "offline-seed1"
     assert default.images_for("scorecam", "pointing") == ["mosaic00"]
     # Ablation-CAM is cheap on EfficientNet-Lite0 (head-only passes): never limited offline.
     assert default.images_for("ablationcam", "pointing") == ["mosaic00", "mosaic01", "mosaic02"]
-    assert experiments.setup("offline", n_images=1).results_dir == (
-        experiments.RESULTS_ROOT / "offline")
+    assert setups.setup("offline", n_images=1).results_dir == (
+        settings.RESULTS_ROOT / "offline")
 
 
 @pytest.mark.parametrize(("kwargs", "match"), [
@@ -137,7 +139,7 @@ def test_paper_profile_parameters_are_checked(tmp_path: Path, standins) -> None:
 
 
 def test_paper_dry_run_on_stand_in_trees(tmp_path: Path, standins) -> None:  # type: ignore[no-untyped-def]
-    paper = experiments.setup("paper", imagenet_val=standins.imagenet_val,
+    paper = setups.setup("paper", imagenet_val=standins.imagenet_val,
                               voc_root=standins.voc_root, n_images=2, dry_run=True,
                               results_dir=tmp_path / "dry")
     assert paper.dry_run and paper.model.name == "vgg16"
@@ -160,13 +162,13 @@ def test_paper_dry_run_on_stand_in_trees(tmp_path: Path, standins) -> None:  # t
     assert paper.heavy_limits == {"faithfulness": 1, "pointing": 1}
     assert paper.images_for("scorecam", "faithfulness") == list(standins.imagenet_names[:1])
     assert paper.images_for("gradcam", "faithfulness") == list(standins.imagenet_names[:2])
-    assert paper.step_fraction == experiments.DRY_RUN_STEP_FRACTION
-    assert experiments._results_dir("paper", None, True, 0) == (
-        experiments.RESULTS_ROOT / "paper-dry-run")
+    assert paper.step_fraction == settings.DRY_RUN_STEP_FRACTION
+    assert setups._results_dir("paper", None, True, 0) == (
+        settings.RESULTS_ROOT / "paper-dry-run")
     # The VOC path end to end: a cheap method, every annotated class, no curves.
     first = next(iter(paper.pointing_images))
     paper.pointing_images = {first: paper.pointing_images[first]}
-    path = experiments.run_pointing(paper, ["gradcam"])
+    path = runs.run_pointing(paper, ["gradcam"])
     df = read_results(path)
     assert set(df["target"]) == set(paper.pointing_images[first].boxes)
     assert df["error"].isna().all() and df["hit"].notna().all()
@@ -174,7 +176,7 @@ def test_paper_dry_run_on_stand_in_trees(tmp_path: Path, standins) -> None:  # t
 
 
 def test_a_checkpoint_of_another_arch_names_voc_checkpoint(tmp_path: Path, standins) -> None:  # type: ignore[no-untyped-def]
-    from fdcam.finetune import finetune_voc
+    from fdcam.paper.finetune import finetune_voc
 
     checkpoint = finetune_voc(standins.voc_root, tmp_path / "run", epochs=1, arch="tiny-cnn",
                               pretrained=False, batch_size=1, image_size=32, max_steps=1)
@@ -187,53 +189,53 @@ def test_a_checkpoint_of_another_arch_names_voc_checkpoint(tmp_path: Path, stand
 
 
 def test_runs_resume_keep_figures_and_feed_the_tables(smoke: Setup) -> None:
-    path = experiments.run_faithfulness(smoke, ["gradcam", "fdcam"])
+    path = runs.run_faithfulness(smoke, ["gradcam", "fdcam"])
     assert path == smoke.faithfulness_csv
     first = path.read_bytes()
-    assert experiments.run_faithfulness(smoke, ["gradcam", "fdcam"]).read_bytes() == first
+    assert runs.run_faithfulness(smoke, ["gradcam", "fdcam"]).read_bytes() == first
     df = read_results(path)
     assert len(df) == 2 and df["error"].isna().all()
-    panels = experiments.faithfulness_curves(smoke, n=1, methods=["gradcam"])
+    panels = figure_data.faithfulness_curves(smoke, n=1, methods=["gradcam"])
     assert [p.image_id for p in panels] == ["camera"]
     panel = panels[0]
     assert set(panel.insertion) == {"gradcam", "fdcam"}
     row = df[(df["image"] == "camera") & (df["method"] == "fdcam")].iloc[0]
-    from fdcam.metrics import auc
+    from fdcam.evaluation.faithfulness import auc
 
     assert float(auc(panel.insertion["fdcam"])) == pytest.approx(row["insertion"], abs=1e-6)
     assert panel.saliency.shape == (112, 112) and panel.pixels.shape == (3, 112, 112)
     assert panel.class_name == "tripod"
 
-    pointing = experiments.run_pointing(smoke, ["gradcam", "fdcam"])
+    pointing = runs.run_pointing(smoke, ["gradcam", "fdcam"])
     rows = read_results(pointing)
     assert len(rows) == 8 and rows["hit"].notna().all()
-    maps = experiments.discriminability_maps(smoke, methods=["gradcam", "fdcam"])
+    maps = figure_data.discriminability_maps(smoke, methods=["gradcam", "fdcam"])
     assert maps.image_id == "mosaic00" and len(maps.class_names) == 4
     assert maps.maps["fdcam"].shape == (4, 112, 112)
-    table = experiments.table_2(smoke)
+    table = tables.table_2(smoke)
     # every method of the paper's Table II has a row; ours is filled where it was run
     assert set(table.loc[table["ours"].notna(), "method"]) == {"gradcam", "fdcam"}
 
 
 def test_shards_merge_into_the_unsharded_table(tmp_path: Path) -> None:
-    small = experiments.setup("smoke", n_mosaics=2, results_dir=tmp_path / "sharded")
+    small = setups.setup("smoke", n_mosaics=2, results_dir=tmp_path / "sharded")
     whole = dataclasses.replace(small, results_dir=tmp_path / "whole")
     for i in range(2):
-        shard_path = experiments.run_pointing(small, ["gradcam"], shard=(i, 2))
+        shard_path = runs.run_pointing(small, ["gradcam"], shard=(i, 2))
         assert shard_path.name == f"pointing.shard{i}of2.csv"
-    assert experiments.merge_shards(small) == [small.pointing_csv]
-    experiments.run_pointing(whole, ["gradcam"])
+    assert runs.merge_shards(small) == [small.pointing_csv]
+    runs.run_pointing(whole, ["gradcam"])
     pd.testing.assert_frame_equal(read_results(small.pointing_csv),
                                   read_results(whole.pointing_csv).sort_values(
                                       ["image", "method", "target"]).reset_index(drop=True))
-    with pytest.raises(FdcamError, match="shard must be"):
-        experiments.run_pointing(small, ["gradcam"], shard=(2, 2))
+    with pytest.raises(FdcamError, match="shard i/n needs 0 <= i < n"):
+        runs.run_pointing(small, ["gradcam"], shard=(2, 2))
     with pytest.raises(FdcamError, match="unknown method 'nope'"):
-        experiments.run_faithfulness(small, ["nope"])
+        runs.run_faithfulness(small, ["nope"])
 
 
 def test_combination_check_measures_the_rescaling(smoke: Setup) -> None:
-    check = experiments.combination_check(smoke, n=1)
+    check = ablations.combination_check(smoke, n=1)
     assert check["max |Δmap| exp-shifted vs exp"].iloc[0] < 1e-5
     assert check["max |Δmap| Eq. 10 vs exp"].iloc[0] > 1e-2
 
@@ -269,7 +271,7 @@ def test_table_1_means_differences_and_subsets(tmp_path: Path) -> None:
               ("a", "scorecam"): (0.4, 0.1), ("b", "scorecam"): (0.4, 0.1),
               ("c", "scorecam"): (0.9, 0.9)}  # c: beyond the heavy limit of 2
     write_faithfulness(setup, values)
-    table = experiments.table_1(setup)
+    table = tables.table_1(setup)
     assert list(table.columns) == ["method", "label", "metric", "paper", "ours", "difference",
                                    "ci_low", "ci_high", "paper_in_ci", "n"]
     assert table["method"].tolist() == ["gradcam"] * 3 + ["scorecam"] * 3 + ["fdcam"] * 3
@@ -287,20 +289,20 @@ def test_table_1_means_differences_and_subsets(tmp_path: Path) -> None:
         ("gradcam", "insertion"), "ci_high"]
     assert cell.loc[("fdcam", "insertion"), "label"] == "FD-CAM"
 
-    paired = experiments.paired_vs_fdcam(setup, "I").set_index(["method", "metric"])
+    paired = tables.paired_vs_fdcam(setup, "I").set_index(["method", "metric"])
     assert paired.loc[("gradcam", "insertion"), "mean_difference"] == pytest.approx(-0.1)
     assert paired.loc[("gradcam", "insertion"), "fdcam_better"]  # −0.1 on every image
     assert paired.loc[("scorecam", "insertion"), "n"] == 2
-    wide = experiments.side_by_side(table)
+    wide = tables.side_by_side(table)
     assert wide.loc["FD-CAM", "insertion"] == pytest.approx(0.7)
     assert wide.loc["FD-CAM", "insertion (paper)"] == pytest.approx(0.553)
     assert wide.loc["Score-CAM", "n"] == 2
-    text = experiments.findings(table, experiments.paired_vs_fdcam(setup, "I"))
+    text = verdicts.findings(table, tables.paired_vs_fdcam(setup, "I"))
     assert "insertion: best FD-CAM; FD-CAM rank 1 of 3 (paper: 1)" in text
     assert "Grad-CAM insertion: -0.100 [-0.100, -0.100], FD-CAM better" in text
     assert "deletion: best Score-CAM (on 2 of 3);" in text  # a heavy method on fewer images
     assert "not every method on the same images: Score-CAM 2 (the others 3)" in text
-    ranks = experiments.ranks(table)
+    ranks = tables.ranks(table)
     assert ranks.loc["FD-CAM", "insertion ours"] == 1
     assert ranks.loc["Score-CAM", "deletion ours"] == 1  # lowest deletion is best
     assert ranks.loc["FD-CAM", "insertion paper"] == 1
@@ -312,9 +314,9 @@ def test_tables_3_and_4(tmp_path: Path) -> None:
               for k, m in enumerate(("fdcam-g-off", "fdcam-exp", "fdcam-exp-shifted",
                                      "fdcam"))}
     write_faithfulness(setup, values)
-    table3 = experiments.table_3(setup)
+    table3 = tables.table_3(setup)
     assert table3["method"].unique().tolist() == ["fdcam-g-off", "fdcam"]
-    table4 = experiments.table_4(setup)
+    table4 = tables.table_4(setup)
     assert table4["method"].unique().tolist() == ["fdcam-exp", "fdcam-exp-shifted", "fdcam"]
     assert table4["metric"].tolist() == ["insertion", "deletion", "overall"] * 3
     rows = table4.set_index(["method", "metric"])
@@ -330,7 +332,7 @@ def test_tables_3_and_4(tmp_path: Path) -> None:
                            "Δinsertion exp-shifted − exp": 0.0,
                            "Δdeletion exp-shifted − exp": 0.0,
                            "Δinsertion Eq. 10 − exp": 0.1}])
-    verdict = experiments.combination_verdict(check, table4)
+    verdict = ablations.combination_verdict(check, table4)
     assert "label's maps equal a*e^s maps (max |diff| < 1e-05): yes" in verdict
     assert "is Eq. 10 (fdcam)" in verdict
 
@@ -346,7 +348,7 @@ def test_table_2_in_percent_with_the_tol15_variant(tmp_path: Path) -> None:
         lines.append(f"{image},fdcam,{target},0.5,,,,True,True,False,")
     lines.append("z,fdcam,1,0.5,,,,False,False,False,")  # not an image of the setup
     setup.pointing_csv.write_text("\n".join(lines) + "\n")
-    table = experiments.table_2(setup).set_index(["method", "metric"])
+    table = tables.table_2(setup).set_index(["method", "metric"])
     assert table.loc[("gradcam", "pointing_game"), "ours"] == pytest.approx(75.0)
     assert table.loc[("gradcam", "pointing_game"), "paper"] == pytest.approx(81.20)
     assert table.loc[("gradcam", "pointing_game"), "n"] == 4
@@ -355,19 +357,19 @@ def test_table_2_in_percent_with_the_tol15_variant(tmp_path: Path) -> None:
     assert table.loc[("fdcam", "pointing_game"), "ours"] == pytest.approx(100.0)
     low, high = table.loc[("gradcam", "pointing_game"), ["ci_low", "ci_high"]]
     assert 0 <= low <= 75 <= high <= 100
-    paired = experiments.paired_vs_fdcam(setup, "II")
+    paired = tables.paired_vs_fdcam(setup, "II")
     assert paired["metric"].tolist() == ["pointing_game"]
     assert paired["mean_difference"].iloc[0] == pytest.approx(-25.0)
 
 
 def test_tables_before_any_run_say_what_to_do(tmp_path: Path) -> None:
     setup = made_up_setup(tmp_path)
-    with pytest.raises(FdcamError, match=r"run experiments.run_faithfulness\(setup\) first"):
-        experiments.table_1(setup)
-    with pytest.raises(FdcamError, match=r"run experiments.run_pointing\(setup\) first"):
-        experiments.table_2(setup)
+    with pytest.raises(FdcamError, match=r"run runs.run_faithfulness\(setup\) first"):
+        tables.table_1(setup)
+    with pytest.raises(FdcamError, match=r"run runs.run_pointing\(setup\) first"):
+        tables.table_2(setup)
     with pytest.raises(FdcamError, match="unknown table 'V'"):
-        experiments.table_methods(setup, "V")
+        runs.table_methods(setup, "V")
 
 
 def test_freezing_the_body_keeps_the_maps_bit_for_bit(smoke: Setup) -> None:
@@ -388,7 +390,7 @@ def _sample_folder(root: Path, n: int = 8) -> Path:
     """n tiny photos named like the imagenet-sample repository's (the first n classes)."""
     from PIL import Image
 
-    from fdcam.data import imagenet_wnids
+    from fdcam.evaluation.imagenet import imagenet_wnids
 
     root.mkdir(parents=True)
     for k, wnid in enumerate(imagenet_wnids()[:n]):
@@ -398,9 +400,9 @@ def _sample_folder(root: Path, n: int = 8) -> Path:
 
 def test_imagenet_sample_profile(tmp_path: Path) -> None:
     folder = _sample_folder(tmp_path / "photos")
-    made = experiments.setup("imagenet-sample", imagenet_sample=folder, n_mosaics=2,
+    made = setups.setup("imagenet-sample", imagenet_sample=folder, n_mosaics=2,
                              results_dir=tmp_path / "results")
-    assert made.model.target_layer == experiments.SAMPLE_LAYER == "_blocks.14"
+    assert made.model.target_layer == settings.SAMPLE_LAYER == "_blocks.14"
     assert len(made.faithfulness_images) == 8 and list(made.pointing_images) == [
         "mosaic000", "mosaic001"]
     ids = made.image_ids("faithfulness")
@@ -412,24 +414,24 @@ def test_imagenet_sample_profile(tmp_path: Path) -> None:
     grads = {n.split(".")[0] + ("." + n.split(".")[1] if n.startswith("_blocks") else "")
              for n, p in made.model.model.named_parameters() if p.requires_grad}
     assert grads == {"_blocks.14", "_blocks.15", "_conv_head", "_bn1", "_fc"}
-    swish = experiments.setup("imagenet-sample", imagenet_sample=folder, layer="_swish",
+    swish = setups.setup("imagenet-sample", imagenet_sample=folder, layer="_swish",
                               n_images=2, n_mosaics=1)
     assert swish.results_dir.name == "_swish" and len(swish.faithfulness_images) == 2
     with pytest.raises(FdcamError, match="imagenet_sample: the imagenet-sample photos are not"):
-        experiments.setup("imagenet-sample", imagenet_sample=tmp_path / "missing")
+        setups.setup("imagenet-sample", imagenet_sample=tmp_path / "missing")
     with pytest.raises(FdcamError, match=r"unknown layer '_blocks\.99'"):
-        experiments.setup("imagenet-sample", imagenet_sample=folder, layer="_blocks.99")
+        setups.setup("imagenet-sample", imagenet_sample=folder, layer="_blocks.99")
 
 
 def test_identical_maps_are_evaluated_once(tmp_path: Path) -> None:
     from fdcam.baselines import make_explainer
 
     folder = _sample_folder(tmp_path / "photos", 4)
-    made = experiments.setup("imagenet-sample", imagenet_sample=folder, n_images=1,
+    made = setups.setup("imagenet-sample", imagenet_sample=folder, n_images=1,
                              n_mosaics=1, results_dir=tmp_path / "results", layer="_swish")
-    path = experiments.run_faithfulness(made, ["fdcam-exp-shifted"])
+    path = runs.run_faithfulness(made, ["fdcam-exp-shifted"])
     assert read_results(path)["method"].tolist() == ["fdcam-exp"]  # one evaluation
-    shown = experiments.faithfulness_results(made)
+    shown = runs.faithfulness_results(made)
     assert set(shown["method"]) == {"fdcam-exp", "fdcam-exp-shifted"}
     # ... because the maps are equal: ω differs by the positive factor e^-0.5.
     x = made.faithfulness_images[0][1]()[None]  # type: ignore[operator]
@@ -452,16 +454,17 @@ def test_claim_verdicts_by_hand(tmp_path: Path) -> None:
               ("a", "fdcam-g-off"): (0.6, 0.2), ("b", "fdcam-g-off"): (0.7, 0.3),
               ("c", "fdcam-g-off"): (0.8, 0.2)}
     write_faithfulness(setup, values)
-    verdicts = experiments.claim_verdicts(setup, n_resamples=200).set_index(["claim", "metric"])
-    table_1 = experiments.CLAIMS[0][0]
-    assert verdicts.loc[(table_1, "insertion"), "verdict"] == "confirmed"
-    assert verdicts.loc[(table_1, "deletion"), "verdict"] == "refuted"
-    assert verdicts.loc[(table_1, "deletion"), "evidence"].startswith("Score-CAM -0.200 [")
-    assert verdicts.loc[(table_1, "overall"), "verdict"] == "undecided"
-    switch_on = experiments.CLAIMS[3][0]  # full vs g+off: identical rows, a zero difference
-    assert verdicts.loc[(switch_on, "overall"), "verdict"] == "undecided"
-    grouping = experiments.CLAIMS[2][0]  # no ng+off rows yet
-    assert verdicts.loc[(grouping, "insertion"), "verdict"] == "no data"
+    verdict_table = verdicts.claim_verdicts(setup, n_resamples=200).set_index(
+        ["claim", "metric"])
+    table_1 = verdicts.CLAIMS[0][0]
+    assert verdict_table.loc[(table_1, "insertion"), "verdict"] == "confirmed"
+    assert verdict_table.loc[(table_1, "deletion"), "verdict"] == "refuted"
+    assert verdict_table.loc[(table_1, "deletion"), "evidence"].startswith("Score-CAM -0.200 [")
+    assert verdict_table.loc[(table_1, "overall"), "verdict"] == "undecided"
+    switch_on = verdicts.CLAIMS[3][0]  # full vs g+off: identical rows, a zero difference
+    assert verdict_table.loc[(switch_on, "overall"), "verdict"] == "undecided"
+    grouping = verdicts.CLAIMS[2][0]  # no ng+off rows yet
+    assert verdict_table.loc[(grouping, "insertion"), "verdict"] == "no data"
 
 
 def test_differing_images(tmp_path: Path) -> None:
@@ -469,4 +472,4 @@ def test_differing_images(tmp_path: Path) -> None:
     write_faithfulness(setup, {("a", "fdcam"): (0.6, 0.2), ("a", "fdcam-g-off"): (0.6, 0.2),
                                ("b", "fdcam"): (0.7, 0.3), ("b", "fdcam-g-off"): (0.7, 0.31),
                                ("c", "fdcam"): (0.8, 0.2)})
-    assert experiments.differing_images(setup) == (1, 2)  # b differs; c has no g+off row
+    assert ablations.differing_images(setup) == (1, 2)  # b differs; c has no g+off row

@@ -28,8 +28,8 @@ from PIL import Image
 from torch import Tensor
 
 import fdcam
-from fdcam import evaluate as evaluate_module
-from fdcam.evaluate import read_results
+from fdcam.evaluation import cli as evaluation_cli
+from fdcam.evaluation.results_file import read_results
 from fdcam.explanation import Explanation
 from fdcam.models import LoadedModel
 from tests.test_evaluate import SIZE, corner, energy, tiny_cnn
@@ -49,7 +49,7 @@ def slow(explainer):  # type: ignore[no-untyped-def]
 def fake_cli(monkeypatch: pytest.MonkeyPatch) -> None:
     loaded = LoadedModel("tiny", tiny_cnn(), "0", (0.5,) * 3, (0.25,) * 3,
                          ["cat", "dog", "person", "car", "tree"], input_size=(SIZE, SIZE))
-    monkeypatch.setattr(evaluate_module, "load_model", lambda name, **options: loaded)
+    monkeypatch.setattr(evaluation_cli, "load_model", lambda name, **options: loaded)
     fake = types.ModuleType("fdcam.baselines")
     fake.METHODS = ("energy", "corner")  # type: ignore[attr-defined]
     fake.make_explainer = lambda name, model: {  # type: ignore[attr-defined]

@@ -14,9 +14,9 @@ import torch
 from PIL import Image, ImageDraw
 from torch import nn
 
-from fdcam.data import VOC_CLASSES
 from fdcam.errors import FdcamError
-from fdcam.finetune import (
+from fdcam.evaluation.voc import VOC_CLASSES
+from fdcam.paper.finetune import (
     build_voc_model,
     finetune_voc,
     last_linear_name,

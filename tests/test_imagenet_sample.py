@@ -15,8 +15,8 @@ import pytest
 import torch
 from PIL import Image
 
-from fdcam.data import (
-    DATA_DIR,
+from fdcam.errors import FdcamError
+from fdcam.evaluation.imagenet import (
     IMAGENET_SAMPLE_DIR,
     IMAGENET_SAMPLE_MOSAICS,
     ImageNetSample,
@@ -24,9 +24,9 @@ from fdcam.data import (
     imagenet_sample_groups,
     imagenet_sample_mosaics,
     imagenet_wnids,
-    quadrant_boxes,
 )
-from fdcam.errors import FdcamError
+from fdcam.evaluation.photos import quadrant_boxes
+from fdcam.paths import DATA_DIR
 
 REPO = DATA_DIR.parent
 

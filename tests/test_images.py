@@ -1,5 +1,5 @@
 """Reading image files (issue 12): EXIF orientation, 16-bit grayscale, bombs, in one place
-(`fdcam.data.open_rgb`, used by ``fdcam explain`` and ``fdcam evaluate``)."""
+(`fdcam.evaluation.images.open_rgb`, used by ``fdcam explain`` and ``fdcam evaluate``)."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from fdcam.data import open_rgb
 from fdcam.errors import FdcamError
+from fdcam.evaluation.images import open_rgb
 
 
 def test_exif_orientation_is_applied(tmp_path: Path) -> None:

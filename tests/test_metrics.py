@@ -12,24 +12,26 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from fdcam.errors import FdcamError
-from fdcam.metrics import (
+from fdcam.evaluation.faithfulness import (
     CPU_CURVE_BATCH,
     CUDA_CURVE_BATCH,
     RISE_STEP,
     STEP_FRACTION,
-    ClassBoxes,
-    PointingRecord,
     auc,
     blur,
     curve_batch_size,
     insertion_deletion_curves,
     perturbation_steps,
+    rise_kernel,
+    saliency_ranks,
+)
+from fdcam.evaluation.pointing import (
+    ClassBoxes,
+    PointingRecord,
     pointing_game,
     pointing_hit,
     pointing_record,
-    rise_kernel,
     saliency_peak,
-    saliency_ranks,
 )
 
 # ----------------------------------------------------------------------------- toy models

@@ -1,4 +1,4 @@
-"""fdcam.notebooks: parameters checked in one line, papermill failures in one line, the old
+"""scripts.notebooks: parameters checked in one line, papermill failures in one line, the old
 executed copy kept; and every source notebook checks all of its parameters up front."""
 
 from __future__ import annotations
@@ -11,9 +11,10 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from fdcam import notebooks
 from fdcam.errors import FdcamError
-from fdcam.notebooks import check_parameters, parse_value
+from fdcam.paper.parameters import check_parameters
+from scripts import notebooks
+from scripts.notebooks import parse_value
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -120,7 +121,7 @@ def test_each_notebook_gets_the_parameters_it_declares(tmp_path: Path) -> None:
 def test_a_bad_value_stops_in_the_checking_cell_in_one_line(tmp_path: Path) -> None:
     source = _notebook(
         tmp_path / "03_c.ipynb", 'profile = "offline"\ntheta = 0.05',
-        "from fdcam.notebooks import check_parameters\n\n"
+        "from fdcam.paper.parameters import check_parameters\n\n"
         "check_parameters(profile=profile, theta=theta)",
         "print('never')")
     out = tmp_path / "out"
@@ -144,7 +145,7 @@ def test_a_bad_value_stops_in_the_checking_cell_in_one_line(tmp_path: Path) -> N
 def test_command_line_error_is_one_line(tmp_path: Path) -> None:
     source = _notebook(tmp_path / "01_a.ipynb", 'profile = "offline"', "pass")
     done = subprocess.run(
-        [sys.executable, "-m", "fdcam.notebooks", str(source), "--into", str(tmp_path / "o"),
+        [sys.executable, "-m", "scripts.notebooks", str(source), "--into", str(tmp_path / "o"),
          "-p", "profile", "offline", "-p", "imagenet_val", "/data"],
         capture_output=True, text=True, check=False)
     assert done.returncode == 2
@@ -157,7 +158,7 @@ def test_command_line_run_prints_the_notebooks_and_no_kernel_chatter(tmp_path: P
     source = _notebook(tmp_path / "01_a.ipynb", 'profile = "offline"',
                        "import sys\nprint('from the kernel', file=sys.stderr)")
     done = subprocess.run(
-        [sys.executable, "-m", "fdcam.notebooks", str(source), "--into", str(tmp_path / "o"),
+        [sys.executable, "-m", "scripts.notebooks", str(source), "--into", str(tmp_path / "o"),
          "-p", "profile", "smoke"], capture_output=True, text=True, check=False)
     assert done.returncode == 0, done.stderr
     assert "without encryption" not in done.stderr
@@ -181,7 +182,7 @@ def test_every_source_notebook_checks_all_its_parameters_first() -> None:
         declared = notebooks.declared_parameters(source)
         assert {"profile", "device", "seed", "dry_run"} <= set(declared), source.name
         check = code[1].source
-        assert "check_parameters(" in check or "experiments.setup(" in check, source.name
+        assert "check_parameters(" in check or "setups.setup(" in check, source.name
         for name in declared:
             assert re.search(rf"(\(|\b{name}=){name}\b", check), f"{source.name}: {name} unchecked"
 

@@ -1,4 +1,4 @@
-"""fdcam.plots: every helper renders to an Agg figure, quickly, and checks its inputs."""
+"""fdcam.paper.plots: every helper renders to an Agg figure, quickly, and checks its inputs."""
 
 import matplotlib
 
@@ -10,9 +10,9 @@ import pandas as pd
 import pytest
 import torch
 
-from fdcam import plots
 from fdcam.errors import FdcamError
-from fdcam.report import compare_table
+from fdcam.paper import plots
+from fdcam.paper.paper_tables import compare_table
 
 H = W = 32
 K = 12
@@ -357,7 +357,7 @@ def test_score_scatter_with_colour_and_identity():
 def test_styled_keeps_interactive_mode_switched_on_during_the_call():
     # The inline backend of a notebook switches interactive mode on when the first figure of
     # the session is made; the style's rc_context must not switch it off again.
-    @plots._styled
+    @plots.style._styled
     def first_figure():
         matplotlib.interactive(True)
 

@@ -6,25 +6,17 @@ import pandas as pd
 import pytest
 
 from fdcam.errors import FdcamError
-from fdcam.report import (
-    COMPARE_COLUMNS,
-    METHOD_LABELS,
-    METRICS,
-    PROFILES,
-    README_BEGIN,
-    README_END,
+from fdcam.paper.names import METHOD_LABELS, METRICS, PROFILES, check_profile, method_label
+from fdcam.paper.paper_tables import COMPARE_COLUMNS, compare_table, paper_table
+from fdcam.paper.report import (
     bullets,
-    check_profile,
-    compare_table,
-    method_label,
     paper_layout,
-    paper_table,
     styled_paired,
     styled_table,
     summary_markdown,
     summary_table,
-    update_readme,
 )
+from scripts.readme import README_BEGIN, README_END, update_readme
 
 TABLE_I_METHODS = ["gradcam", "gradcam++", "xgradcam", "scorecam", "ablationcam", "layercam",
                    "groupcam", "fdcam"]
@@ -290,7 +282,7 @@ def test_update_readme_rewrites_only_its_block(tmp_path):
 
 
 def test_committed_readme_matches_the_committed_summary_notebook():
-    from fdcam.report import README, SUMMARY_NOTEBOOK, readme_block
+    from scripts.readme import README, SUMMARY_NOTEBOOK, readme_block
 
     if not SUMMARY_NOTEBOOK.is_file():
         pytest.skip("book/08_summary.ipynb is not executed yet")

@@ -1,6 +1,6 @@
 """`make reproduce`: sharded = unsharded, the dry run's pieces, notebooks, bad input; bench-gpu.
 
-The evaluation steps run the real `fdcam.experiments` on stand-in trees (`fdcam.standins`),
+The evaluation steps run the real `fdcam.paper` runs on stand-in trees (`scripts.standins`),
 with VGG16 swapped for a tiny CNN at 32×32 pixels so that a whole run takes seconds.
 """
 
@@ -16,25 +16,26 @@ import pandas as pd
 import pytest
 import torch
 
-from fdcam import bench_gpu, reproduce
-from fdcam.data import VOC2007, VOC_CLASSES, ImageNetVal
 from fdcam.errors import FdcamError
-from fdcam.evaluate import KEY, read_results
+from fdcam.evaluation.imagenet import ImageNetVal
+from fdcam.evaluation.results import KEY
+from fdcam.evaluation.results_file import read_results
+from fdcam.evaluation.voc import VOC2007, VOC_CLASSES
 from fdcam.models import LoadedModel, imagenet_categories
-from fdcam.reproduce import (
+from fdcam.paper import settings, setups
+from scripts import bench_gpu, bench_parts, reproduce_plan, reproduce_steps
+from scripts.reproduce import build_parser, main, run
+from scripts.reproduce_plan import (
     DRY_RESULTS,
     PAPER_RESULTS,
     SHARD_STEPS,
     STEPS,
     Plan,
     State,
-    build_parser,
-    check_shard_records,
-    main,
     make_plan,
-    run,
 )
-from fdcam.standins import StandIns, write_standins
+from scripts.reproduce_steps import check_shard_records
+from scripts.standins import StandIns, write_standins
 from tests.models import tiny_sequential
 
 METHODS = ("gradcam", "fdcam")
@@ -68,7 +69,7 @@ def tiny_models(monkeypatch: pytest.MonkeyPatch) -> None:
                            list(VOC_CLASSES), TINY_INPUT)
 
     monkeypatch.setattr("fdcam.models.load_model", load_model)
-    monkeypatch.setattr("fdcam.finetune.voc_loaded_model", voc_loaded_model)
+    monkeypatch.setattr("fdcam.paper.finetune.voc_loaded_model", voc_loaded_model)
     monkeypatch.setenv("FDCAM_OFFLINE", "1")  # restored after the test (run() sets it)
 
 
@@ -172,21 +173,21 @@ def test_merge_refuses_missing_mixed_unfinished_or_corrupt_shards(tmp_path: Path
 
 
 def test_a_binary_run_record_is_one_line(tmp_path: Path) -> None:
-    (tmp_path / reproduce.RUN_RECORD).write_bytes(b"\x89PNG\r\n\x1a\n\xff\xfe")
+    (tmp_path / reproduce_plan.RUN_RECORD).write_bytes(b"\x89PNG\r\n\x1a\n\xff\xfe")
     plan = replace(plan_for("--dry-run"), results_dir=tmp_path)
     with pytest.raises(FdcamError, match=r"reproduce\.json is not a reproduce record "
                                          r"\(expected a JSON object") as caught:
-        reproduce.check_plan(plan)
+        reproduce_plan.check_plan(plan)
     assert "\n" not in str(caught.value)
 
 
 def test_row_counts_skip_the_identity_line(tmp_path: Path) -> None:
     path = tmp_path / "r.csv"
     path.write_text("# fdcam-results/2 {}\nimage,method\na,b\nc,d\n")
-    assert reproduce._rows(path) == 2
+    assert reproduce_steps._rows(path) == 2
     path.write_text("image,method\na,b\n")
-    assert reproduce._rows(path) == 1
-    assert reproduce._rows(tmp_path / "missing.csv") == 0
+    assert reproduce_steps._rows(path) == 1
+    assert reproduce_steps._rows(tmp_path / "missing.csv") == 0
 
 
 def test_steps_of_a_sharded_and_of_a_full_run() -> None:
@@ -204,20 +205,20 @@ def test_dry_run_plan_is_offline_cpu_and_kept_apart() -> None:
     plan = plan_for("--dry-run")
     assert plan.dry_run and plan.device == "cpu" and plan.steps == STEPS
     assert plan.results_dir == DRY_RESULTS != PAPER_RESULTS
-    assert plan.notebooks_out != reproduce.ROOT / "book"
-    assert plan.book_source != reproduce.ROOT
+    assert plan.notebooks_out != reproduce_plan.ROOT / "book"
+    assert plan.book_source != reproduce_plan.ROOT
     assert plan.faithfulness_methods is None and plan.pointing_methods is None  # setup's
 
 
 def test_dry_run_standins_parse_and_reach_the_notebooks(tmp_path: Path) -> None:
     plan = replace(plan_for("--dry-run"), standins_dir=tmp_path / "standins")
-    reproduce.step_standins(plan, State())
-    imagenet_val, voc_root = reproduce._inputs(plan)
+    reproduce_steps.step_standins(plan, State())
+    imagenet_val, voc_root = reproduce_steps._inputs(plan)
     val = ImageNetVal(imagenet_val)
     assert len(val) >= plan.n_images  # type: ignore[operator]
-    assert len(VOC2007(voc_root, "train")) == reproduce.DRY_VOC_TRAIN
-    assert len(VOC2007(voc_root, "val")) == reproduce.DRY_VOC_VAL
-    parameters = reproduce.notebook_parameters(plan, State())
+    assert len(VOC2007(voc_root, "train")) == reproduce_plan.DRY_VOC_TRAIN
+    assert len(VOC2007(voc_root, "val")) == reproduce_plan.DRY_VOC_VAL
+    parameters = reproduce_steps.notebook_parameters(plan, State())
     assert parameters["profile"] == "paper" and parameters["dry_run"] is True
     assert parameters["imagenet_val"] == str(imagenet_val)
     assert parameters["voc_root"] == str(voc_root)
@@ -227,10 +228,10 @@ def test_dry_run_standins_parse_and_reach_the_notebooks(tmp_path: Path) -> None:
 def test_a_dry_run_never_writes_into_real_results(tmp_path: Path) -> None:
     real = tmp_path / "real"
     real.mkdir()
-    (real / reproduce.RUN_RECORD).write_text(json.dumps({"kind": "paper"}))
+    (real / reproduce_plan.RUN_RECORD).write_text(json.dumps({"kind": "paper"}))
     plan = replace(plan_for("--dry-run"), results_dir=real)
     with pytest.raises(FdcamError, match="holds paper results") as caught:
-        reproduce.check_plan(plan)
+        reproduce_plan.check_plan(plan)
     assert "\n" not in str(caught.value)
     with pytest.raises(FdcamError, match="is the paper's results folder"):
         plan_for("--dry-run", "--results-dir", str(PAPER_RESULTS))
@@ -256,7 +257,7 @@ def test_notebook_step_executes_skips_and_keeps_the_old_output(trees: StandIns,
     _notebook(sources / "01_channel_similarity.ipynb", 'profile = "offline"', "print(1)")
     plan = dry_plan(trees, tmp_path, "results", notebooks_in=sources)
     state = State()
-    reproduce.step_notebooks(plan, state)
+    reproduce_steps.step_notebooks(plan, state)
     executed = nbformat.read(plan.notebooks_out / "05_faithfulness.ipynb", as_version=4)
     assert str(plan.results_dir) in executed.cells[-1].outputs[0]["text"]
     assert not (plan.notebooks_out / "01_channel_similarity.ipynb").exists()
@@ -268,7 +269,7 @@ def test_notebook_step_executes_skips_and_keeps_the_old_output(trees: StandIns,
     _notebook(sources / "05_faithfulness.ipynb", "dry_run = False", "raise ValueError('x')")
     before = (plan.notebooks_out / "05_faithfulness.ipynb").read_bytes()
     with pytest.raises(FdcamError, match="1 notebook") as caught:
-        reproduce.step_notebooks(plan, State())
+        reproduce_steps.step_notebooks(plan, State())
     assert "\n" not in str(caught.value)
     assert (plan.notebooks_out / "05_faithfulness.ipynb").read_bytes() == before
     assert (plan.scratch / "05_faithfulness.ipynb").is_file()
@@ -312,7 +313,7 @@ def test_incomplete_inputs_are_caught_before_any_work(trees: StandIns, tmp_path:
     (["--shard", "two"], "SHARD must look like i/n"),
     (["--steps", "faithfulness,tables"], "unknown step 'tables'"),
     (["--steps", "standins"], "belongs to the dry run"),
-    (["--device", "tpu"], "unknown DEVICE 'tpu'"),
+    (["--device", "tpu"], "device must be 'cpu' or 'cuda' (or 'cuda:N'); got 'tpu'"),
 ])
 def test_bad_arguments_are_one_line_errors(argv: list[str], message: str,
                                            capsys: pytest.CaptureFixture[str]) -> None:
@@ -330,13 +331,13 @@ def test_cuda_without_a_gpu_is_one_line(capsys: pytest.CaptureFixture[str]) -> N
 
 
 def test_bench_projection_multiplies_per_image_costs_by_the_paper_counts() -> None:
-    parts = {key: bench_gpu.Part(key, [1.0])
+    parts = {key: bench_parts.Part(key, [1.0])
              for key in (*bench_gpu.TABLE_I_METHODS, *bench_gpu.VARIANTS)}
-    parts.update({f"voc:{m}": bench_gpu.Part(m, [4.0]) for m in bench_gpu.TABLE_II_METHODS})
-    parts["insdel"] = bench_gpu.Part("insdel", [2.0])
-    parts["finetune"] = bench_gpu.Part("finetune", [0.5])
-    parts["forward"] = bench_gpu.Part("forward", [0.25])
-    parts["decode"] = bench_gpu.Part("decode", [0.01])
+    parts.update({f"voc:{m}": bench_parts.Part(m, [4.0]) for m in bench_gpu.TABLE_II_METHODS})
+    parts["insdel"] = bench_parts.Part("insdel", [2.0])
+    parts["finetune"] = bench_parts.Part("finetune", [0.5])
+    parts["forward"] = bench_parts.Part("forward", [0.25])
+    parts["decode"] = bench_parts.Part("decode", [0.01])
     projection = bench_gpu.project(parts, pairs=10, voc_classes=2)
     assert len(projection.faithfulness) == 13
     assert all(v == 2000 * 3.0 for v in projection.faithfulness.values())
@@ -344,33 +345,29 @@ def test_bench_projection_multiplies_per_image_costs_by_the_paper_counts() -> No
     compute, loading = 10 * (2501 * 0.5 + 2510 * 0.25), 10 * 5011 * 0.01
     assert projection.finetune == pytest.approx(compute + loading)  # decoded in turn
     assert projection.decoding == pytest.approx(4510 * 0.01)
-    scaled = bench_gpu.project(parts, pairs=10, voc_classes=2, scale=0.001, workers=8)
-    assert scaled.faithfulness["fdcam"] == pytest.approx(6.0)
-    assert scaled.finetune == pytest.approx(loading / 8)  # loader-bound: decoding overlaps
-    assert scaled.decoding == projection.decoding  # JPEG decoding stays CPU time
+    loaders = bench_gpu.project(parts, pairs=10, voc_classes=2, workers=8)
+    assert loaders.faithfulness == projection.faithfulness
+    assert loaders.finetune == pytest.approx(max(compute, loading / 8))  # decoding overlaps
+    assert loaders.decoding == projection.decoding
     parts["scorecam"].error = "OutOfMemoryError"
     assert math.isnan(bench_gpu.project(parts, pairs=10, voc_classes=2).total)
 
 
 def test_bench_uses_the_experiments_settings() -> None:
-    from types import SimpleNamespace
-
-    from fdcam import experiments
+    from fdcam.baselines import batch_options
 
     for device in ("cpu", "cuda"):
         for method in ("scorecam", "groupcam", "fdcam"):
-            assert bench_gpu.pipeline_options(method, torch.device(device)) == \
-                experiments.method_options(method, SimpleNamespace(device=device))
-    from fdcam.metrics import curve_batch_size
+            assert bench_parts.pipeline_options(method, torch.device(device)) == \
+                batch_options(method, device)
+    from fdcam.evaluation.faithfulness import curve_batch_size
 
-    assert experiments.Setup.batch_size is None  # the metrics' default for the device
+    assert setups.Setup.batch_size is None  # the metrics' default for the device
     for device in ("cpu", "cuda"):
-        assert bench_gpu.pipeline_metric_batch(device) == curve_batch_size(device)
-    assert set(bench_gpu.TABLE_II_METHODS) == set(experiments.TABLE_METHODS["II"])
-    faithfulness = {m for t in ("I", "III", "IV") for m in experiments.TABLE_METHODS[t]}
+        assert bench_parts.pipeline_metric_batch(device) == curve_batch_size(device)
+    assert set(bench_gpu.TABLE_II_METHODS) == set(settings.TABLE_METHODS["II"])
+    faithfulness = {m for t in ("I", "III", "IV") for m in settings.TABLE_METHODS[t]}
     assert faithfulness == {*bench_gpu.TABLE_I_METHODS, *bench_gpu.VARIANTS}
-    assert bench_gpu.H100.rate() == pytest.approx(66.9e12 * 0.5)
-    assert 2 * bench_gpu.VGG16_GMAC == 31.0
 
 
 def test_voc_pairs_are_counted_from_a_tree(trees: StandIns) -> None:
@@ -390,9 +387,9 @@ def test_make_passes_a_path_with_an_apostrophe_intact(tmp_path: Path) -> None:
         pytest.skip("make is not installed")
     odd = tmp_path / "it's a \"folder\""
     dry = subprocess.run(["make", "-n", "-s", "reproduce", "DRY_RUN=1", f"RESULTS_DIR={odd}",
-                          "STEPS=merge"], cwd=reproduce.ROOT, capture_output=True, text=True,
+                          "STEPS=merge"], cwd=reproduce_plan.ROOT, capture_output=True, text=True,
                          check=True).stdout
-    command = dry[dry.index("-m fdcam.reproduce") + len("-m fdcam.reproduce"):]
+    command = dry[dry.index("-m scripts.reproduce") + len("-m scripts.reproduce"):]
     # the shell parses the command exactly as make would run it; printf shows each word
     words = subprocess.run(["bash", "-c", "printf '%s\\n' " + command], capture_output=True,
                            text=True, check=True).stdout.splitlines()

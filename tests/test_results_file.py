@@ -13,14 +13,8 @@ import pandas as pd
 import pytest
 
 from fdcam.errors import FdcamError
-from fdcam.evaluate import (
-    IDENTITY_ATTR,
-    ResultsWarning,
-    _write_table,
-    merge_results,
-    read_results,
-    result_columns,
-)
+from fdcam.evaluation.results import IDENTITY_ATTR, ResultsWarning, result_columns
+from fdcam.evaluation.results_file import _write_table, merge_results, read_results
 from tests.test_evaluate import corner, factories, make_images, run
 
 LEGACY_HEADER = ",".join(result_columns(False))

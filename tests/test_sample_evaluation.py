@@ -1,4 +1,4 @@
-"""fdcam.sample_evaluation: the recomputation check of the committed imagenet-sample rows."""
+"""scripts.sample_evaluation: the recomputation check of the committed imagenet-sample rows."""
 
 from __future__ import annotations
 
@@ -6,15 +6,16 @@ from pathlib import Path
 
 import pytest
 
-from fdcam import experiments, sample_evaluation
 from fdcam.errors import FdcamError
-from fdcam.evaluate import result_columns
+from fdcam.evaluation.results import result_columns
+from fdcam.paper import settings
+from scripts import sample_evaluation
 
 HEADER = ",".join(result_columns(False))
 
 
 def test_verify_matches_photos_by_stem(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(experiments, "RESULTS_ROOT", tmp_path)
+    monkeypatch.setattr(settings, "RESULTS_ROOT", tmp_path)
     committed = tmp_path / "imagenet-sample" / "_blocks.14" / "faithfulness.csv"
     committed.parent.mkdir(parents=True)
     committed.write_text(f"{HEADER}\nn01_tench,fdcam,0,0.9,0.5,0.2,0.3,\n"

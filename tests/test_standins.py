@@ -10,17 +10,16 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from fdcam.data import (
+from fdcam.errors import FdcamError
+from fdcam.evaluation.cli import read_voc_boxes
+from fdcam.evaluation.imagenet import (
     PAPER_MANIFEST_FILE,
-    VOC2007,
-    VOC_CLASSES,
     ImageNetVal,
     imagenet_wnids,
     read_manifest,
 )
-from fdcam.errors import FdcamError
-from fdcam.evaluate import read_voc_boxes
-from fdcam.standins import (
+from fdcam.evaluation.voc import VOC2007, VOC_CLASSES
+from scripts.standins import (
     IMAGENET_SIZES,
     STAMP_NAME,
     VOC_SIZES,

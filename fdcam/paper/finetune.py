@@ -22,7 +22,7 @@ step; the data order of an epoch, the flips and dropout of a step are all seeded
 (seed, epoch, step), so a run stopped (``max_steps``) and resumed ends with the same
 weights as one uninterrupted run (exactly on CPU).
 
-On a GPU the default run takes minutes: ``python -m fdcam.finetune VOCdevkit runs/voc``.
+On a GPU the default run takes minutes: ``python -m fdcam.paper.finetune VOCdevkit runs/voc``.
 """
 
 from __future__ import annotations
@@ -41,8 +41,8 @@ import torch
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 
-from fdcam.data import VOC2007, VOC_CLASSES, voc_multi_hot
 from fdcam.errors import FdcamError
+from fdcam.evaluation.voc import VOC2007, VOC_CLASSES, voc_multi_hot
 from fdcam.models import _IMAGENET_MEAN, _IMAGENET_STD, LoadedModel, preprocess_image
 
 CHECKPOINT_NAME = "checkpoint.pt"
@@ -386,8 +386,8 @@ def _check_same_recipe(path: Path, saved: dict[str, Any], recipe: Recipe) -> Non
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m fdcam.finetune VOC_ROOT OUT_DIR [options]``: run `finetune_voc`."""
-    parser = argparse.ArgumentParser(prog="python -m fdcam.finetune",
+    """``python -m fdcam.paper.finetune VOC_ROOT OUT_DIR [options]``: run `finetune_voc`."""
+    parser = argparse.ArgumentParser(prog="python -m fdcam.paper.finetune",
                                      description="Fine-tune VGG16 on VOC2007 train "
                                      "(resumable; val mAP after every epoch).")
     parser.add_argument("voc_root", help="VOCdevkit/ or VOCdevkit/VOC2007")

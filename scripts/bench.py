@@ -4,7 +4,7 @@ Everything a ratio compares is measured in the same run, interleaved round by ro
 that a busy machine slows every contender alike. Setting: VGG16 with random weights (no
 download), one 3×224×224 image, 2 CPU threads, as the core issue asks.
 
-    python -m fdcam.bench [--rounds N] [--threads T] [--skip-metrics] [--skip-any-cnn]
+    python -m scripts.bench [--rounds N] [--threads T] [--skip-metrics] [--skip-any-cnn]
 """
 
 from __future__ import annotations
@@ -84,7 +84,7 @@ def core_benchmark(rounds: int) -> dict[str, float]:
 def metrics_benchmark(rounds: int) -> None:
     from torchvision.models import vgg16
 
-    from fdcam.metrics import insertion_deletion_curves
+    from fdcam.evaluation.faithfulness import insertion_deletion_curves
 
     torch.manual_seed(0)
     model = vgg16().eval()
@@ -105,7 +105,7 @@ def curves_benchmark(rounds: int, batch_sizes: tuple[int, ...] = (1, 2, 4, 8, 16
     Returns the ratio curves / forward passes (target <= 1.2): what the curves add to the
     network's own work (ranking, building the perturbed images, the softmax).
     """
-    from fdcam.metrics import insertion_deletion_curves, perturbation_steps
+    from fdcam.evaluation.faithfulness import insertion_deletion_curves, perturbation_steps
     from fdcam.models import load_model
 
     net = load_model("efficientnet-lite0").model.eval()
@@ -187,7 +187,7 @@ def any_cnn_benchmark(rounds: int) -> dict[str, tuple[float, float]]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m fdcam.bench", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m scripts.bench", description=__doc__)
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--skip-metrics", action="store_true")

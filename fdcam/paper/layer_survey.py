@@ -101,16 +101,16 @@ LITE0_CANDIDATES = ("_blocks.11", "_blocks.12", "_blocks.13", "_blocks.14", "_bl
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m fdcam.layer_survey [--photos DIR] [--n 20] [--seed 0] [--out CSV]``:
+    """``python -m fdcam.paper.layer_survey [--photos DIR] [--n 20] [--seed 0] [--out CSV]``:
     the survey on n seeded imagenet-sample photos with EfficientNet-Lite0 (real weights),
     each photo's top-1 class explained."""
     import argparse
     import random
 
-    from fdcam.data import ImageNetSample
+    from fdcam.evaluation.imagenet import ImageNetSample
     from fdcam.models import load_model
 
-    parser = argparse.ArgumentParser(prog="python -m fdcam.layer_survey")
+    parser = argparse.ArgumentParser(prog="python -m fdcam.paper.layer_survey")
     parser.add_argument("--photos", default=None, help="the imagenet-sample folder")
     parser.add_argument("--n", type=int, default=20)
     parser.add_argument("--seed", type=int, default=0)

@@ -1,184 +1,17 @@
-"""The paper's numbers next to ours, and the check every notebook makes of its profile.
-
-The paper's Tables I–IV are typed once, tidy, in ``data/paper_tables.csv`` (columns
-``table, method, metric, value``). Units are the paper's: insertion, deletion and overall
-(= insertion − deletion) are AUCs in [0, 1]; the pointing game (Table II) is an accuracy in
-percent.
-
-Usage in a notebook::
-
-    from fdcam.report import check_profile, compare_table, paper_table
-
-    check_profile(profile)            # one-line FdcamError unless offline, paper or smoke
-    paper_table("I")                  # method, metric, value — in the paper's row order
-    compare_table(ours, "I")          # paper, ours, difference, our 95 % CI, side by side
-"""
+"""Tables as the reader sees them: laid out as in the paper (methods as rows, metrics as
+columns, the paper's value beside ours with our interval, best in bold), rendered as styled
+HTML; paired differences; the summary and its bullet lists."""
 
 from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from functools import lru_cache
-from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
 from fdcam.errors import FdcamError
-
-PROFILES = ("offline", "imagenet-sample", "paper", "smoke")
-"""The values of the papermill parameter ``profile`` (see DESIGN.md, "Profiles")."""
-
-TABLES = ("I", "II", "III", "IV")
-
-METRICS = {
-    "insertion": "higher",
-    "deletion": "lower",
-    "overall": "higher",
-    "pointing_game": "higher",
-}
-"""Each metric of the paper's tables and which direction is better."""
-
-METHOD_LABELS = {
-    "gradcam": "Grad-CAM",
-    "gradcam++": "Grad-CAM++",
-    "xgradcam": "XGrad-CAM",
-    "scorecam": "Score-CAM",
-    "ablationcam": "Ablation-CAM",
-    "layercam": "Layer-CAM",
-    "groupcam": "Group-CAM",
-    "fdcam": "FD-CAM",
-    "fdcam-ng-off": "FD-CAM (ng+off)",
-    "fdcam-g-off": "FD-CAM (g+off)",
-    "fdcam-product": "FD-CAM (α̂·ŝ)",
-    "fdcam-exp": "FD-CAM (α̂·exp ŝ)",
-    "fdcam-exp-shifted": "FD-CAM (α̂·exp(ŝ − 0.5))",
-    "ig": "Integrated Gradients",
-    "xrai": "XRAI",
-}
-"""How the paper writes each method name; ours are the keys."""
-
-PAPER_TABLES_CSV = Path(__file__).resolve().parent.parent / "data" / "paper_tables.csv"
-
-COMPARE_COLUMNS = ("method", "metric", "paper", "ours", "difference", "ci_low", "ci_high",
-                   "paper_in_ci")
-
-
-def check_profile(profile: str) -> str:
-    """Return `profile` if it is one of `PROFILES`; otherwise raise a one-line FdcamError.
-
-    `fdcam.notebooks.check_parameters` and `fdcam.experiments.setup` call it, so a bad
-    papermill parameter (``-p profile x``) stops a notebook before any work is done.
-    """
-    if profile not in PROFILES:
-        raise FdcamError(f"unknown profile {profile!r}; expected one of {', '.join(PROFILES)}")
-    return profile
-
-
-def method_label(method: str) -> str:
-    """The paper's name of one of our methods ("gradcam++" -> "Grad-CAM++"); else the key."""
-    return METHOD_LABELS.get(method, method)
-
-
-@lru_cache(maxsize=1)
-def _paper_tables() -> pd.DataFrame:
-    if not PAPER_TABLES_CSV.is_file():
-        raise FdcamError(f"the paper's tables are not at {PAPER_TABLES_CSV}; fdcam.report "
-                         f"reads data/paper_tables.csv from a source checkout "
-                         f"(pip install -e .)")
-    frame = pd.read_csv(PAPER_TABLES_CSV, dtype={"table": str, "method": str, "metric": str,
-                                                 "value": float})
-    return frame
-
-
-def paper_table(name: str | int) -> pd.DataFrame:
-    """The paper's Table `name` ("I" … "IV", or 1 … 4): columns method, metric, value.
-
-    Rows come in the paper's order (methods as listed in the table; for each method,
-    insertion, deletion, overall). The frame is a copy: change it freely.
-    """
-    table = _table_name(name)
-    frame = _paper_tables()
-    rows = frame[frame["table"] == table].drop(columns="table").reset_index(drop=True)
-    return rows.copy()
-
-
-def compare_table(ours: pd.DataFrame, name: str | int, *,
-                  keep_extra: bool = False) -> pd.DataFrame:
-    """The paper's Table `name` with our numbers side by side.
-
-    `ours` is tidy: one row per (method, metric) with columns ``method``, ``metric``,
-    ``mean`` and, optionally, ``ci_low`` and ``ci_high`` (our 95 % confidence interval);
-    other columns are ignored. It may hold more methods or metrics than the table.
-
-    Returns one row per row of the paper's table, in its order, with columns ``method,
-    metric, paper, ours, difference`` (ours − paper), ``ci_low, ci_high`` and ``paper_in_ci``
-    (whether the paper's value lies in our interval; missing where we have no interval).
-    Where we have no number, ``ours`` is NaN. With ``keep_extra=True`` our rows that the
-    paper's table does not have are appended, with ``paper`` NaN.
-    """
-    table = _table_name(name)
-    ours = _check_ours(ours, table)
-    paper = paper_table(table).rename(columns={"value": "paper"})
-    how = "outer" if keep_extra else "left"
-    merged = paper.merge(ours, on=["method", "metric"], how=how, sort=False)
-    if keep_extra:  # an outer merge sorts the keys: put the paper's rows first, in order
-        order = {key: i for i, key in enumerate(zip(paper["method"], paper["metric"],
-                                                    strict=True))}
-        rank = [order.get(key, len(order)) for key in zip(merged["method"], merged["metric"],
-                                                          strict=True)]
-        merged = merged.assign(_rank=rank).sort_values("_rank", kind="stable")
-        merged = merged.drop(columns="_rank")
-    merged = merged.rename(columns={"mean": "ours"})
-    merged["difference"] = merged["ours"] - merged["paper"]
-    inside = (merged["ci_low"] <= merged["paper"]) & (merged["paper"] <= merged["ci_high"])
-    known = merged[["paper", "ci_low", "ci_high"]].notna().all(axis=1)
-    merged["paper_in_ci"] = pd.array(
-        [bool(v) if k else pd.NA for v, k in zip(inside, known, strict=True)], dtype="boolean")
-    return merged[list(COMPARE_COLUMNS)].reset_index(drop=True)
-
-
-def _table_name(name: str | int) -> str:
-    roman = {1: "I", 2: "II", 3: "III", 4: "IV"}
-    if isinstance(name, int) and not isinstance(name, bool) and name in roman:
-        return roman[name]
-    if isinstance(name, str):
-        key = name.strip()
-        if key.lower().startswith("table"):
-            key = key[len("table"):].strip()
-        if key.upper() in TABLES:
-            return key.upper()
-        if key.isdigit() and int(key) in roman:
-            return roman[int(key)]
-    raise FdcamError(f"unknown paper table {name!r}; expected one of {', '.join(TABLES)}")
-
-
-def _check_ours(ours: pd.DataFrame, table: str) -> pd.DataFrame:
-    if not isinstance(ours, pd.DataFrame):
-        raise FdcamError(f"ours must be a pandas DataFrame, not {type(ours).__name__}")
-    missing = [c for c in ("method", "metric", "mean") if c not in ours.columns]
-    if missing:
-        raise FdcamError(f"ours lacks column(s) {', '.join(missing)}; expected method, metric, "
-                         f"mean and optionally ci_low, ci_high; got {', '.join(map(str, ours))}")
-    frame = ours.copy()
-    for column in ("ci_low", "ci_high"):
-        if column not in frame.columns:
-            frame[column] = float("nan")
-    frame = frame[["method", "metric", "mean", "ci_low", "ci_high"]]
-    duplicated = frame.duplicated(["method", "metric"], keep=False)
-    if duplicated.any():
-        pairs = sorted({f"{m}/{k}" for m, k in frame.loc[duplicated, ["method", "metric"]]
-                        .itertuples(index=False)})
-        raise FdcamError(f"ours has more than one row for {', '.join(pairs)}; expected one row "
-                         f"per (method, metric)")
-    if table == "II":
-        pointing = frame.loc[frame["metric"] == "pointing_game", "mean"].dropna()
-        # All zeros is 0 % in either unit (a tiny run where every method misses): allowed.
-        if len(pointing) and (pointing.abs() <= 1).all() and (pointing != 0).any():
-            raise FdcamError("ours has pointing_game values in [0, 1]; the paper's Table II is "
-                             "in percent: multiply by 100")
-    return frame.astype({"mean": float, "ci_low": float, "ci_high": float})
-
+from fdcam.paper.names import METRICS, method_label
 
 # ------------------------------------------------------------------ tables for the reader
 
@@ -242,7 +75,7 @@ def _best(values: pd.Series, metric: str) -> pd.Series:
 
 def paper_layout(table: pd.DataFrame, decimals: int | None = None, *,
                  intervals: bool = True) -> pd.DataFrame:
-    """A table builder's long output (`fdcam.experiments.table_1` … `table_4`) in the paper's
+    """A table builder's long output (`fdcam.paper.tables.table_1` … `table_4`) in the paper's
     layout, as text: one row per method, per metric the paper's value, ours and our 95 %
     interval (``intervals=False``: without it), then ``n``. The data behind `styled_table`;
     missing numbers are "—". `decimals`: 1 for the pointing game (percent), else 3.
@@ -347,7 +180,7 @@ def _style(frame: pd.DataFrame, caption: str | None, name: str) -> Any:
 
 def styled_paired(paired: pd.DataFrame, *, caption: str | None = None,
                   decimals: int | None = None, name: str = "paired") -> Any:
-    """`fdcam.experiments.paired_vs_fdcam` as styled HTML: one row per method, per metric
+    """`fdcam.paper.tables.paired_vs_fdcam` as styled HTML: one row per method, per metric
     the mean difference (method − FD-CAM on the same images) with its paired 95 % interval
     in small type under it; bold where the interval excludes zero in FD-CAM's favour."""
     needed = {"method", "metric", "n", "mean_difference", "ci_low", "ci_high", "fdcam_better"}
@@ -397,7 +230,7 @@ _ASCII_FORMULAS = {"a*e^s": "α̂·exp(ŝ)", "a*s": "α̂·ŝ"}
 
 
 def bullets(text: str) -> str:
-    """Plain-text findings (one per line, as `fdcam.experiments.findings` and
+    """Plain-text findings (one per line, as `fdcam.paper.verdicts.findings` and
     `combination_verdict` print them for nbval) as a Markdown list for the page; their ASCII
     formulas ("a*e^s") written as the paper writes them."""
     out = []
@@ -437,102 +270,3 @@ def summary_markdown(table_1: pd.DataFrame, table_2: pd.DataFrame) -> str:
             cells.append(f"{ours} ({_format(rows['paper'].iloc[i], places)})")
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
-
-
-# ------------------------------------------------------------ the README's summary block
-
-SUMMARY_NOTEBOOK = PAPER_TABLES_CSV.parent.parent / "book" / "08_summary.ipynb"
-README = PAPER_TABLES_CSV.parent.parent / "README.md"
-TEASER_PNG = PAPER_TABLES_CSV.parent.parent / "book" / "teaser.png"
-README_BEGIN = "<!-- summary:begin (generated by `make readme` from book/08_summary.ipynb) -->"
-README_END = "<!-- summary:end -->"
-
-
-def glued(notebook: str | Path) -> dict[str, dict[str, Any]]:
-    """An executed notebook's glued values (myst-nb ``glue``): name -> MIME bundle, the
-    ``application/papermill.record/`` prefix of values glued with ``display=False`` removed."""
-    import nbformat
-
-    path = Path(notebook)
-    if not path.is_file():
-        raise FdcamError(f"no executed notebook at {path}; run make notebooks (or make book)")
-    values: dict[str, dict[str, Any]] = {}
-    for cell in nbformat.read(str(path), as_version=4).cells:
-        for output in cell.get("outputs", []):
-            record = output.get("metadata", {}).get("scrapbook")
-            if not record:
-                continue
-            prefix = record.get("mime_prefix", "")
-            values[record["name"]] = {key.removeprefix(prefix): value
-                                      for key, value in output.get("data", {}).items()}
-    return values
-
-
-def readme_block(notebook: str | Path = SUMMARY_NOTEBOOK) -> str:
-    """The README's summary, between `README_BEGIN` and `README_END`: the teaser image, the
-    run it comes from and the Table I/II summary, all from the executed summary notebook."""
-    values = glued(notebook)
-    missing = [k for k in ("summary_markdown", "summary_profile", "teaser_caption")
-               if k not in values]
-    if missing:
-        raise FdcamError(f"{notebook} has no glued {', '.join(missing)}; re-execute it")
-    caption = values["teaser_caption"]["text/markdown"]
-    return "\n".join([
-        README_BEGIN,
-        "",
-        f"![Grad-CAM and FD-CAM explaining two classes of one image]"
-        f"({TEASER_PNG.relative_to(README.parent).as_posix()})",
-        "",
-        f"*{caption.strip()}*",
-        "",
-        values["summary_markdown"]["text/markdown"].strip(),
-        "",
-        f"*Each cell: ours (the paper's); our best per column in bold. "
-        f"{values['summary_profile']['text/markdown'].strip()}*",
-        "",
-        README_END,
-    ])
-
-
-def update_readme(readme: str | Path = README, notebook: str | Path = SUMMARY_NOTEBOOK,
-                  teaser: str | Path = TEASER_PNG) -> bool:
-    """Rewrite the README's summary block (`readme_block`) and the teaser PNG from the
-    executed summary notebook; returns whether anything changed. The README must hold the
-    two marker lines already."""
-    import base64
-
-    readme, teaser = Path(readme), Path(teaser)
-    text = readme.read_text(encoding="utf-8")
-    if README_BEGIN not in text or README_END not in text:
-        raise FdcamError(f"{readme} lacks the summary markers {README_BEGIN!r} … "
-                         f"{README_END!r}")
-    head, rest = text.split(README_BEGIN, 1)
-    _, tail = rest.split(README_END, 1)
-    updated = head + readme_block(notebook) + tail
-    png = base64.b64decode(glued(notebook)["teaser"]["image/png"])
-    changed = updated != text or not teaser.is_file() or teaser.read_bytes() != png
-    if changed:
-        readme.write_text(updated, encoding="utf-8")
-        teaser.write_bytes(png)
-    return changed
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m fdcam.report readme``: `update_readme` (``make readme``)."""
-    import sys
-
-    args = list(sys.argv[1:] if argv is None else argv)
-    if args != ["readme"]:
-        print("usage: python -m fdcam.report readme", file=sys.stderr)
-        return 2
-    try:
-        changed = update_readme()
-    except FdcamError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    print(f"README.md and {TEASER_PNG.name}: {'updated' if changed else 'up to date'}")
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

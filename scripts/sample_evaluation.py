@@ -1,16 +1,16 @@
 """The imagenet-sample evaluation in stages, resumable: ``make evaluate-imagenet-sample``.
 
-    python -m fdcam.sample_evaluation [--photos DIR] [--threads 1] [--device cpu]
+    python -m scripts.sample_evaluation [--photos DIR] [--threads 1] [--device cpu]
                                       [--stages 1,3,4,2]
 
-Every stage appends rows to the profile's CSVs (`fdcam.experiments`), so a stopped run
+Every stage appends rows to the profile's CSVs (`fdcam.paper.runs`), so a stopped run
 resumes where it stopped (rows that hold an error are tried again); within a stage, images
 are done one after another with all their methods, in a seeded order, so the rows already
 written are always a complete, seeded sample of what is to come. The default order
 (1, 3, 4, 2) gives every table a first answer before the long stage 2 grows Table I to all
 photos:
 
-1. Tables I, III, IV at the main layer (`experiments.SAMPLE_LAYER`): every method,
+1. Tables I, III, IV at the main layer (`settings.SAMPLE_LAYER`): every method,
    Score-CAM and Ablation-CAM included, on the first 250 photos of the seeded order;
 2. the same tables' other methods on the remaining 750 photos;
 3. Table II: the pointing game on the 250 mosaics (the heavy methods on the first 63);
@@ -30,31 +30,31 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from fdcam import experiments
 from fdcam.checks import check_device
 from fdcam.errors import FdcamError
-from fdcam.evaluate import read_results
+from fdcam.evaluation.results_file import read_results
+from fdcam.paper import runs, settings, setups
 
 #: Score-CAM and Ablation-CAM at ``_swish`` cost 1,280 forward passes per map: on a CPU
 #: they run on the first 100 photos there.
 SWISH_HEAVY_IMAGES = 100
 
 
-def run_stage(stage: int, photos: str | None, device: str) -> experiments.Setup:
+def run_stage(stage: int, photos: str | None, device: str) -> setups.Setup:
     """Run one stage (see the module docstring); rows already written are skipped."""
-    heavy = experiments.SETTINGS["imagenet-sample"].heavy_images
+    heavy = settings.SETTINGS["imagenet-sample"].heavy_images
     if stage in (1, 2):
-        made = experiments.setup("imagenet-sample", imagenet_sample=photos, device=device,
+        made = setups.setup("imagenet-sample", imagenet_sample=photos, device=device,
                                  n_images=heavy if stage == 1 else None)
-        experiments.run_faithfulness(made, retry_failed=True)
+        runs.run_faithfulness(made, retry_failed=True)
     elif stage == 3:
-        made = experiments.setup("imagenet-sample", imagenet_sample=photos, device=device)
-        experiments.run_pointing(made, retry_failed=True)
+        made = setups.setup("imagenet-sample", imagenet_sample=photos, device=device)
+        runs.run_pointing(made, retry_failed=True)
     elif stage == 4:
-        made = experiments.setup("imagenet-sample", imagenet_sample=photos, device=device,
-                                 layer="_swish", n_images=experiments.SAMPLE_SWISH_IMAGES,
+        made = setups.setup("imagenet-sample", imagenet_sample=photos, device=device,
+                                 layer="_swish", n_images=settings.SAMPLE_SWISH_IMAGES,
                                  heavy_limits={"faithfulness": SWISH_HEAVY_IMAGES})
-        experiments.run_faithfulness(made, experiments.table_methods(made, "I"),
+        runs.run_faithfulness(made, runs.table_methods(made, "I"),
                                      retry_failed=True)
     else:
         raise ValueError(f"unknown stage {stage}; expected 1, 2, 3 or 4")
@@ -77,13 +77,13 @@ def log_time(folder: Path, stage: int, started: float, seconds: float | None,
                      f"{os.cpu_count()}\n")
 
 
-def verify(recomputed: str | Path, layer: str = experiments.SAMPLE_LAYER) -> pd.DataFrame:
+def verify(recomputed: str | Path, layer: str = settings.SAMPLE_LAYER) -> pd.DataFrame:
     """Compare rows recomputed by ``fdcam evaluate`` with the committed ones of `layer`.
 
     Rows are matched on (photo, method, target), the photo by its file stem; returns per
     method the number of matched rows and the largest absolute difference of each metric.
     """
-    committed = read_results(experiments.RESULTS_ROOT / "imagenet-sample" / layer
+    committed = read_results(settings.RESULTS_ROOT / "imagenet-sample" / layer
                              / "faithfulness.csv")
     fresh = read_results(recomputed)
     fresh = fresh.assign(image=[Path(str(i)).stem for i in fresh["image"]])
@@ -99,7 +99,7 @@ def verify(recomputed: str | Path, layer: str = experiments.SAMPLE_LAYER) -> pd.
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m fdcam.sample_evaluation",
+    parser = argparse.ArgumentParser(prog="python -m scripts.sample_evaluation",
                                      description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--photos", default=None,
@@ -120,7 +120,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     device = check_device(args.device)
     torch.set_num_threads(args.threads)
-    folder = experiments.RESULTS_ROOT / "imagenet-sample"
+    folder = settings.RESULTS_ROOT / "imagenet-sample"
     for stage in (int(s) for s in args.stages.split(",")):
         started = time.time()
         # A stopped run (SIGTERM, Ctrl-C) still records how long it ran.

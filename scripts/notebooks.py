@@ -3,14 +3,14 @@
 `make notebooks` / `make book` (and `make reproduce`'s notebooks step) run every
 ``notebooks/NN_*.ipynb`` through papermill with this module::
 
-    python -m fdcam.notebooks --into book -p profile offline [-p NAME VALUE ...] [NOTEBOOK ...]
+    python -m scripts.notebooks --into book -p profile offline [-p NAME VALUE ...] [NOTEBOOK ...]
 
 What it adds to plain papermill:
 
 * a parameter that none of the notebooks declares is refused before anything runs (papermill
   would only warn and inject it); each notebook receives the parameters it declares;
 * every notebook checks its parameters in the cell right after them (`check_parameters`,
-  or `fdcam.experiments.setup`), so a bad value stops the run there, and `FdcamError`
+  or `fdcam.paper.setups.setup`), so a bad value stops the run there, and `FdcamError`
   shows in the notebook as its one line (`fdcam.errors`);
 * a failed notebook is reported in one line — notebook, cell, error — and leaves the
   previously executed copy in place; its partial output is kept for reading in the scratch
@@ -39,73 +39,17 @@ from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from fdcam.checks import (
-    check_bool,
-    check_choice,
-    check_choices,
-    check_device,
-    check_dry_run,
-    check_finite,
-    check_fraction,
-    check_int,
-    check_optional_int,
-)
 from fdcam.errors import FdcamError
-from fdcam.report import check_profile
+from fdcam.paper.parameters import _CHECKS, check_parameters
+from fdcam.paths import REPO_ROOT
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = REPO_ROOT
 """The repository (the package is installed editable)."""
 SOURCES = ROOT / "notebooks"
 SCRATCH_VARIABLE = "FDCAM_PAPERMILL_SCRATCH"
 """Environment variable naming the folder papermill writes to (default: a new temporary
 folder per run, outside the repository); a failed notebook's partial output stays there."""
 KERNEL = "python3"
-
-
-# --------------------------------------------------------------------------- the parameters
-
-
-def _photo_names() -> list[str]:
-    from fdcam.data import offline_photos
-
-    return [photo.name for photo in offline_photos()]
-
-
-_CHECKS: dict[str, Any] = {
-    "profile": lambda v, n: check_profile(v),
-    "device": lambda v, n: check_device(v),
-    "seed": lambda v, n: check_int(v, n, minimum=0),
-    "dry_run": check_bool,
-    "threads": lambda v, n: check_int(v, n, minimum=0),
-    "theta": check_fraction,
-    "bias": check_finite,
-    "photo": lambda v, n: check_choice(v, n, _photo_names()),
-    "fig1_photos": lambda v, n: check_choices(v, n, _photo_names()),
-    "fig4_photos": lambda v, n: check_choices(v, n, _photo_names()),
-    "fig1_mosaic": lambda v, n: check_int(v, n, minimum=0),
-    "scorecam_batch_size": check_int,
-    "n_images": check_optional_int,
-    "n_mosaics": check_optional_int,
-}
-
-
-def check_parameters(**parameters: Any) -> dict[str, Any]:
-    """Check a notebook's papermill parameters; a bad one is a one-line `FdcamError`.
-
-    Called in the cell after the ``parameters`` cell with every parameter by name:
-    ``check_parameters(profile=profile, device=device, photo=photo, ...)``. ``dry_run``
-    (random weights, for `make reproduce DRY_RUN=1`) applies to the paper profile only.
-    Returns the checked values.
-    """
-    checked = {}
-    for name, value in parameters.items():
-        if name not in _CHECKS:
-            raise FdcamError(f"check_parameters has no check for {name!r}; known: "
-                             f"{', '.join(_CHECKS)}")
-        checked[name] = _CHECKS[name](value, name)
-    if "dry_run" in checked:
-        check_dry_run(checked["dry_run"], checked.get("profile", "paper"))
-    return checked
 
 
 def parse_value(text: str) -> Any:
@@ -306,7 +250,7 @@ def run(notebooks: Sequence[Path], into: Path, parameters: Mapping[str, Any],
     for source, share in shares.items():  # the values too, before anything runs
         check_parameters(**{k: v for k, v in share.items() if k in _CHECKS})
         if share.get("profile") == "paper" and "imagenet_val" in declared[source]:
-            from fdcam.experiments import check_paper_paths
+            from fdcam.paper.disk_setups import check_paper_paths
 
             check_paper_paths(share.get("imagenet_val"), share.get("voc_root"),
                               share.get("voc_checkpoint"), bool(share.get("dry_run")))
@@ -331,7 +275,7 @@ def _shown(path: Path) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m fdcam.notebooks",
+        prog="python -m scripts.notebooks",
         description="Execute the book's notebooks with papermill (default: all of "
                     "notebooks/NN_*.ipynb, in order).")
     parser.add_argument("notebooks", nargs="*", type=Path, help="source notebooks")

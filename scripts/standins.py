@@ -2,8 +2,9 @@
 
 The paper profile reads two datasets that cannot ship with the repository. The dry run of
 ``make reproduce`` and the tests need trees that *look* like them to every loader —
-`fdcam.data.ImageNetVal`, `fdcam.data.VOC2007`, torchvision-style paths, the fine-tuning
-and the evaluation — while holding a handful of images. This module writes them:
+`fdcam.evaluation.imagenet.ImageNetVal`, `fdcam.evaluation.voc.VOC2007`, torchvision-style
+paths, the fine-tuning and the evaluation — while holding a handful of images. This module
+writes them:
 
 * `write_imagenet_val`: ILSVRC2012 val in either layout that `ImageNetVal` understands,
   always with ``LOC_val_solution.csv`` (``ImageId,PredictionString`` with boxes, as in the
@@ -33,7 +34,7 @@ overwritten.
 
 Example::
 
-    from fdcam.standins import write_standins
+    from scripts.standins import write_standins
     trees = write_standins("data/cache/standins", n_imagenet=3, n_voc_train=4, n_voc_val=2)
     ImageNetVal(trees.imagenet_val), VOC2007(trees.voc_root, "val")
 """
@@ -55,15 +56,10 @@ import numpy as np
 from PIL import Image
 
 from fdcam.checks import check_choice
-from fdcam.data import (
-    PAPER_MANIFEST_FILE,
-    PHOTO_SOURCES,
-    VOC_CLASSES,
-    imagenet_wnids,
-    load_package_photo,
-    read_manifest,
-)
 from fdcam.errors import FdcamError
+from fdcam.evaluation.imagenet import PAPER_MANIFEST_FILE, imagenet_wnids, read_manifest
+from fdcam.evaluation.photos import PHOTO_SOURCES, load_package_photo
+from fdcam.evaluation.voc import VOC_CLASSES
 
 Layout = Literal["flat", "folders"]
 Content = Literal["photos", "noise"]
