@@ -159,7 +159,7 @@ def method_part(name: str, model: nn.Module, images: Tensor, targets: Tensor,
     """Time ``make_explainer(name)(x, target)`` per item; count its FLOPs once.
 
     `images` [N, C, 3, H, W] and `targets` [N, C]: item i is explained for its C classes in
-    one call, as `fdcam.evaluate` does (the image repeated once per class).
+    one call, as `fdcam.evaluation.runner.evaluate` does (the image repeated once per class).
     """
     from fdcam.baselines import make_explainer
 
@@ -184,7 +184,7 @@ def method_part(name: str, model: nn.Module, images: Tensor, targets: Tensor,
 
 def metrics_part(model: nn.Module, images: Tensor, targets: Tensor, batch: int,
                  label: str) -> Part:
-    """Insertion + deletion curves for each item's C maps at once (as `fdcam.evaluate`)."""
+    """Insertion + deletion curves for each item's C maps at once (as `evaluate`)."""
     from fdcam.evaluation.faithfulness import insertion_deletion_curves
 
     device = images.device

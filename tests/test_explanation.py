@@ -10,7 +10,7 @@ import torch
 
 from fdcam import FDCAM, Explainer, Explanation
 from fdcam.baselines import METHODS, make_explainer
-from tests.test_baselines import FAST_OPTIONS, images, tiny_cnn
+from tests.baselines.test_baselines import FAST_OPTIONS, images, tiny_cnn
 
 
 def _check_interface(explainer: object) -> None:

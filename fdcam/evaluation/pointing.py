@@ -167,7 +167,7 @@ def pointing_game(records: pd.DataFrame | Iterable[PointingRecord], *,
     """Both pointing-game accuracies, one row per method.
 
     Input: `PointingRecord`s or a table with columns ``target``, ``hit``, ``hit_tol15``
-    (optional ``method``, ``difficult``, ``error``) such as `fdcam.evaluate` writes; rows
+    (optional ``method``, ``difficult``, ``error``) such as `evaluate` writes; rows
     without a ``hit`` (no box of that class, or a failed image) are ignored. Output columns:
 
     * ``accuracy`` — the paper's Eq. 12, Hits / (Hits + Misses) over all (image, class)

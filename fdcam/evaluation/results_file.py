@@ -282,7 +282,7 @@ def read_results(path: str | os.PathLike[str]) -> pd.DataFrame:
         raise FdcamError(f"cannot read {path}: {error.strerror or error}") from None
     if not data:
         raise FdcamError(f"results file {path} is empty; expected the lines written by "
-                         f"fdcam.evaluate")
+                         f"fdcam evaluate")
     parsed = _parse(path, data)
     _report(path, parsed.problems, "left out")
     columns = parsed.columns or result_columns(False)

@@ -20,7 +20,7 @@ COMPARE_COLUMNS = ("method", "metric", "paper", "ours", "difference", "ci_low", 
 @lru_cache(maxsize=1)
 def _paper_tables() -> pd.DataFrame:
     if not PAPER_TABLES_CSV.is_file():
-        raise FdcamError(f"the paper's tables are not at {PAPER_TABLES_CSV}; fdcam.report "
+        raise FdcamError(f"the paper's tables are not at {PAPER_TABLES_CSV}; fdcam.paper "
                          f"reads data/paper_tables.csv from a source checkout "
                          f"(pip install -e .)")
     frame = pd.read_csv(PAPER_TABLES_CSV, dtype={"table": str, "method": str, "metric": str,

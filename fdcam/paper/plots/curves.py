@@ -23,7 +23,7 @@ from fdcam.paper.plots.style import COLUMN_WIDTH_IN, STYLE, _styled, method_colo
 def curve_auc(curve: Tensor | np.ndarray) -> float:
     """Area under a curve sampled at evenly spaced fractions of [0, 1] (trapezoid rule).
 
-    Equals RISE's (Σs − s₀/2 − sₙ/2)/(n − 1), as used by `fdcam.metrics`.
+    Equals RISE's (Σs − s₀/2 − sₙ/2)/(n − 1), as used by `fdcam.evaluation.faithfulness`.
     """
     y = _vector(curve, "curve")
     if len(y) < 2:

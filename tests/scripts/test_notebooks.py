@@ -16,7 +16,7 @@ from fdcam.paper.parameters import check_parameters
 from scripts import notebooks
 from scripts.notebooks import parse_value
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def _notebook(path: Path, parameters: str, *cells: str) -> Path:

@@ -1,4 +1,4 @@
-"""fdcam.report: the paper's tables, the side-by-side comparison, the profile check."""
+"""fdcam.paper names, paper_tables, report: the paper's tables, side by side, the profile check."""
 
 import math
 

@@ -15,7 +15,7 @@ import pytest
 from fdcam.errors import FdcamError
 from fdcam.evaluation.results import IDENTITY_ATTR, ResultsWarning, result_columns
 from fdcam.evaluation.results_file import _write_table, merge_results, read_results
-from tests.test_evaluate import corner, factories, make_images, run
+from tests.evaluation.test_runner import corner, factories, make_images, run
 
 LEGACY_HEADER = ",".join(result_columns(False))
 
@@ -57,7 +57,7 @@ def test_another_model_layer_step_or_shard_is_refused(tmp_path: Path) -> None:
 
     path, _ = full_run(tmp_path)
     before = path.read_bytes()
-    from tests.test_evaluate import FAST, METHODS, evaluate, tiny_cnn
+    from tests.evaluation.test_runner import FAST, METHODS, evaluate, tiny_cnn
 
     other = tiny_cnn()
     with torch.no_grad():

@@ -32,7 +32,7 @@ from fdcam.evaluation import cli as evaluation_cli
 from fdcam.evaluation.results_file import read_results
 from fdcam.explanation import Explanation
 from fdcam.models import LoadedModel
-from tests.test_evaluate import SIZE, corner, energy, tiny_cnn
+from tests.evaluation.test_runner import SIZE, corner, energy, tiny_cnn
 
 IMAGES = 12
 KILLS = 20
