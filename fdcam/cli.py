@@ -122,8 +122,8 @@ def run_explain(args: argparse.Namespace) -> int:
     from fdcam.baselines import METHODS, make_explainer
     from fdcam.checks import check_device
     from fdcam.evaluation.images import open_rgb
+    from fdcam.evaluation.overlay import blend
     from fdcam.models import load_model
-    from fdcam.paper.plots import blend
 
     # Every argument is checked before the model loads or runs (seconds to minutes).
     device = check_device(args.device)

@@ -56,3 +56,29 @@ def test_the_command_line_names_the_missing_extra_in_one_line(tmp_path: Path) ->
         assert lines[0].startswith(f"fdcam {argv[0]}: error: fdcam {argv[0]} needs the "
                                    f"[evaluation] extra"), lines[0]
         assert "pip install 'fdcam[evaluation]'" in lines[0]
+
+
+def test_explain_needs_the_evaluation_extra_only(tmp_path: Path) -> None:
+    """With [evaluation] but not [book] (no seaborn, papermill), the command line
+    still writes an overlay: it does not import the book's figure styling."""
+    import numpy as np
+    from PIL import Image
+
+    blocked = tmp_path / "blocked"
+    blocked.mkdir()
+    for name in ("seaborn", "papermill"):
+        (blocked / name).mkdir()
+        (blocked / name / "__init__.py").write_text(
+            f"raise ModuleNotFoundError('{name} is not in [evaluation]', name='{name}')\n")
+    root = Path(__file__).resolve().parent.parent
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(blocked), str(root)]),
+           "OMP_NUM_THREADS": "1"}
+    photo = tmp_path / "photo.png"
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (64, 64, 3), dtype=np.uint8)).save(
+        photo)
+    done = subprocess.run([sys.executable, "-m", "fdcam", "explain", str(photo), "--model",
+                           "efficientnet-lite0", "--method", "gradcam", "--out",
+                           str(tmp_path / "overlay.png")], capture_output=True, text=True,
+                          timeout=300, check=False, env=env, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert (tmp_path / "overlay.png").is_file()

@@ -17,6 +17,7 @@ from matplotlib import cycler
 from matplotlib.figure import Figure
 
 from fdcam.errors import FdcamError
+from fdcam.evaluation.overlay import SALIENCY_CMAP  # noqa: F401  (the figures' colour map)
 from fdcam.paper.names import METHOD_LABELS
 
 # tab10 without its red, which is FD-CAM's alone
@@ -63,8 +64,6 @@ STYLE: dict[str, Any] = {
 """rcParams of every figure here: seaborn's whitegrid, fonts of 7–9 pt drawn at 100 px per
 inch (so 9.7–12.5 CSS px when a figure fits the column), no top/right spines."""
 
-SALIENCY_CMAP = "jet"
-"""The colour map of saliency overlays: jet, as in the paper's figures (OpenCV's JET)."""
 
 F = TypeVar("F", bound=Callable[..., Any])
 
