@@ -3,7 +3,7 @@ with a reference method over the images both ran on (`paired_differences`)."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import pandas as pd
@@ -25,15 +25,27 @@ def _default_metrics(df: pd.DataFrame) -> list[str]:
     return [m for m in ("insertion", "deletion", "overall", "hit") if m in df.columns]
 
 
+def image_bootstrap(per_image: Sequence[np.ndarray],
+                    statistic: Callable[..., np.ndarray], n_resamples: int,
+                    quantiles: tuple[float, float], seed: int) -> tuple[float, float]:
+    """Percentile interval of `statistic` when images (clusters) are resampled with
+    replacement: each array of `per_image` ([n_images, ...]) is summed over a resample, and
+    ``statistic(*sums)`` gives one value per resample ([n_resamples]); the interval is its
+    `quantiles`. The one bootstrap of the tables (means, paired differences, the
+    15-pixel pointing game's per-class mean)."""
+    n = len(per_image[0])
+    rng = np.random.default_rng(seed)
+    pick = rng.integers(0, n, size=(n_resamples, n))
+    values = statistic(*(array[pick].sum(axis=1) for array in per_image))
+    low, high = np.quantile(values, list(quantiles))
+    return float(low), float(high)
+
+
 def _bootstrap(sums: np.ndarray, counts: np.ndarray, n_resamples: int, confidence: float,
                seed: int) -> tuple[float, float]:
     """Percentile CI of Σsums/Σcounts when images (clusters) are resampled with replacement."""
-    rng = np.random.default_rng(seed)
-    pick = rng.integers(0, len(sums), size=(n_resamples, len(sums)))
-    means = sums[pick].sum(axis=1) / counts[pick].sum(axis=1)
     tail = (1 - confidence) / 2
-    low, high = np.quantile(means, [tail, 1 - tail])
-    return float(low), float(high)
+    return image_bootstrap((sums, counts), np.divide, n_resamples, (tail, 1 - tail), seed)
 
 
 def _per_image(values: pd.Series, images: pd.Series) -> tuple[np.ndarray, np.ndarray]:

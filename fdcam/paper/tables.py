@@ -13,7 +13,7 @@ import pandas as pd
 
 from fdcam.errors import FdcamError
 from fdcam.evaluation.pointing import pointing_game
-from fdcam.evaluation.statistics import paired_differences, summarize
+from fdcam.evaluation.statistics import image_bootstrap, paired_differences, summarize
 from fdcam.paper.names import method_label
 from fdcam.paper.paper_tables import compare_table
 from fdcam.paper.runs import faithfulness_results, pointing_results, table_methods
@@ -130,13 +130,12 @@ def _tol15_interval(group: pd.DataFrame, n_resamples: int, seed: int) -> tuple[f
     for image, target, hit in valid[["image", "target", "hit_tol15"]].itertuples(index=False):
         pairs[row[image], col[target]] += 1
         hits[row[image], col[target]] += bool(hit)
-    rng = np.random.default_rng(seed)
-    pick = rng.integers(0, len(images), size=(n_resamples, len(images)))
-    h, p = hits[pick].sum(axis=1), pairs[pick].sum(axis=1)  # [R, classes]
-    with np.errstate(invalid="ignore", divide="ignore"):
-        accuracy = np.nanmean(np.where(p > 0, h / np.where(p > 0, p, 1), np.nan), axis=1)
-    low, high = np.quantile(accuracy, [0.025, 0.975])
-    return float(low), float(high)
+
+    def per_class_mean(h: np.ndarray, p: np.ndarray) -> np.ndarray:  # [R, classes] -> [R]
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return np.nanmean(np.where(p > 0, h / np.where(p > 0, p, 1), np.nan), axis=1)
+
+    return image_bootstrap((hits, pairs), per_class_mean, n_resamples, (0.025, 0.975), seed)
 
 
 def paired_vs_fdcam(setup: Setup, table: str = "I") -> pd.DataFrame:
