@@ -24,15 +24,18 @@ q = '$(subst ','\'',$(1))'
 
 setup: $(STAMP)
 
-# Idempotent: reinstalls only when the pins in pyproject.toml change.
-$(STAMP): pyproject.toml
+# Idempotent: reinstalls only when pyproject.toml or the lock change. The lock is
+# environment.yml's pins (`name==version` lines), given to pip as constraints.
+CONSTRAINTS := $(VENV)/constraints.txt
+$(STAMP): pyproject.toml environment.yml
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[dev]'
+	sed -n 's/^ *- *\([A-Za-z0-9][A-Za-z0-9._-]*==[^ #]*\).*$$/\1/p' environment.yml > $(CONSTRAINTS)
+	$(PY) -m pip install --quiet -c $(CONSTRAINTS) -e '.[dev]'
 	touch $(STAMP)
 
 lint: setup
-	$(VENV)/bin/ruff check fdcam tests
+	$(VENV)/bin/ruff check fdcam scripts tests
 	$(VENV)/bin/yamllint --strict -c .yamllint.yml .github/workflows _config.yml _toc.yml \
 	  CITATION.cff
 
@@ -41,9 +44,9 @@ test: setup lint
 	@$(MAKE) --no-print-directory nbval
 
 bench: setup
-	$(PY) -m fdcam.bench
+	$(PY) -m scripts.bench
 
-# The paper end to end, resumable (fdcam/reproduce.py; book/reproduce.md):
+# The paper end to end, resumable (scripts/reproduce.py; book/reproduce.md):
 #   make reproduce IMAGENET_VAL=… VOC_ROOT=… [DEVICE=cuda] [VOC_DOWNLOAD=1] [SHARD=i/n]
 #   make reproduce DRY_RUN=1        # offline CPU rehearsal: random weights, stand-in data
 # Also: VOC_CHECKPOINT (weights fine-tuned elsewhere), RESULTS_DIR, STEPS (a comma list),
@@ -51,7 +54,7 @@ bench: setup
 .PHONY: reproduce bench-gpu
 DEVICE ?= auto
 reproduce: setup mathjax
-	$(PY) -m fdcam.reproduce --device $(call q,$(DEVICE)) \
+	$(PY) -m scripts.reproduce --device $(call q,$(DEVICE)) \
 	  $(if $(IMAGENET_VAL),--imagenet-val $(call q,$(IMAGENET_VAL))) \
 	  $(if $(VOC_ROOT),--voc-root $(call q,$(VOC_ROOT))) \
 	  $(if $(VOC_CHECKPOINT),--voc-checkpoint $(call q,$(VOC_CHECKPOINT))) \
@@ -63,10 +66,10 @@ reproduce: setup mathjax
 	  $(if $(filter 1 yes true,$(DRY_RUN)),--dry-run) \
 	  --jb-flags $(call q,$(JB_FLAGS))
 
-# GPU timings of every part and a projection of the full run; on a CPU:
+# GPU timings of every part and the full run projected from them; on a CPU (CPU figures):
 #   make bench-gpu DEVICE=cpu BENCH_GPU_FLAGS='--images 2'
 bench-gpu: setup
-	$(PY) -m fdcam.bench_gpu --device $(call q,$(DEVICE)) \
+	$(PY) -m scripts.bench_gpu --device $(call q,$(DEVICE)) \
 	  $(if $(VOC_ROOT),--voc-root $(call q,$(VOC_ROOT))) \
 	  $(BENCH_GPU_FLAGS)
 
@@ -102,9 +105,9 @@ book-html: setup mathjax
 	$(JB) build . $(JB_FLAGS)
 
 # The README's teaser and Table I/II summary (between its summary markers) and book/teaser.png,
-# from the executed book/08_summary.ipynb (fdcam.report.update_readme).
+# from the executed book/08_summary.ipynb (scripts/readme.py).
 readme: setup
-	$(PY) -m fdcam.report readme
+	$(PY) -m scripts.readme readme
 
 # Scan the built book (_build/html) for what a reader must not see: plumbing, raw LaTeX,
 # machine paths, figure text under 9 px (tests/test_book_html.py; CI runs it after building).
@@ -112,7 +115,7 @@ check-book: setup
 	@test -f _build/html/index.html || { echo "check-book: no _build/html; run make book-html first"; exit 2; }
 	$(VENV)/bin/pytest -q tests/test_book_html.py
 
-# Only execute: every notebooks/NN_*.ipynb through papermill (fdcam/notebooks.py) with
+# Only execute: every notebooks/NN_*.ipynb through papermill (scripts/notebooks.py) with
 # `-p profile $(PROFILE)` and NB_PARAMS (e.g. NB_PARAMS='-p device cuda'), into
 # $(NOTEBOOK_DIR)/ (default book/), also the working directory (where nbval re-runs them).
 # A bad parameter stops before anything runs, or in the cell after the parameters, with one
@@ -121,7 +124,7 @@ check-book: setup
 NOTEBOOK_DIR ?= book
 NB_PARAMS ?=
 notebooks: setup
-	$(PY) -m fdcam.notebooks --into $(call q,$(NOTEBOOK_DIR)) -p profile $(call q,$(PROFILE)) \
+	$(PY) -m scripts.notebooks --into $(call q,$(NOTEBOOK_DIR)) -p profile $(call q,$(PROFILE)) \
 	  $(NB_PARAMS)
 
 # MathJax 3 for reading offline (the version sphinx-book-theme's CSS is written for): the npm
@@ -152,7 +155,8 @@ $(MATHJAX): $(MATHJAX_TARBALL)
 # EliSchwartz/imagenet-sample-images (about 110 MB; git-ignored, never committed).
 #   make data-imagenet-sample           shallow clone into data/downloads/imagenet-sample
 #   IMAGENET_SAMPLE=DIR                 photos elsewhere: clone there, or read from there
-# fdcam.data.ImageNetSample reads $$IMAGENET_SAMPLE (absolute here, so notebooks find it).
+# fdcam.evaluation.imagenet.ImageNetSample reads $$IMAGENET_SAMPLE (absolute here, so notebooks
+# find it).
 IMAGENET_SAMPLE ?= data/downloads/imagenet-sample
 export IMAGENET_SAMPLE := $(abspath $(IMAGENET_SAMPLE))
 .PHONY: data-imagenet-sample
@@ -174,6 +178,6 @@ THREADS ?= 1
 STAGES ?= 1,3,4,2
 .PHONY: evaluate-imagenet-sample
 evaluate-imagenet-sample: setup
-	OMP_NUM_THREADS=$(THREADS) $(PY) -m fdcam.sample_evaluation --threads $(THREADS) \
+	OMP_NUM_THREADS=$(THREADS) $(PY) -m scripts.sample_evaluation --threads $(THREADS) \
 	  --device $(call q,$(if $(filter auto,$(DEVICE)),cpu,$(DEVICE))) --stages $(call q,$(STAGES)) \
 	  $(if $(IMAGENET_SAMPLE),--photos $(call q,$(IMAGENET_SAMPLE)))

@@ -2,7 +2,7 @@
 
 from fdcam.cam import FDCAM, FDCAMExplanation
 from fdcam.errors import FdcamError
-from fdcam.explanation import Explanation
+from fdcam.explanation import Explainer, Explanation
 
-__all__ = ["FDCAM", "Explanation", "FDCAMExplanation", "FdcamError"]
+__all__ = ["FDCAM", "Explainer", "Explanation", "FDCAMExplanation", "FdcamError"]
 __version__ = "0.1.0"

@@ -20,7 +20,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from fdcam.combine import BIAS, Combination, check_combination, combine_weights, min_max
+from fdcam.checks import check_positive_int
+from fdcam.combine import BIAS, Combination, check_combination, combine_weights, min_max_maps
 from fdcam.errors import FdcamError
 from fdcam.explanation import Explanation
 from fdcam.similarity import THETA, channel_similarity, check_theta, similarity_groups
@@ -113,7 +114,7 @@ def class_activation_map(a: Tensor, weights: Tensor, size: tuple[int, int]) -> T
     """
     maps = torch.relu(torch.einsum("bck,bkhw->bchw", weights.to(a.dtype), a))
     maps = F.interpolate(maps, size=size, mode="bilinear", align_corners=False)
-    return min_max(maps.flatten(2)).view_as(maps)
+    return min_max_maps(maps)
 
 
 class FDCAM:
@@ -147,8 +148,7 @@ class FDCAM:
     ) -> None:
         check_theta(theta)
         check_combination(combination)
-        if not isinstance(batch_size, int) or batch_size < 1:
-            raise FdcamError(f"batch_size must be a positive int; got {batch_size!r}")
+        check_positive_int(batch_size, "batch_size")
         self.model = model
         self.split = split_model(model, target_layer)
         self.theta = theta

@@ -13,21 +13,34 @@ import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
-from fdcam.errors import FdcamError
+from fdcam.errors import FdcamError, missing_extra
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="fdcam", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
     _add_explain_parser(commands)
-    from fdcam.evaluate import add_evaluate_parser
-
-    add_evaluate_parser(commands)
+    try:
+        from fdcam.evaluation.cli import add_evaluate_parser
+    except ModuleNotFoundError as error:  # `pip install fdcam` without the [evaluation] extra
+        commands.add_parser("evaluate", help="(needs the [evaluation] extra)")
+        words = list(sys.argv[1:] if argv is None else argv)
+        if words[:1] == ["evaluate"]:
+            print(f"fdcam evaluate: error: {missing_extra(error, 'fdcam evaluate')}",
+                  file=sys.stderr)
+            return 2
+    else:
+        add_evaluate_parser(commands)
     args = parser.parse_args(argv)
     with warnings.catch_warnings():
         warnings.showwarning = functools.partial(_one_line_warning, args.command)
         try:
-            return int(args.func(args))
+            try:
+                return int(args.func(args))
+            except ModuleNotFoundError as error:
+                if (error.name or "fdcam").split(".")[0] == "fdcam":
+                    raise
+                raise missing_extra(error, f"fdcam {args.command}") from error
         except FdcamError as error:
             print(f"fdcam {args.command}: error: {error}", file=sys.stderr)
             return 2
@@ -98,14 +111,9 @@ def _class_count(skeleton: object) -> int:
 
 def check_out_file(path: Path) -> None:
     """--out must be a file name whose folder exists or can be made."""
-    if path.is_dir():
-        raise FdcamError(f"--out {path} is a folder; expected a file name such as "
-                         f"{path / 'overlay.png'}")
-    for parent in [path.parent, *path.parent.parents]:
-        if parent.exists():
-            if not parent.is_dir():
-                raise FdcamError(f"cannot write {path}: {parent} is a file, not a folder")
-            break
+    from fdcam.checks import check_file_name
+
+    check_file_name(path, f"--out {path}", f"a file name such as {path / 'overlay.png'}")
 
 
 def run_explain(args: argparse.Namespace) -> int:
@@ -113,9 +121,9 @@ def run_explain(args: argparse.Namespace) -> int:
 
     from fdcam.baselines import METHODS, make_explainer
     from fdcam.checks import check_device
-    from fdcam.data import open_rgb
+    from fdcam.evaluation.images import open_rgb
+    from fdcam.evaluation.overlay import blend
     from fdcam.models import load_model
-    from fdcam.plots import blend
 
     # Every argument is checked before the model loads or runs (seconds to minutes).
     device = check_device(args.device)

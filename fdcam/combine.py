@@ -37,6 +37,12 @@ def min_max(values: Tensor, dim: int = -1) -> Tensor:
     return torch.where(span > 0, (values - low) / torch.where(span > 0, span, 1), 0.0)
 
 
+def min_max_maps(maps: Tensor) -> Tensor:
+    """`min_max` of each map: over the last two axes, [..., H, W] -> [..., H, W] in [0, 1]
+    (the CAM's last step, Eq. 11, and the baselines' and figures' normalisation)."""
+    return min_max(maps.flatten(-2)).view_as(maps)
+
+
 def combine_weights(
     alpha: Tensor,
     scores: Tensor,

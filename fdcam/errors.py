@@ -13,3 +13,10 @@ class FdcamError(ValueError):
     def _render_traceback_(self) -> list[str]:
         """IPython's hook for an exception's own traceback: just the one line."""
         return [f"{type(self).__name__}: {self}"]
+
+
+def missing_extra(error: ModuleNotFoundError, what: str, extra: str = "evaluation") -> FdcamError:
+    """The one line for a missing optional dependency: ``pip install fdcam`` brings torch and
+    torchvision only; the baselines, the evaluation and the book come with extras."""
+    return FdcamError(f"{what} needs the [{extra}] extra ({error.name} is not installed): "
+                      f"pip install 'fdcam[{extra}]'")

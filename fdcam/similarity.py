@@ -10,6 +10,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from fdcam.checks import check_positive_int
 from fdcam.errors import FdcamError
 
 THETA = 0.05  # the paper's θ = 5 %: the top 5 % most similar channels form a group
@@ -106,8 +107,7 @@ def representative_channels(a: Tensor, groups: Tensor, n: int = 3) -> list[int]:
     if a.ndim != 3 or groups.shape != (a.shape[0], a.shape[0]):
         raise FdcamError(f"expected a: [K, h, w] and groups: [K, K]; got {list(a.shape)} and "
                          f"{list(groups.shape)}")
-    if not isinstance(n, int) or n < 1:
-        raise FdcamError(f"n must be a positive int; got {n!r}")
+    check_positive_int(n, "n")
     mass = a.flatten(1).sum(dim=1)
     chosen: list[int] = []
     for k in torch.argsort(mass, descending=True, stable=True).tolist():

@@ -67,11 +67,6 @@ def switch_off_score(full: Tensor, switched_off: Tensor) -> Tensor:
     return full - switched_off
 
 
-def switch_on_score(switched_on: Tensor) -> Tensor:
-    """Switch-on score (Eq. 7): ``s_c^{k+} = f_c^{k+}(X)``, the score with only G(k) on."""
-    return switched_on
-
-
 def switching_score(off: Tensor, on: Tensor | None) -> Tensor:
     """Grouped switching score (Eq. 8): ``s_c^k = (s_c^{k−} + s_c^{k+}) / 2``.
 
@@ -117,7 +112,9 @@ def switch_scores(
     full = values[..., 0]
     off_rows = values[..., 1 + k:] if switch_on else values[..., 1:]
     off = switch_off_score(full.unsqueeze(-1), off_rows)
-    on = switch_on_score(values[..., 1: 1 + k]) if switch_on else None
+    # Switch-on score (Eq. 7): s_c^{k+} = f_c^{k+}(X), the class score with only G(k) on —
+    # the masked head's output itself, no arithmetic.
+    on = values[..., 1: 1 + k] if switch_on else None
     return SwitchScores(full, off, on, switching_score(off, on), evaluations)
 
 

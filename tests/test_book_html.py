@@ -18,7 +18,7 @@ What is checked, page by page (every ``*.html`` of the book, the theme's own pag
 
   - the PNG's pixel width ``w_png`` and resolution ``dpi`` (its pHYs chunk), and the smallest
     font of the figure in points, ``font_pt`` (the tEXt chunk ``fdcam-smallest-font-pt``
-    that `fdcam.plots.figure_png` writes: the minimum over every visible text of the figure,
+    that `fdcam.paper.plots.figure_png` writes: the minimum over every visible text of the figure,
     tick labels and legends included, after drawing);
   - its displayed width: the ``width`` attribute (CSS px; `figure_png` sets it to half the
     PNG's pixels), no wider than the column, ``COLUMN_PX`` = 660 CSS px (a code cell's
@@ -26,7 +26,7 @@ What is checked, page by page (every ``*.html`` of the book, the theme's own pag
     ``img { max-width: 100% }`` scales wider images down);
   - the text's height on screen: ``font_pt / 72 * dpi * displayed / w_png`` CSS px (a point
     is 1/72 inch; the PNG has ``dpi`` pixels per inch; the browser scales the PNG's pixels by
-    ``displayed / w_png``). With `fdcam.plots`'s 100 px per inch and 7 pt fonts this is
+    ``displayed / w_png``). With `fdcam.paper.plots`'s 100 px per inch and 7 pt fonts this is
     9.7 px for any figure up to the column's width.
 """
 
@@ -40,8 +40,8 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from fdcam.notebooks import prepare_for_book
-from fdcam.plots import SMALLEST_FONT_KEY, png_info
+from fdcam.paper.plots import SMALLEST_FONT_KEY, png_info
+from scripts.notebooks import prepare_for_book
 
 ROOT = Path(__file__).resolve().parent.parent
 HTML = ROOT / "_build" / "html"
@@ -190,7 +190,7 @@ def test_figure_text_px_method():
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from fdcam import plots
+    from fdcam.paper import plots
 
     with plt.rc_context(plots.STYLE):
         fig, ax = plt.subplots(figsize=(9.0, 2.0))  # wider than the column: scaled down
@@ -214,7 +214,7 @@ def test_every_figure_has_text_of_at_least_9_px():
             png = (page.parent / src).resolve().read_bytes()
             info = png_info(png)
             name = f"{page.relative_to(HTML)}: {Path(src).name}"
-            assert SMALLEST_FONT_KEY in info["text"], f"{name}: not drawn by fdcam.plots"
+            assert SMALLEST_FONT_KEY in info["text"], f"{name}: not drawn by fdcam.paper.plots"
             assert info["dpi"], f"{name}: no resolution recorded"
             px = figure_text_px(png, _css_width(img))
             assert px >= MIN_TEXT_PX, f"{name}: smallest text {px:.1f} CSS px on screen"

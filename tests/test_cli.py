@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 
 from fdcam.cli import main
-from fdcam.data import offline_photos
+from fdcam.evaluation.photos import offline_photos
 
 
 def test_explain_writes_overlay_and_top5(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:

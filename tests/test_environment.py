@@ -1,6 +1,7 @@
 """The conda environment, the book's configuration and the Makefile agree with the project.
 
-* environment.yml pins exactly what pyproject.toml pins (runtime and dev), same versions;
+* environment.yml, the one lock, pins every requirement of pyproject.toml (the method's and
+  each extra's) and `make setup` installs exactly those pins;
 * _config.yml and _toc.yml parse, name files that exist, and keep the book offline;
 * the final notebook chapters land in the intended parts of the table of contents.
 """
@@ -36,10 +37,22 @@ def _pins(requirements: list[str], where: str) -> dict[str, str]:
     return pins
 
 
-def pyproject_pins() -> dict[str, str]:
+#: Pinned in the lock though pyproject.toml does not name them: torchvision brings them.
+TRANSITIVE = {"numpy", "pillow"}
+
+
+def _name(requirement: str) -> str:
+    match = re.match(r"\s*([A-Za-z0-9][A-Za-z0-9._-]*)", requirement)
+    assert match, requirement
+    return _normalise(match.group(1))
+
+
+def pyproject_requirements() -> dict[str, list[str]]:
+    """Requirement names by section: ``core`` and each extra (fdcam's own extras left out)."""
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
-    requirements = project["dependencies"] + project["optional-dependencies"]["dev"]
-    return _pins(requirements, "pyproject.toml")
+    sections = {"core": project["dependencies"], **project["optional-dependencies"]}
+    return {section: [_name(r) for r in requirements if _name(r) != "fdcam"]
+            for section, requirements in sections.items()}
 
 
 def environment() -> dict:
@@ -49,16 +62,36 @@ def environment() -> dict:
 def environment_pins() -> dict[str, str]:
     pip_sections = [d["pip"] for d in environment()["dependencies"] if isinstance(d, dict)]
     assert len(pip_sections) == 1, "environment.yml: expected one pip section"
-    requirements = [r for r in pip_sections[0] if not r.startswith("-")]  # `-e .`
+    requirements = [r for r in pip_sections[0] if not r.startswith("-")]  # `-e .[dev]`
     return _pins(requirements, "environment.yml")
 
 
-def test_environment_pins_equal_pyproject_pins():
-    ours, theirs = pyproject_pins(), environment_pins()
-    assert sorted(set(ours) - set(theirs)) == [], "pinned in pyproject.toml only"
-    assert sorted(set(theirs) - set(ours)) == [], "pinned in environment.yml only"
-    differ = {n: (ours[n], theirs[n]) for n in ours if ours[n] != theirs[n]}
-    assert differ == {}, "pyproject.toml vs environment.yml versions"
+def makefile_constraints() -> dict[str, str]:
+    """The constraints `make setup` writes from environment.yml (its sed expression)."""
+    import subprocess
+
+    line = next(line for line in (ROOT / "Makefile").read_text().splitlines()
+                if line.strip().startswith("sed -n") and "environment.yml" in line)
+    command = line.strip().split(" > ")[0].replace("$$", "$")
+    done = subprocess.run(command, shell=True, cwd=ROOT, capture_output=True, text=True,
+                          check=True)
+    return _pins(done.stdout.split(), "make setup's constraints")
+
+
+def test_the_method_needs_torch_and_torchvision_only():
+    assert sorted(pyproject_requirements()["core"]) == ["torch", "torchvision"]
+    assert set(pyproject_requirements()) == {"core", "baselines", "evaluation", "book", "dev"}
+
+
+def test_environment_pins_every_pyproject_requirement():
+    named = {name for names in pyproject_requirements().values() for name in names}
+    pins = environment_pins()
+    assert sorted(named - set(pins)) == [], "named in pyproject.toml, not pinned"
+    assert sorted(set(pins) - named - TRANSITIVE) == [], "pinned, named nowhere"
+
+
+def test_make_setup_installs_the_environment_pins():
+    assert makefile_constraints() == environment_pins()
 
 
 def test_environment_python_satisfies_requires_python():
@@ -69,7 +102,8 @@ def test_environment_python_satisfies_requires_python():
     requires = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["requires-python"]
     minimum = tuple(int(p) for p in requires.removeprefix(">=").split(".")[:2])
     assert version >= minimum
-    assert "-e ." in next(d["pip"] for d in environment()["dependencies"] if isinstance(d, dict))
+    assert "-e .[dev]" in next(d["pip"] for d in environment()["dependencies"]
+                               if isinstance(d, dict))
 
 
 @pytest.fixture(scope="module")

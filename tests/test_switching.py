@@ -13,7 +13,6 @@ from fdcam.switching import (
     grouped_from_single,
     mask_census,
     switch_off_score,
-    switch_on_score,
     switch_scores,
     switching_masks,
     switching_score,
@@ -60,7 +59,6 @@ def test_scores_by_hand() -> None:
     on_rows = torch.tensor([[2.0, 0.5, -1.0]])
     off = switch_off_score(full, off_rows)
     assert off.tolist() == [[2.0, 0.5, 0.0]]  # Eq. 6
-    assert switch_on_score(on_rows).tolist() == [[2.0, 0.5, -1.0]]  # Eq. 7
     assert switching_score(off, on_rows).tolist() == [[2.0, 0.5, -0.5]]  # Eq. 8
     assert torch.equal(switching_score(off, None), off)
 

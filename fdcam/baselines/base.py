@@ -1,0 +1,180 @@
+"""What every baseline shares: the target layer, eval mode, target classes, one map per
+class in [0, 1] (`BaseExplainer`), and EfficientNet-Lite0 as a module the libraries can hook."""
+
+from __future__ import annotations
+
+import contextlib
+from abc import ABC, abstractmethod
+from collections.abc import Iterator
+from typing import ClassVar
+
+import torch
+from torch import Tensor, nn
+
+from fdcam.errors import FdcamError
+from fdcam.explanation import Explanation
+from fdcam.split import default_layer, eval_mode, is_efficientnet_lite, resolve_layer
+from fdcam.targets import Target, check_images, resolve_targets
+
+Layer = str | nn.Module
+
+
+# --------------------------------------------------------------------------------------
+# Target layers
+# --------------------------------------------------------------------------------------
+
+
+class EfficientNetLiteFeatures(nn.Module):
+    """``extract_features`` of an EfficientNet-Lite as a module: x -> A [B, 1280, h, w]."""
+
+    def __init__(self, net: nn.Module) -> None:
+        super().__init__()
+        self.net = net
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.net.extract_features(x)
+
+
+class EfficientNetLiteClassifier(nn.Module):
+    """EfficientNet-Lite seen as ``fc(dropout(flatten(avgpool(features(x)))))``.
+
+    The same modules and parameters as `net` (nothing is copied), and the same logits as
+    ``net(x)``; ``features`` is the target layer ``"_swish"`` of the head activation.
+    """
+
+    def __init__(self, net: nn.Module) -> None:
+        super().__init__()
+        self.features = EfficientNetLiteFeatures(net)
+        self.avgpool = net._avg_pooling
+        self.dropout = net._dropout
+        self.fc = net._fc
+        # Read once here, never through `self.features`: Ablation-CAM swaps that module for
+        # its ablation layer during a call (which has no `net`).
+        self.local_pooling = bool(net._global_params.local_pooling)
+
+    def forward(self, x: Tensor) -> Tensor:
+        a = self.features(x)
+        # `local_pooling` variants average over the flattened map; the same mean.
+        pooled = a.flatten(2).mean(-1) if self.local_pooling else self.avgpool(a).flatten(1)
+        return self.fc(self.dropout(pooled))
+
+
+def resolve_target_layer(
+    model: nn.Module, target_layer: Layer | None
+) -> tuple[str, nn.Module, nn.Module]:
+    """``(name, layer, forward_model)``: the layer to hook and the module to run.
+
+    `target_layer` is a submodule of `model` or its dotted name (None: the family's
+    default). `forward_model` is `model` itself, except for EfficientNet-Lite's ``_swish``,
+    where it is an `EfficientNetLiteClassifier` and `layer` its ``features``.
+    """
+    name, layer = resolve_layer(model, default_layer(model) if target_layer is None
+                                else target_layer)
+    if layer is model:
+        raise FdcamError("the target layer cannot be the whole model; pick a convolutional "
+                         "layer inside it")
+    if is_efficientnet_lite(model) and layer is model._swish:
+        wrapper = EfficientNetLiteClassifier(model)
+        return "_swish", wrapper.features, wrapper
+    return name, layer, model
+
+
+# --------------------------------------------------------------------------------------
+# The shared call protocol
+# --------------------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def _explaining(model: nn.Module) -> Iterator[None]:
+    """`fdcam.split.eval_mode` for the call, and every parameter's ``.grad`` restored after
+    (the library methods and IG back-propagate into the parameters)."""
+    grads = [(p, p.grad) for p in model.parameters()]
+    try:
+        with eval_mode(model):
+            yield
+    finally:
+        for p, grad in grads:
+            p.grad = grad
+
+
+class BaseExplainer(ABC):
+    """Template of a saliency method: checks, eval mode, targets, then one map per class.
+
+    Subclasses implement `_explain_column` (one class per image) and may attach extra
+    fields (``alpha``, ``scores``) through `_extras`.
+    """
+
+    name: ClassVar[str] = ""
+    uses_layer: ClassVar[bool] = True
+
+    def __init__(self, model: nn.Module, target_layer: Layer | None = None) -> None:
+        if not isinstance(model, nn.Module):
+            raise FdcamError(f"model must be a torch.nn.Module; got {type(model).__name__}")
+        self.model = model
+        self._extras: dict[str, list[Tensor]] = {}
+        if self.uses_layer:
+            self.layer_name, self.layer, self.forward_model = resolve_target_layer(
+                model, target_layer)
+        else:
+            self.layer_name, self.layer, self.forward_model = "", None, model
+
+    def __repr__(self) -> str:
+        layer = f"layer={self.layer_name!r}" if self.uses_layer else ""
+        return f"{type(self).__name__}({layer})"
+
+    def __call__(self, x: Tensor, target: Target | None = None) -> Explanation:
+        """Explain `x` [B, 3, H, W] for `target` (default: each image's top-1 class)."""
+        x = check_images(x).detach()
+        parameter = next(self.model.parameters(), None)
+        if parameter is not None and parameter.device != x.device:
+            raise FdcamError(f"x is on {x.device} but the model is on {parameter.device}; "
+                             f"move one of them")
+        if not torch.isfinite(x).all():
+            raise FdcamError("x contains NaN or infinite values; expected finite pixels")
+        with _explaining(self.model):
+            logits = self._logits(x)
+            if target is None:
+                target = logits.argmax(dim=1).tolist()
+            targets, multi = resolve_targets(target, x.shape[0], logits.shape[1])
+            self._extras = {}
+            columns = [self._explain_column(x, targets[:, j].to(x.device), logits)
+                       for j in range(targets.shape[1])]
+        saliency = torch.stack(columns, dim=1)  # [B, C, H, W]
+        extras = {key: torch.stack(values, dim=1) for key, values in self._extras.items()}
+        if not multi:
+            saliency = saliency[:, 0]
+            extras = {key: value[:, 0] for key, value in extras.items()}
+        return Explanation(saliency=saliency, targets=targets, logits=logits, method=self.name,
+                           **extras)
+
+    def _logits(self, x: Tensor) -> Tensor:
+        """Raw logits [B, N] under ``no_grad``; also checks that the layer runs exactly once."""
+        calls: list[int] = []
+        handle = (self.layer.register_forward_hook(lambda *_: calls.append(1))
+                  if self.layer is not None else None)
+        try:
+            with torch.no_grad():
+                logits = self.forward_model(x)
+        finally:
+            if handle is not None:
+                handle.remove()
+        if handle is not None and len(calls) != 1:
+            raise FdcamError(f"target layer {self.layer_name!r} ran {len(calls)} times in one "
+                             f"forward pass; pick a layer that runs exactly once")
+        _check_logits(logits)
+        return logits.detach()
+
+    def _keep(self, key: str, value: Tensor) -> None:
+        self._extras.setdefault(key, []).append(value)
+
+    @abstractmethod
+    def _explain_column(self, x: Tensor, classes: Tensor, logits: Tensor) -> Tensor:
+        """Saliency [B, H, W] in [0, 1] for class ``classes[b]`` of image b."""
+
+
+def _check_logits(logits: object) -> None:
+    if not isinstance(logits, Tensor) or logits.dim() != 2:
+        shape = tuple(logits.shape) if isinstance(logits, Tensor) else type(logits).__name__
+        raise FdcamError(f"the model must return logits [B, num_classes]; got {shape}")
+
+

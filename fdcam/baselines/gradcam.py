@@ -1,0 +1,195 @@
+"""The pytorch-grad-cam family (1.5.x), called unchanged: Grad-CAM, Grad-CAM++, XGrad-CAM,
+Layer-CAM, Score-CAM and Ablation-CAM; only the result is converted."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import warnings
+from abc import abstractmethod
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from fdcam.baselines.base import BaseExplainer, Layer
+from fdcam.checks import check_positive_int
+
+# --------------------------------------------------------------------------------------
+# pytorch-grad-cam adapters
+# --------------------------------------------------------------------------------------
+
+
+class LibraryCAM(BaseExplainer):
+    """A CAM method of pytorch-grad-cam (1.5.x), called unchanged with
+    ``ClassifierOutputTarget`` targets (raw logits); only the result is converted.
+
+    The library's post-processing is kept: ``ReLU``, per image ``(L − min)/(1e-7 + max)``,
+    ``cv2.resize`` (bilinear) to the input size, then the same scaling once more.
+    """
+
+    def __init__(self, model: nn.Module, target_layer: Layer | None = None, *,
+                 progress: bool = False) -> None:
+        super().__init__(model, target_layer)
+        self.progress = progress  # the library's tqdm bars (Score-/Ablation-CAM)
+
+    @staticmethod
+    @abstractmethod
+    def _library_class() -> type:
+        """The pytorch-grad-cam class."""
+
+    def _make_cam(self) -> Any:
+        return self._library_class()(model=self.forward_model, target_layers=[self.layer])
+
+    def _explain_column(self, x: Tensor, classes: Tensor, logits: Tensor) -> Tensor:
+        from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
+
+        cam = self._make_cam()
+        try:
+            with self._quiet():
+                maps = cam(input_tensor=x,
+                           targets=[ClassifierOutputTarget(int(c)) for c in classes])
+        finally:
+            cam.activations_and_grads.release()
+            self._restore_layer(cam)
+        return torch.from_numpy(np.ascontiguousarray(maps)).to(x.device)
+
+    def _restore_layer(self, cam: Any) -> None:
+        """Nothing to undo, except for Ablation-CAM (see `AblationCAM`)."""
+
+    @contextlib.contextmanager
+    def _quiet(self) -> Iterator[None]:
+        """Hide the library's progress bars (stderr) unless asked; re-issue its warnings."""
+        if self.progress:
+            yield
+            return
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            with contextlib.redirect_stderr(io.StringIO()):
+                yield
+        for w in caught:
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+
+
+class GradCAM(LibraryCAM):
+    """Grad-CAM [13] (Selvaraju et al., ICCV 2017): ``L = ReLU(Σ_k α_k A^k)`` with
+    ``α_k = (1/Z) Σ_ij ∂f_c/∂A^k_ij`` (Eq. 2)."""
+
+    name = "gradcam"
+
+    @staticmethod
+    def _library_class() -> type:
+        from pytorch_grad_cam import GradCAM as Library
+
+        return Library
+
+
+class GradCAMPlusPlus(LibraryCAM):
+    """Grad-CAM++ [17] (Chattopadhay et al., WACV 2018): ``α_k = Σ_ij a^k_ij
+    ReLU(g^k_ij)`` with ``g = ∂f_c/∂A`` and ``a = g² / (2g² + Σ_ab A^k_ab g³)``."""
+
+    name = "gradcam++"
+
+    @staticmethod
+    def _library_class() -> type:
+        from pytorch_grad_cam import GradCAMPlusPlus as Library
+
+        return Library
+
+
+class XGradCAM(LibraryCAM):
+    """XGrad-CAM [28] (Fu et al., BMVC 2020): ``α_k = Σ_ij (A^k_ij / Σ_ab A^k_ab)
+    ∂f_c/∂A^k_ij``."""
+
+    name = "xgradcam"
+
+    @staticmethod
+    def _library_class() -> type:
+        from pytorch_grad_cam import XGradCAM as Library
+
+        return Library
+
+
+class LayerCAM(LibraryCAM):
+    """Layer-CAM [29] (Jiang et al., TIP 2021): ``L = ReLU(Σ_k ReLU(∂f_c/∂A^k) ⊙ A^k)``,
+    an element-wise weight instead of a channel weight."""
+
+    name = "layercam"
+
+    @staticmethod
+    def _library_class() -> type:
+        from pytorch_grad_cam import LayerCAM as Library
+
+        return Library
+
+
+class ScoreCAM(LibraryCAM):
+    """Score-CAM [14] (Wang et al., CVPRW 2020): ``w_k = softmax_k f_c(X ⊙ H^k)`` with
+    ``H^k`` the min-max normalised, upsampled ``A^k`` (align_corners=True) and ``f_c`` the
+    raw logit. `batch_size` masked images per forward pass (the library's default: 16).
+    """
+
+    name = "scorecam"
+
+    def __init__(self, model: nn.Module, target_layer: Layer | None = None, *,
+                 batch_size: int = 16, progress: bool = False) -> None:
+        super().__init__(model, target_layer, progress=progress)
+        self.batch_size = check_positive_int(batch_size, "batch_size")
+
+    @staticmethod
+    def _library_class() -> type:
+        from pytorch_grad_cam import ScoreCAM as Library
+
+        return Library
+
+    def _make_cam(self) -> Any:
+        cam = super()._make_cam()
+        cam.batch_size = self.batch_size  # read by the library when present
+        return cam
+
+
+class AblationCAM(LibraryCAM):
+    """Ablation-CAM [23] (Desai & Ramaswamy, WACV 2020): ``w_k = (y_c − y_c^k) / y_c`` with
+    ``y_c^k`` the logit when channel k of the layer is set to 0 (or to ``min − 1e7`` when
+    the layer's minimum is not 0). `batch_size` ablated copies per pass (default 32).
+
+    The library swaps the target layer for an ablation layer during the call; if the call
+    fails half-way, the original layer is put back here.
+    """
+
+    name = "ablationcam"
+
+    def __init__(self, model: nn.Module, target_layer: Layer | None = None, *,
+                 batch_size: int = 32, progress: bool = False) -> None:
+        super().__init__(model, target_layer, progress=progress)
+        self.batch_size = check_positive_int(batch_size, "batch_size")
+
+    @staticmethod
+    def _library_class() -> type:
+        from pytorch_grad_cam import AblationCAM as Library
+
+        return Library
+
+    def _make_cam(self) -> Any:
+        from pytorch_grad_cam import AblationCAM as Library
+        from pytorch_grad_cam.ablation_layer import AblationLayer
+
+        class KeywordAblationLayer(AblationLayer):
+            """The library's layer, callable like the layer it replaces: EfficientNet-Lite
+            calls its blocks as ``block(x, drop_connect_rate=r)``. The ablation layer
+            returns the cached activations with channels ablated, whatever its input."""
+
+            def __call__(self, x: Tensor, *args: Any, **kwargs: Any) -> Tensor:
+                return super().__call__(x)
+
+        # A fresh ablation layer: the library's default argument is one shared instance.
+        return Library(model=self.forward_model, target_layers=[self.layer],
+                       ablation_layer=KeywordAblationLayer(), batch_size=self.batch_size)
+
+    def _restore_layer(self, cam: Any) -> None:
+        from pytorch_grad_cam.utils.find_layers import replace_layer_recursive
+
+        if any(m is cam.ablation_layer for m in self.forward_model.modules()):
+            replace_layer_recursive(self.forward_model, cam.ablation_layer, self.layer)

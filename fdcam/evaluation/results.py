@@ -1,0 +1,319 @@
+"""The results file (format 2): its columns, its identity line, and the checked encoding of
+every row.
+
+One row per (image, method, target)::
+
+    image, method, target, probability, insertion, deletion, overall,
+    [hit, hit_tol15, difficult,] error
+
+The file is a CSV with one line before the column names::
+
+    # fdcam-results/2 {"layer": "features.30", "model": "vgg16", "shard": [0, 1],
+                       "step_fraction": 0.03571428571428571, "weights": "sha256:…"}
+    image,method,target,probability,insertion,deletion,overall,error
+    ILSVRC2012_val_00000001.JPEG,fdcam,65,0.61…,0.55…,0.09…,0.46…,
+
+The first line is the file's identity (`results_identity`): model, weights fingerprint,
+layer, curve step, shard, and any ``settings`` of the caller. Every line is checked on
+reading (field count, numbers, True/False, an error row has no metrics, ``overall`` equals
+``insertion − deletion`` exactly); a line that fails — torn by a kill, cut, garbage, not
+UTF-8 — is reported (`ResultsWarning`), never counted. Text cells (image, method, error)
+that a spreadsheet would run as a formula (starting with ``= + - @``, tab or CR) are written
+with a leading ``'``, and a cell that starts with ``'`` gets one more; reading removes
+exactly one, so ids read back as given. Files of format 1 (no identity line) are still read.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import json
+import math
+import warnings
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+
+from fdcam.errors import FdcamError
+from fdcam.models import LoadedModel
+
+try:  # the lock that keeps a second writer off a results file (POSIX)
+    import fcntl
+except ImportError:  # pragma: no cover - Windows
+    fcntl = None  # type: ignore[assignment]
+
+KEY = ["image", "method", "target"]
+METRIC_COLUMNS = ["probability", "insertion", "deletion", "overall"]
+POINTING_COLUMNS = ["hit", "hit_tol15", "difficult"]
+_FLOAT_COLUMNS = set(METRIC_COLUMNS)
+_BOOL_COLUMNS = set(POINTING_COLUMNS)
+
+
+def result_columns(pointing: bool) -> list[str]:
+    """The CSV header: key, metrics, pointing-game columns when boxes are given, error."""
+    return [*KEY, *METRIC_COLUMNS, *(POINTING_COLUMNS if pointing else []), "error"]
+
+
+# ------------------------------------------------------------------------------- results file
+
+RESULTS_FORMAT = 2
+"""Version of the results-file layout written by this module (1: no identity line)."""
+_MAGIC = "# fdcam-results/"
+IDENTITY_ATTR = "fdcam_results"
+"""``DataFrame.attrs`` key under which `read_results` puts the file's identity."""
+_TEXT_COLUMNS = {"image", "method", "error"}
+# A text cell starting with one of these is a formula (or hides one) in a spreadsheet; the
+# quote that escapes them is escaped too, so that reading strips exactly one quote.
+_FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r", "'")
+
+
+class ResultsWarning(UserWarning):
+    """Rows of a results file that were not counted (malformed, torn, duplicated)."""
+
+
+def weights_fingerprint(network: nn.Module) -> str:
+    """``sha256:`` + 16 hex digits of the network's state dict (names, dtypes, shapes and
+    bytes): two runs with this fingerprint scored the same weights."""
+    digest = hashlib.sha256()
+    for name, tensor in network.state_dict().items():
+        flat = tensor.detach().to("cpu").contiguous().reshape(-1)
+        digest.update(f"{name}:{flat.dtype}:{tuple(tensor.shape)};".encode())
+        digest.update(flat.view(torch.uint8).numpy())
+    return "sha256:" + digest.hexdigest()[:16]
+
+
+def results_identity(model: nn.Module | LoadedModel, *, step_fraction: float | None,
+                     shard: tuple[int, int] = (0, 1),
+                     settings: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """What makes two runs' rows comparable, as stored in a results file's first line.
+
+    model (`LoadedModel.name`, else the module's class name), weights (`weights_fingerprint`),
+    layer (`LoadedModel.target_layer`, unless `settings` name another), step_fraction of
+    the insertion/deletion curves (None without curves), shard [i, n], and every entry of
+    `settings` (JSON values, e.g. ``{"layer": "_blocks.14"}``).
+    """
+    network = model.model if isinstance(model, LoadedModel) else model
+    identity: dict[str, Any] = {
+        "model": model.name if isinstance(model, LoadedModel) else type(network).__name__,
+        "weights": weights_fingerprint(network),
+        "layer": model.target_layer if isinstance(model, LoadedModel) else None,
+        "step_fraction": step_fraction,
+        "shard": [int(shard[0]), int(shard[1])],
+    }
+    for key, value in (settings or {}).items():
+        try:
+            identity[str(key)] = json.loads(json.dumps(value))
+        except (TypeError, ValueError):
+            raise FdcamError(f"settings[{key!r}] is {type(value).__name__}; expected a JSON "
+                             f"value (str, number, bool, None, list, dict)") from None
+    return identity
+
+
+def _identity_line(identity: Mapping[str, Any]) -> str:
+    return f"{_MAGIC}{RESULTS_FORMAT} " + json.dumps(dict(identity), sort_keys=True) + "\n"
+
+
+def _escape(text: str) -> str:
+    return "'" + text if text.startswith(_FORMULA_STARTS) else text
+
+
+def _unescape(text: str) -> str:
+    return text[1:] if text.startswith("'") else text
+
+
+class _BadRow(ValueError):
+    """A line that is not a valid row; its message says why."""
+
+
+@dataclass
+class _Parsed:
+    """A results file as read: identity, columns, valid rows (Python values), problems."""
+
+    identity: dict[str, Any] | None  # None: format 1 (a file of an older fdcam)
+    columns: list[str]
+    rows: list[list[Any]]
+    problems: list[str]  # "line N: why", one per line that was not counted
+    clean: bool  # the bytes are exactly what `_render` writes for (identity, rows)
+
+
+def _encode(columns: Sequence[str], values: Sequence[Any]) -> list[str]:
+    """Python values -> the cells written to disk (floats as repr: an exact round-trip)."""
+    cells = []
+    for column, value in zip(columns, values, strict=True):
+        if _missing(value):
+            cells.append("")
+        elif column in _TEXT_COLUMNS:
+            cells.append(_escape(str(value)))
+        elif column in _FLOAT_COLUMNS:
+            cells.append(repr(float(value)))
+        elif column in _BOOL_COLUMNS:
+            cells.append(str(bool(value)))
+        else:
+            cells.append(str(_plain(value)))
+    return cells
+
+
+def _decode(columns: Sequence[str], cells: list[str], escaped: bool) -> list[Any]:
+    """Cells of one line -> Python values; `_BadRow` when the line is not a valid row."""
+    if len(cells) != len(columns):
+        raise _BadRow(f"{len(cells)} fields, expected {len(columns)}")
+    row: dict[str, Any] = {}
+    for column, cell in zip(columns, cells, strict=True):
+        if column in _TEXT_COLUMNS:
+            row[column] = (_unescape(cell) if escaped else cell) if cell else None
+        elif column == "target":
+            if cell and not (cell.isascii() and cell.isdigit()):
+                raise _BadRow(f"target {cell[:40]!r} is not a class index")
+            row[column] = int(cell) if cell else None
+        elif column in _FLOAT_COLUMNS:
+            try:
+                row[column] = float(cell) if cell else None
+            except ValueError:
+                raise _BadRow(f"{column} {cell[:40]!r} is not a number") from None
+        elif column in _BOOL_COLUMNS:
+            if cell not in ("", "True", "False"):
+                raise _BadRow(f"{column} {cell[:40]!r} is not True or False")
+            row[column] = {"True": True, "False": False}.get(cell)
+    if not row["image"] or not row["method"]:
+        raise _BadRow("empty image or method")
+    measured = [c for c in columns if c in _FLOAT_COLUMNS or c in _BOOL_COLUMNS]
+    if row["error"] is not None:
+        if any(row[c] is not None for c in measured):
+            raise _BadRow("an error row with metric values")
+    else:
+        if row["target"] is None or row["probability"] is None:
+            raise _BadRow("a row without error, target or probability")
+        curve = [row["insertion"], row["deletion"], row["overall"]]
+        if any(v is None for v in curve) and any(v is not None for v in curve):
+            raise _BadRow("insertion, deletion and overall must be all filled or all empty")
+        if curve[0] is not None and not _same_float(curve[2], curve[0] - curve[1]):
+            raise _BadRow("overall is not insertion - deletion (a cut number?)")
+    return [row[c] for c in columns]
+
+
+def _same_float(a: float, b: float) -> bool:
+    return a == b or (math.isnan(a) and math.isnan(b))
+
+
+def _parse(path: Path, data: bytes) -> _Parsed:
+    """Read and check every line of a results file; raise `FdcamError` when it is not one.
+
+    Layout (format 2): line 1 is ``# fdcam-results/2 {identity JSON}``, line 2 the column
+    names, then one row per line. Format 1 (older fdcam) has no identity line. A line that
+    is not a valid row (torn by a kill, cut, garbage, not UTF-8, a key seen before) becomes
+    a problem and is not counted.
+    """
+    lines = data.split(b"\n")
+    torn = lines.pop()  # b"" when the file ends with a line end
+    position = 0
+    identity: dict[str, Any] | None = None
+    clean = torn == b""
+
+    def text(raw: bytes) -> str:
+        return raw.removesuffix(b"\r").decode("utf-8")
+
+    def refuse(why: str) -> FdcamError:
+        return FdcamError(f"{path} is not an fdcam results file ({why}); refusing to touch "
+                          f"it: choose another file name")
+
+    try:
+        first = text(lines[0]) if lines else None
+    except UnicodeDecodeError:
+        raise refuse("its first line is not UTF-8 text") from None
+    if first is not None and first.startswith(_MAGIC):
+        version, _, payload = first.removeprefix(_MAGIC).partition(" ")
+        if version != str(RESULTS_FORMAT):
+            raise FdcamError(f"{path} is a results file of format {version[:20]!r}; this fdcam "
+                             f"reads format {RESULTS_FORMAT} (and 1): use a matching fdcam "
+                             f"or another file")
+        try:
+            identity = json.loads(payload)
+        except ValueError:
+            identity = None
+        if not isinstance(identity, dict):
+            raise FdcamError(f"{path}: its identity line (line 1) is damaged; expected "
+                             f"{_MAGIC}{RESULTS_FORMAT} followed by a JSON object")
+        position = 1
+    try:
+        header = text(lines[position]) if len(lines) > position else None
+    except UnicodeDecodeError:
+        raise refuse(f"line {position + 1} is not UTF-8 text") from None
+    try:
+        columns = next(csv.reader([header]), []) if header is not None else []
+    except csv.Error:
+        raise refuse(f"line {position + 1} is not CSV") from None
+    if columns not in (result_columns(False), result_columns(True)):
+        if header is None and (identity is not None or _MAGIC.encode().startswith(torn)
+                               or torn.startswith(_MAGIC.encode())
+                               or any(c.encode().startswith(torn)
+                                      for c in (",".join(result_columns(False)),
+                                                ",".join(result_columns(True))))):
+            # killed while the header was written: nothing was ever counted in it
+            return _Parsed(identity, [], [], [], False)
+        shown = header if header is not None else torn.decode("utf-8", "replace")
+        raise refuse(f"line {position + 1} is {shown[:60]!r}, not the results header "
+                     f"{','.join(result_columns(False))}[,…]")
+    clean = clean and identity is not None and all(not raw.endswith(b"\r") for raw in lines)
+    problems: list[str] = []
+    rows: list[list[Any]] = []
+    seen: dict[tuple[Any, ...], int] = {}
+    for number, raw in enumerate(lines[position + 1:], start=position + 2):
+        try:
+            cells = next(csv.reader([text(raw)], strict=True), [])
+            values = _decode(columns, cells, escaped=identity is not None)
+        except UnicodeDecodeError:
+            problems.append(f"line {number}: not UTF-8 text")
+            continue
+        except (csv.Error, _BadRow) as error:
+            problems.append(f"line {number}: {error}")
+            continue
+        key = tuple(values[:3])
+        if key in seen:
+            index = seen[key]
+            earlier_failed = rows[index][-1] is not None
+            if earlier_failed and values[-1] is None:  # a success beats an error row
+                rows[index] = values
+            problems.append(f"line {number}: a second row for {key[0]!r}, {key[1]!r}, "
+                            f"target {key[2]}")
+            continue
+        seen[key] = len(rows)
+        rows.append(values)
+    if torn:
+        problems.append(f"line {len(lines) + 1}: incomplete (no line end; a run killed "
+                        f"while writing it?)")
+    return _Parsed(identity, columns, rows, problems, clean and not problems)
+
+
+def _render(identity: Mapping[str, Any], columns: Sequence[str],
+            rows: Iterable[Sequence[Any]]) -> str:
+    buffer = io.StringIO()
+    buffer.write(_identity_line(identity))
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(columns)
+    writer.writerows(_encode(columns, row) for row in rows)
+    return buffer.getvalue()
+
+
+def _report(path: Path, problems: list[str], action: str) -> None:
+    if problems:
+        more = f" (and {len(problems) - 3} more)" if len(problems) > 3 else ""
+        warnings.warn(f"{path}: {len(problems)} line(s) not counted, {action}: "
+                      f"{'; '.join(problems[:3])}{more}", ResultsWarning, stacklevel=3)
+
+
+
+def _missing(value: object) -> bool:
+    return value is None or value is pd.NA or (isinstance(value, float) and math.isnan(value))
+
+
+def _plain(value: object) -> object:
+    if isinstance(value, np.generic):
+        return value.item()
+    return value

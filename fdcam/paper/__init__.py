@@ -1,0 +1,17 @@
+"""The paper's pipeline: what the notebooks (and ``make reproduce``) call; needs ``[book]``.
+
+* `settings` — what each profile runs (methods per table, sizes, limits); `names` — the
+  paper's vocabulary (profiles, tables, metrics, method labels); `parameters` — the
+  notebooks' parameter checks;
+* `setups` (offline, smoke) and `disk_setups` (imagenet-sample, paper) — one `Setup` per
+  profile: models, images, methods;
+* `runs` — the resumable faithfulness and pointing runs behind the tables; `figure_cache`
+  and `figure_data` — the maps and curves of Figs. 5 and 6;
+* `paper_tables` (the paper's numbers), `tables` (Tables I–IV, ours beside the paper's),
+  `report` (the tables as the reader sees them), `verdicts` (the claims and the findings
+  prose), `ablations` (chapter 07's checks);
+* `plots` — the figures; `finetune` — VGG16 on VOC2007 for Table II; `layer_survey` — the
+  imagenet-sample profile's choice of layer.
+
+A chapter's checks live in a module named for what it checks (`ablations` for chapter 07).
+"""

@@ -1,0 +1,272 @@
+"""Tables as the reader sees them: laid out as in the paper (methods as rows, metrics as
+columns, the paper's value beside ours with our interval, best in bold), rendered as styled
+HTML; paired differences; the summary and its bullet lists."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from typing import Any
+
+import pandas as pd
+
+from fdcam.errors import FdcamError
+from fdcam.paper.names import METRICS, method_label
+
+# ------------------------------------------------------------------ tables for the reader
+
+METRIC_HEADERS = {
+    "insertion": "Insertion ↑",
+    "deletion": "Deletion ↓",
+    "overall": "Overall ↑",
+    "pointing_game": "Pointing game (%) ↑",
+    "pointing_game_tol15": "Original game, 15 px, class mean (%) ↑",
+}
+"""Column headers of the book's tables: the paper's metric names, with which way is better."""
+
+RHO_HTML = {
+    "fdcam-product": "α̂ · ŝ",
+    "fdcam-exp": "α̂ · e<sup>ŝ</sup>",
+    "fdcam-exp-shifted": "α̂ · e<sup>ŝ − 0.5</sup> (label)",
+    "fdcam": "α̂ · e<sup>ŝ</sup> − 0.5 (Eq. 10)",
+}
+"""Table IV's combination ρ of each FD-CAM variant, as HTML (hats and exponents in place)."""
+
+_MISSING = "—"
+
+# One small stylesheet per table: compact numbers, interval in grey, a rule under the header.
+_TABLE_STYLES: list[dict[str, Any]] = [
+    {"selector": "", "props": "border-collapse: collapse; font-size: 0.8em; margin: 0.5em 0;"
+                             " font-variant-numeric: tabular-nums; line-height: 1.25;"},
+    {"selector": "caption", "props": "caption-side: bottom; text-align: left; font-size: 0.9em;"
+                                     " color: #555; padding-top: 0.4em;"},
+    {"selector": "th, td", "props": "padding: 0.15em 0.4em; white-space: nowrap;"
+                                    " border: none;"},
+    {"selector": "thead th", "props": "text-align: center; border-bottom: 1px solid #999;"},
+    {"selector": "td", "props": "text-align: right;"},
+    {"selector": "th.row_heading", "props": "text-align: left; font-weight: normal;"},
+    {"selector": "td.col_heading, th.index_name", "props": "text-align: left;"},
+    {"selector": ".fdcam-ci", "props": "color: #666; font-size: 0.85em;"},
+]
+
+
+def _metric_direction(metric: str) -> str:
+    return METRICS.get(metric.removesuffix("_tol15"), "higher")
+
+
+def _format(value: Any, decimals: int) -> str:
+    return _MISSING if value is None or pd.isna(value) else f"{float(value):.{decimals}f}"
+
+
+def _interval(low: Any, high: Any, decimals: int) -> str:
+    if pd.isna(low) or pd.isna(high):
+        return _MISSING
+    return f"{float(low):.{decimals}f}–{float(high):.{decimals}f}"
+
+
+def _best(values: pd.Series, metric: str) -> pd.Series:
+    """True where `values` is best in its column (ties all bold); nothing when all missing."""
+    numbers = pd.to_numeric(values, errors="coerce")
+    if numbers.notna().sum() < 2:
+        return pd.Series(False, index=values.index)
+    target = numbers.min() if _metric_direction(metric) == "lower" else numbers.max()
+    return numbers.round(12) == round(float(target), 12)
+
+
+def paper_layout(table: pd.DataFrame, decimals: int | None = None, *,
+                 intervals: bool = True) -> pd.DataFrame:
+    """A table builder's long output (`fdcam.paper.tables.table_1` … `table_4`) in the paper's
+    layout, as text: one row per method, per metric the paper's value, ours and our 95 %
+    interval (``intervals=False``: without it), then ``n``. The data behind `styled_table`;
+    missing numbers are "—". `decimals`: 1 for the pointing game (percent), else 3.
+
+    Columns are a two-level index (metric header, "Paper" / "Ours" / "95 % CI"); the index
+    is the paper's method name (with the combination ρ for Table IV's variants).
+    """
+    needed = {"method", "metric", "paper", "ours", "ci_low", "ci_high", "n"}
+    if not isinstance(table, pd.DataFrame) or not needed <= set(table.columns):
+        got = ", ".join(map(str, getattr(table, "columns", [])))
+        raise FdcamError(f"paper_layout needs a table_1 … table_4 result (columns "
+                         f"{', '.join(sorted(needed))}); got {got}")
+    methods = list(dict.fromkeys(table["method"]))
+    metrics = list(dict.fromkeys(table["metric"]))
+    columns: dict[tuple[str, str], list[str]] = {}
+    for metric in metrics:
+        places = decimals if decimals is not None else _decimals(metric)
+        rows = table[table["metric"] == metric].set_index("method").reindex(methods)
+        header = METRIC_HEADERS.get(metric, metric.replace("_", " "))
+        columns[(header, "Paper")] = [_format(v, places) for v in rows["paper"]]
+        columns[(header, "Ours")] = [_format(v, places) for v in rows["ours"]]
+        if intervals:
+            columns[(header, "95 % CI")] = [_interval(lo, hi, places) for lo, hi in
+                                            zip(rows["ci_low"], rows["ci_high"], strict=True)]
+    counts = table.groupby("method", sort=False)["n"].max().reindex(methods)
+    columns[("", "n")] = [_MISSING if pd.isna(v) or int(v) == 0 else str(int(v))
+                          for v in counts]
+    frame = pd.DataFrame(columns, index=pd.Index(_row_names(methods), name="Method"))
+    frame.columns = pd.MultiIndex.from_tuples(list(columns))
+    return frame
+
+
+def _decimals(metric: str) -> int:
+    return 1 if metric.startswith("pointing_game") else 3
+
+
+def _row_names(methods: Sequence[str]) -> list[str]:
+    with_rho = any(m in RHO_HTML and m != "fdcam" for m in methods)
+    names = []
+    for method in methods:
+        if with_rho and method in RHO_HTML:
+            names.append(f"ρ = {RHO_HTML[method]}")
+        else:
+            names.append(method_label(method))
+    return names
+
+
+def styled_table(table: pd.DataFrame, *, caption: str | None = None,
+                 decimals: int | None = None, name: str = "table",
+                 intervals: bool = True) -> Any:
+    """The book's form of a table builder's output: `paper_layout` as styled HTML.
+
+    Methods are rows (Table IV's by their combination ρ); per metric the paper's value and
+    ours, with our 95 % interval in small grey type under ours (two columns per metric, so
+    that four metrics fit the book's column). The best value of each "Paper" and "Ours"
+    column is bold (higher is better, except deletion); ``n`` is the number of images
+    (pairs for the pointing game) behind our numbers. `caption` is printed under the
+    table; `name` makes the HTML ids stable across runs. Returns a pandas ``Styler`` (a
+    notebook cell shows it as HTML).
+    """
+    frame = paper_layout(table, decimals, intervals=intervals)
+    methods = list(dict.fromkeys(table["method"]))
+    metrics = list(dict.fromkeys(table["metric"]))
+    shown: dict[tuple[str, str], list[str]] = {}
+    for metric in metrics:
+        header = METRIC_HEADERS.get(metric, metric.replace("_", " "))
+        rows = table[table["metric"] == metric].set_index("method").reindex(methods)
+        paper_best = _best(rows["paper"], metric).to_numpy()
+        ours_best = _best(rows["ours"], metric).to_numpy()
+        paper = frame[(header, "Paper")].tolist()
+        ours = frame[(header, "Ours")].tolist()
+        ci = frame[(header, "95 % CI")].tolist() if intervals else [""] * len(ours)
+        shown[(header, "Paper")] = [_bold(v, b) for v, b in zip(paper, paper_best,
+                                                                 strict=True)]
+        label = "Ours"
+        shown[(header, label)] = [_bold(v, b) + _small(c) for v, b, c in
+                                  zip(ours, ours_best, ci, strict=True)]
+    shown[("", "n")] = frame[("", "n")].tolist()
+    display = pd.DataFrame(shown, index=frame.index)
+    display.columns = pd.MultiIndex.from_tuples(list(shown))
+    return _style(display, caption, name)
+
+
+def _bold(value: str, best: bool) -> str:
+    return f"<b>{value}</b>" if best and value != _MISSING else value
+
+
+def _small(interval: str) -> str:
+    if not interval or interval == _MISSING:
+        return ""
+    return f'<br><span class="fdcam-ci">{interval}</span>'
+
+
+def _style(frame: pd.DataFrame, caption: str | None, name: str) -> Any:
+    styler = frame.style
+    styler.set_uuid(re.sub(r"[^A-Za-z0-9_-]", "-", name))
+    styler.set_table_styles(_TABLE_STYLES)
+    if caption:
+        styler.set_caption(caption)
+    return styler
+
+
+def styled_paired(paired: pd.DataFrame, *, caption: str | None = None,
+                  decimals: int | None = None, name: str = "paired") -> Any:
+    """`fdcam.paper.tables.paired_vs_fdcam` as styled HTML: one row per method, per metric
+    the mean difference (method − FD-CAM on the same images) with its paired 95 % interval
+    in small type under it; bold where the interval excludes zero in FD-CAM's favour."""
+    needed = {"method", "metric", "n", "mean_difference", "ci_low", "ci_high", "fdcam_better"}
+    if not isinstance(paired, pd.DataFrame) or not needed <= set(paired.columns):
+        raise FdcamError("styled_paired needs a paired_vs_fdcam result (columns "
+                         f"{', '.join(sorted(needed))})")
+    methods = [m for m in dict.fromkeys(paired["method"]) if m != "fdcam"]
+    metrics = list(dict.fromkeys(paired["metric"]))
+    columns: dict[tuple[str, str], list[str]] = {}
+    for metric in metrics:
+        places = decimals if decimals is not None else _decimals(metric)
+        rows = paired[paired["metric"] == metric].set_index("method").reindex(methods)
+        header = METRIC_HEADERS.get(metric, metric.replace("_", " "))
+        if metric == "pointing_game":
+            header = "Pointing game (points) ↑"
+        better = rows["fdcam_better"].fillna(False).astype(bool).tolist()
+        differences = [_format(v, places) for v in rows["mean_difference"]]
+        intervals = [_interval(lo, hi, places) for lo, hi in
+                     zip(rows["ci_low"], rows["ci_high"], strict=True)]
+        columns[(header, "Δ vs FD-CAM")] = [
+            _bold(d, b) + _small(i) for d, b, i in zip(differences, better, intervals,
+                                                        strict=True)]
+    counts = paired.groupby("method", sort=False)["n"].max().reindex(methods)
+    columns[("", "n")] = [_MISSING if pd.isna(v) else str(int(v)) for v in counts]
+    frame = pd.DataFrame(columns, index=pd.Index(_row_names(methods), name="Method"))
+    frame.columns = pd.MultiIndex.from_tuples(list(columns))
+    return _style(frame, caption, name)
+
+
+def summary_table(table_1: pd.DataFrame, table_2: pd.DataFrame, *,
+                  caption: str | None = None, name: str = "summary") -> Any:
+    """The landing page's table: Table I's three AUCs and Table II's pointing game (Eq. 12),
+    the paper's value beside ours for every method of either table, best in bold; no
+    intervals (the chapters have them). Inputs: `table_1(setup)`, `table_2(setup)`."""
+    pointing = table_2[table_2["metric"] == "pointing_game"]
+    both = pd.concat([table_1, pointing], ignore_index=True)
+    order = list(dict.fromkeys([*table_1["method"], *pointing["method"]]))
+    both = both.assign(_o=both["method"].map({m: i for i, m in enumerate(order)}))
+    both = both.sort_values("_o", kind="stable").drop(columns="_o")
+    styler = styled_table(both, caption=caption, name=name, intervals=False)
+    # n differs in kind between the two tables (images, (image, class) pairs): the
+    # caption says it instead.
+    return styler.hide([("", "n")], axis="columns")
+
+
+_ASCII_FORMULAS = {"a*e^s": "α̂·exp(ŝ)", "a*s": "α̂·ŝ"}
+
+
+def bullets(text: str) -> str:
+    """Plain-text findings (one per line, as `fdcam.paper.verdicts.findings` and
+    `combination_verdict` print them for nbval) as a Markdown list for the page; their ASCII
+    formulas ("a*e^s") written as the paper writes them."""
+    out = []
+    for line in str(text).splitlines():
+        if not line.strip():
+            continue
+        for ascii_form, shown in _ASCII_FORMULAS.items():
+            line = line.replace(ascii_form, shown)
+        nested = line.startswith((" ", "\t")) and bool(out)  # a detail of the line above
+        out.append(("  - " if nested else "- ") + line.strip().lstrip("-• ").strip())
+    return "\n".join(out)
+
+
+def summary_markdown(table_1: pd.DataFrame, table_2: pd.DataFrame) -> str:
+    """Table I's AUCs and Table II's pointing game as a GitHub-flavoured Markdown table (the
+    README's summary): one row per method, each cell "ours (paper)", our best per column
+    bold, "—" where there is no number; inputs as in `summary_table`."""
+    pointing = table_2[table_2["metric"] == "pointing_game"]
+    both = pd.concat([table_1, pointing], ignore_index=True)
+    methods = list(dict.fromkeys([*table_1["method"], *pointing["method"]]))
+    metrics = list(dict.fromkeys(both["metric"]))
+    header = ["Method", *(METRIC_HEADERS.get(m, m) for m in metrics)]
+    lines = ["| " + " | ".join(header) + " |",
+             "|" + "|".join([":--", *(["--:"] * len(metrics))]) + "|"]
+    best = {}
+    for metric in metrics:
+        rows = both[both["metric"] == metric].set_index("method").reindex(methods)
+        best[metric] = _best(rows["ours"], metric)
+    for i, method in enumerate(methods):
+        cells = [method_label(method)]
+        for metric in metrics:
+            rows = both[both["metric"] == metric].set_index("method").reindex(methods)
+            places = _decimals(metric)
+            ours = _format(rows["ours"].iloc[i], places)
+            if bool(best[metric].iloc[i]):
+                ours = f"**{ours}**"
+            cells.append(f"{ours} ({_format(rows['paper'].iloc[i], places)})")
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)

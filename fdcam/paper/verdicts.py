@@ -1,0 +1,135 @@
+"""What the tables say, in words: the paper's claims with a verdict each (confirmed,
+refuted, undecided by paired intervals) and the findings prose of chapters 05–08."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from fdcam.evaluation.statistics import paired_differences
+from fdcam.paper.names import method_label
+from fdcam.paper.runs import _results, table_methods
+from fdcam.paper.settings import FAITHFULNESS_METRICS
+from fdcam.paper.setups import Setup
+from fdcam.paper.tables import ranks
+
+#: The paper's claims that its tables make, as (claim, table, method, rivals): "`method` is
+#: better than each rival" on every metric of the table. Rivals None: the table's others.
+CLAIMS: tuple[tuple[str, str, str, tuple[str, ...] | None], ...] = (
+    ("FD-CAM is more faithful than every baseline (Table I)", "I", "fdcam", None),
+    ("FD-CAM points at the right object more often than every baseline (Table II)", "II",
+     "fdcam", None),
+    ("grouping improves switch-off scores (Table III: g+off over ng+off)", "III",
+     "fdcam-g-off", ("fdcam-ng-off",)),
+    ("switch-on improves on switch-off alone (Table III: full over g+off)", "III", "fdcam",
+     ("fdcam-g-off",)),
+    ("Eq. 10's combination is the best of Table IV", "IV", "fdcam", None),
+)
+
+
+def claim_verdicts(setup: Setup, *, n_resamples: int = 2000) -> pd.DataFrame:
+    """For each claim of `CLAIMS` and metric: confirmed, refuted or undecided, by paired 95 %
+    intervals of (rival − claimed method) over the images (or image-class pairs) both ran on.
+
+    * confirmed — every rival's interval excludes 0 on the claimed method's side;
+    * refuted — some rival's interval excludes 0 on the rival's side;
+    * undecided — otherwise (some interval contains 0, none against the claim).
+
+    Columns: claim, metric, verdict, n (fewest pairs behind a comparison), evidence (the
+    closest rival's mean difference and interval, e.g. "Group-CAM −0.004 [−0.009, +0.001]").
+    """
+    rows = []
+    for claim, table, method, rivals in CLAIMS:
+        kind = "pointing" if table == "II" else "faithfulness"
+        metrics: tuple[str, ...] = ("hit",) if table == "II" else FAITHFULNESS_METRICS
+        path = setup.pointing_csv if table == "II" else setup.faithfulness_csv
+        if path.exists():
+            df = _results(setup, kind, table_methods(setup, table))
+            if table == "II":
+                df = df.assign(hit=df["hit"].astype("Float64") * 100)
+        else:
+            df = pd.DataFrame(columns=["image", "method", "target", *metrics, "error"])
+        chosen = set(table_methods(setup, table) if rivals is None else rivals) - {method}
+        df = df[df["method"].isin(chosen | {method})]
+        if method not in set(df["method"]) or not chosen & set(df["method"]):
+            for metric in metrics:
+                rows.append({"claim": claim, "metric": metric.replace("hit", "pointing_game"),
+                             "verdict": "no data", "n": 0, "evidence": ""})
+            continue
+        diff = paired_differences(df, method, metrics=list(metrics), seed=setup.seed,
+                                  n_resamples=n_resamples)
+        for metric in metrics:
+            part = diff[diff["metric"] == metric]
+            # Orient every difference so that > 0 means the rival is better.
+            sign = -1.0 if metric == "deletion" else 1.0
+            low = np.minimum(sign * part["ci_low"], sign * part["ci_high"])
+            high = np.maximum(sign * part["ci_low"], sign * part["ci_high"])
+            if (low > 0).any():
+                verdict = "refuted"
+            elif (high < 0).all():
+                verdict = "confirmed"
+            else:
+                verdict = "undecided"
+            closest = part.loc[(sign * part["mean_difference"]).idxmax()]
+            evidence = (f"{method_label(str(closest['method']))} "
+                        f"{closest['mean_difference']:+.3f} [{closest['ci_low']:+.3f}, "
+                        f"{closest['ci_high']:+.3f}]")
+            rows.append({"claim": claim, "metric": metric.replace("hit", "pointing_game"),
+                         "verdict": verdict, "n": int(part["n"].min()), "evidence": evidence})
+    return pd.DataFrame(rows, columns=["claim", "metric", "verdict", "n", "evidence"])
+
+
+def findings(table: pd.DataFrame, paired: pd.DataFrame | None = None) -> str:
+    """What a table says, in a few lines: per metric, the best method by our numbers and
+    FD-CAM's rank by ours and by the paper's; how often the paper's value lies in our 95 %
+    interval; which methods rest on fewer images (heavy methods); and which paired
+    differences with FD-CAM (`paired_vs_fdcam`) exclude zero.
+
+    Numbers are rounded (3 decimals), so the text is bit-stable across reruns (nbval).
+    """
+    order = ranks(table)
+    lines = []
+    for metric in dict.fromkeys(table["metric"]):
+        ours = order[f"{metric} ours"]
+        ranked = ours.dropna()
+        if ranked.empty:
+            lines.append(f"{metric}: no numbers yet")
+            continue
+        sizes = table[table["metric"] == metric].groupby("label")["n"].max()
+        full = int(sizes.max()) if len(sizes) else 0
+        best = ", ".join(
+            label + (f" (on {int(sizes[label])} of {full})" if label in sizes
+                     and int(sizes[label]) < full else "")
+            for label in ranked[ranked == ranked.min()].index)
+        fd_label = method_label("fdcam")
+        fd = ours.get(fd_label, pd.NA)
+        fd_paper = order[f"{metric} paper"].get(fd_label, pd.NA)
+        fd_text = "n/a" if pd.isna(fd) else f"{int(fd)} of {len(ranked)}"
+        paper_text = "" if pd.isna(fd_paper) else f" (paper: {int(fd_paper)})"
+        lines.append(f"{metric}: best {best}; FD-CAM rank {fd_text}{paper_text}")
+    sizes = table.groupby("label", sort=False)["n"].max()
+    fewer = sizes[sizes < sizes.max()]
+    if len(fewer):
+        unit = "pairs" if "pointing_game" in set(table["metric"]) else "images"
+        lines.append(f"not every method on the same {unit}: " + ", ".join(
+            f"{label} {int(n)}" for label, n in fewer.items())
+            + f" (the others {int(sizes.max())}); compare them with FD-CAM through the "
+              f"paired differences, which use the shared {unit} only")
+    known = table["paper_in_ci"].dropna()
+    if len(known):
+        lines.append(f"paper's value inside our 95 % CI: {int(known.sum())} of {len(known)}")
+    if paired is not None and len(paired):
+        lower = paired["metric"] == "deletion"
+        significant = (paired["ci_low"] > 0) | (paired["ci_high"] < 0)
+        rows = paired[significant]
+        if rows.empty:
+            lines.append("paired differences with FD-CAM whose 95 % CI excludes 0: none")
+        else:
+            lines.append("paired differences with FD-CAM whose 95 % CI excludes 0:")
+            for row, is_lower in zip(rows.itertuples(index=False), lower[significant],
+                                     strict=True):
+                fd_better = (row.mean_difference > 0) if is_lower else (row.mean_difference < 0)
+                lines.append(f"  {row.label} {row.metric}: {row.mean_difference:+.3f} "
+                             f"[{row.ci_low:+.3f}, {row.ci_high:+.3f}], FD-CAM "
+                             f"{'better' if fd_better else 'worse'}")
+    return "\n".join(lines)

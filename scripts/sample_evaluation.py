@@ -1,0 +1,140 @@
+"""The imagenet-sample evaluation in stages, resumable: ``make evaluate-imagenet-sample``.
+
+    python -m scripts.sample_evaluation [--photos DIR] [--threads 1] [--device cpu]
+                                      [--stages 1,3,4,2]
+
+Every stage appends rows to the profile's CSVs (`fdcam.paper.runs`), so a stopped run
+resumes where it stopped (rows that hold an error are tried again); within a stage, images
+are done one after another with all their methods, in a seeded order, so the rows already
+written are always a complete, seeded sample of what is to come. The default order
+(1, 3, 4, 2) gives every table a first answer before the long stage 2 grows Table I to all
+photos:
+
+1. Tables I, III, IV at the main layer (`settings.SAMPLE_LAYER`): every method,
+   Score-CAM and Ablation-CAM included, on the first 250 photos of the seeded order;
+2. the same tables' other methods on the remaining 750 photos;
+3. Table II: the pointing game on the 250 mosaics (the heavy methods on the first 63);
+4. Table I at the last activation ``_swish`` on the first `SAMPLE_SWISH_IMAGES` photos.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import pandas as pd
+import torch
+
+from fdcam.checks import check_device
+from fdcam.errors import FdcamError
+from fdcam.evaluation.results_file import read_results
+from fdcam.paper import runs, settings, setups
+
+#: Score-CAM and Ablation-CAM at ``_swish`` cost 1,280 forward passes per map: on a CPU
+#: they run on the first 100 photos there.
+SWISH_HEAVY_IMAGES = 100
+
+
+def run_stage(stage: int, photos: str | None, device: str) -> setups.Setup:
+    """Run one stage (see the module docstring); rows already written are skipped."""
+    heavy = settings.SETTINGS["imagenet-sample"].heavy_images
+    if stage in (1, 2):
+        made = setups.setup("imagenet-sample", imagenet_sample=photos, device=device,
+                                 n_images=heavy if stage == 1 else None)
+        runs.run_faithfulness(made, retry_failed=True)
+    elif stage == 3:
+        made = setups.setup("imagenet-sample", imagenet_sample=photos, device=device)
+        runs.run_pointing(made, retry_failed=True)
+    elif stage == 4:
+        made = setups.setup("imagenet-sample", imagenet_sample=photos, device=device,
+                                 layer="_swish", n_images=settings.SAMPLE_SWISH_IMAGES,
+                                 heavy_limits={"faithfulness": SWISH_HEAVY_IMAGES})
+        runs.run_faithfulness(made, runs.table_methods(made, "I"),
+                                     retry_failed=True)
+    else:
+        raise ValueError(f"unknown stage {stage}; expected 1, 2, 3 or 4")
+    return made
+
+
+def log_time(folder: Path, stage: int, started: float, seconds: float | None,
+             threads: int, device: str) -> None:
+    """Append one line to ``<folder>/wall_time.csv``: when a stage (or a part of it, if the
+    run was stopped) ran and for how long, so that the run's wall time can be summed."""
+    path = folder / "wall_time.csv"
+    folder.mkdir(parents=True, exist_ok=True)
+    new = not path.exists()
+    with path.open("a", encoding="utf-8") as handle:
+        if new:
+            handle.write("stage,started_utc,seconds,finished,threads,device,cpus\n")
+        stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started))
+        elapsed = time.time() - started if seconds is None else seconds
+        handle.write(f"{stage},{stamp},{elapsed:.0f},{seconds is not None},{threads},{device},"
+                     f"{os.cpu_count()}\n")
+
+
+def verify(recomputed: str | Path, layer: str = settings.SAMPLE_LAYER) -> pd.DataFrame:
+    """Compare rows recomputed by ``fdcam evaluate`` with the committed ones of `layer`.
+
+    Rows are matched on (photo, method, target), the photo by its file stem; returns per
+    method the number of matched rows and the largest absolute difference of each metric.
+    """
+    committed = read_results(settings.RESULTS_ROOT / "imagenet-sample" / layer
+                             / "faithfulness.csv")
+    fresh = read_results(recomputed)
+    fresh = fresh.assign(image=[Path(str(i)).stem for i in fresh["image"]])
+    pairs = fresh.merge(committed, on=["image", "method", "target"], suffixes=("", "_committed"))
+    if pairs.empty:
+        raise FdcamError(f"no row of {recomputed} matches a committed row of layer {layer!r}")
+    metrics = ["probability", "insertion", "deletion", "overall"]
+    gaps = pd.DataFrame({m: (pairs[m] - pairs[f"{m}_committed"]).abs() for m in metrics})
+    gaps["method"] = pairs["method"]
+    table = gaps.groupby("method").max()
+    table.insert(0, "rows", pairs.groupby("method").size())
+    return table
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m scripts.sample_evaluation",
+                                     description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--photos", default=None,
+                        help="the imagenet-sample folder (default: $IMAGENET_SAMPLE or "
+                             "data/downloads/imagenet-sample)")
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--stages", default="1,3,4,2")
+    parser.add_argument("--verify", default=None, metavar="CSV",
+                        help="instead of running: compare rows recomputed by `fdcam evaluate` "
+                             "with the committed rows and print the largest differences")
+    args = parser.parse_args(argv)
+    if args.verify is not None:
+        table = verify(args.verify)
+        print(table.to_string(float_format=lambda v: f"{v:.2e}"))
+        print(f"largest difference: {table.drop(columns='rows').to_numpy().max():.2e} over "
+              f"{int(table['rows'].sum())} rows")
+        return 0
+    device = check_device(args.device)
+    torch.set_num_threads(args.threads)
+    folder = settings.RESULTS_ROOT / "imagenet-sample"
+    for stage in (int(s) for s in args.stages.split(",")):
+        started = time.time()
+        # A stopped run (SIGTERM, Ctrl-C) still records how long it ran.
+        signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+        try:
+            run_stage(stage, args.photos, device)
+        except BaseException:
+            log_time(folder, stage, started, None, args.threads, device)
+            raise
+        seconds = time.time() - started
+        log_time(folder, stage, started, seconds, args.threads, device)
+        print(f"stage {stage} done in {seconds:.0f} s", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,289 @@
+"""fdcam.paper names, paper_tables, report: the paper's tables, side by side, the profile check."""
+
+import math
+
+import pandas as pd
+import pytest
+
+from fdcam.errors import FdcamError
+from fdcam.paper.names import METHOD_LABELS, METRICS, PROFILES, check_profile, method_label
+from fdcam.paper.paper_tables import COMPARE_COLUMNS, compare_table, paper_table
+from fdcam.paper.report import (
+    bullets,
+    paper_layout,
+    styled_paired,
+    styled_table,
+    summary_markdown,
+    summary_table,
+)
+from scripts.readme import README_BEGIN, README_END, update_readme
+
+TABLE_I_METHODS = ["gradcam", "gradcam++", "xgradcam", "scorecam", "ablationcam", "layercam",
+                   "groupcam", "fdcam"]
+
+
+def test_paper_tables_csv_is_tidy_and_complete():
+    frame = pd.read_csv("data/paper_tables.csv")
+    assert list(frame.columns) == ["table", "method", "metric", "value"]
+    assert not frame.duplicated(["table", "method", "metric"]).any()
+    assert set(frame["metric"]) <= set(METRICS)
+    assert set(frame["method"]) <= set(METHOD_LABELS)
+    assert frame["value"].notna().all()
+    assert frame.groupby("table").size().to_dict() == {"I": 24, "II": 7, "III": 9, "IV": 9}
+
+
+def test_table_i_is_the_papers():
+    table = paper_table("I")
+    assert list(table.columns) == ["method", "metric", "value"]
+    assert list(table["method"].drop_duplicates()) == TABLE_I_METHODS
+    wide = table.pivot(index="method", columns="metric", values="value")
+    assert wide.loc["fdcam", "insertion"] == 0.5534
+    assert wide.loc["groupcam", "deletion"] == 0.0921
+    assert wide.loc["gradcam", "overall"] == 0.4240
+
+
+@pytest.mark.parametrize("name", ["I", "III", "IV"])
+def test_overall_is_insertion_minus_deletion(name):
+    # A typing check: the paper's overall column is exactly insertion − deletion.
+    wide = paper_table(name).pivot(index="method", columns="metric", values="value")
+    assert ((wide["insertion"] - wide["deletion"] - wide["overall"]).abs() < 5e-5).all()
+
+
+def test_full_fdcam_row_is_the_same_in_tables_i_iii_iv():
+    rows = [paper_table(t).query("method == 'fdcam'")["value"].tolist() for t in ("I", "III",
+                                                                                   "IV")]
+    assert rows[0] == rows[1] == rows[2] == [0.5534, 0.1001, 0.4533]
+
+
+def test_table_ii_is_percent_in_paper_order():
+    table = paper_table(2)
+    assert table["method"].tolist() == ["gradcam", "gradcam++", "xgradcam", "layercam",
+                                        "scorecam", "ablationcam", "fdcam"]
+    assert set(table["metric"]) == {"pointing_game"}
+    assert table["value"].tolist() == [81.20, 81.91, 80.72, 81.77, 78.46, 58.19, 83.70]
+
+
+def test_ablation_tables_methods():
+    assert paper_table("Table III")["method"].unique().tolist() == [
+        "fdcam-ng-off", "fdcam-g-off", "fdcam"]
+    assert paper_table("iv")["method"].unique().tolist() == ["fdcam-product", "fdcam-exp",
+                                                             "fdcam"]
+
+
+def test_paper_table_returns_a_copy():
+    table = paper_table("I")
+    table.loc[0, "value"] = 99.0
+    assert paper_table("I").loc[0, "value"] == 0.5357
+
+
+@pytest.mark.parametrize("bad", ["V", 0, 5, "", True])
+def test_unknown_table_names_the_choices(bad):
+    with pytest.raises(FdcamError, match=r"unknown paper table .*; expected one of I, II, III, IV"):
+        paper_table(bad)
+
+
+def _ours_table_i() -> pd.DataFrame:
+    return pd.DataFrame({
+        "method": ["fdcam", "fdcam", "gradcam", "fdcam-ng-off"],
+        "metric": ["insertion", "deletion", "insertion", "insertion"],
+        "mean": [0.56, 0.0901, 0.50, 0.52],
+        "ci_low": [0.54, 0.085, 0.49, 0.51],
+        "ci_high": [0.58, 0.095, 0.51, 0.53],
+        "n": [2000, 2000, 2000, 2000],
+    })
+
+
+def test_compare_table_side_by_side():
+    result = compare_table(_ours_table_i(), "I")
+    assert tuple(result.columns) == COMPARE_COLUMNS
+    assert len(result) == 24  # exactly the paper's rows, in its order
+    assert result[["method", "metric"]].equals(paper_table("I")[["method", "metric"]])
+    row = result.set_index(["method", "metric"]).loc[("fdcam", "insertion")]
+    assert row["paper"] == 0.5534
+    assert row["ours"] == 0.56
+    assert math.isclose(row["difference"], 0.56 - 0.5534)
+    assert bool(row["paper_in_ci"]) is True
+    deletion = result.set_index(["method", "metric"]).loc[("fdcam", "deletion")]
+    assert bool(deletion["paper_in_ci"]) is False  # 0.1001 is above [0.085, 0.095]
+    missing = result.set_index(["method", "metric"]).loc[("scorecam", "overall")]
+    assert math.isnan(missing["ours"])
+    assert math.isnan(missing["difference"])
+    assert missing["paper_in_ci"] is pd.NA
+
+
+def test_compare_table_keep_extra_appends_our_other_rows():
+    result = compare_table(_ours_table_i(), "I", keep_extra=True)
+    assert len(result) == 25
+    assert result[["method", "metric"]].iloc[:24].equals(paper_table("I")[["method", "metric"]])
+    extra = result.iloc[24]
+    assert (extra["method"], extra["metric"]) == ("fdcam-ng-off", "insertion")
+    assert math.isnan(extra["paper"])
+
+
+def test_compare_table_without_ci():
+    ours = pd.DataFrame({"method": ["fdcam"], "metric": ["pointing_game"], "mean": [80.0]})
+    result = compare_table(ours, "II").set_index("method")
+    assert result.loc["fdcam", "difference"] == pytest.approx(-3.7)
+    assert math.isnan(result.loc["fdcam", "ci_low"])
+    assert result.loc["fdcam", "paper_in_ci"] is pd.NA
+
+
+def test_compare_table_rejects_fractions_for_the_pointing_game():
+    ours = pd.DataFrame({"method": ["fdcam"], "metric": ["pointing_game"], "mean": [0.83]})
+    with pytest.raises(FdcamError, match="in percent"):
+        compare_table(ours, "II")
+
+
+def test_compare_table_validates_ours():
+    with pytest.raises(FdcamError, match=r"lacks column.*mean"):
+        compare_table(pd.DataFrame({"method": ["fdcam"], "metric": ["insertion"],
+                                    "value": [0.5]}), "I")
+    twice = pd.DataFrame({"method": ["fdcam", "fdcam"], "metric": ["insertion"] * 2,
+                          "mean": [0.5, 0.6]})
+    with pytest.raises(FdcamError, match="more than one row for fdcam/insertion"):
+        compare_table(twice, "I")
+    with pytest.raises(FdcamError, match="DataFrame"):
+        compare_table({"method": "fdcam"}, "I")
+
+
+def test_check_profile():
+    assert PROFILES == ("offline", "imagenet-sample", "paper", "smoke")
+    for profile in PROFILES:
+        assert check_profile(profile) == profile
+    with pytest.raises(FdcamError) as error:
+        check_profile("x")
+    assert str(error.value) == ("unknown profile 'x'; expected one of offline, imagenet-sample, "
+                                "paper, smoke")
+
+
+def test_method_label():
+    assert method_label("gradcam++") == "Grad-CAM++"
+    assert method_label("fdcam") == "FD-CAM"
+    assert method_label("something-new") == "something-new"
+
+
+# ------------------------------------------------------------------ tables for the reader
+
+
+def _table_1(n: int = 5) -> pd.DataFrame:
+    """A table_1-like long table: ours = paper + 0.01·i, interval ± 0.02, n images."""
+    paper = paper_table("I")
+    rows = []
+    for i, (method, metric, value) in enumerate(paper.itertuples(index=False)):
+        ours = value + 0.01 * (i % 5)
+        rows.append({"method": method, "metric": metric, "mean": ours, "ci_low": ours - 0.02,
+                     "ci_high": ours + 0.02})
+    table = compare_table(pd.DataFrame(rows), "I")
+    return table.assign(label=[method_label(m) for m in table["method"]], n=n)
+
+
+def test_paper_layout_has_methods_as_rows_and_paper_beside_ours():
+    table = _table_1()
+    frame = paper_layout(table)
+    assert list(frame.index) == [method_label(m) for m in TABLE_I_METHODS]
+    assert list(frame.columns[:3]) == [("Insertion ↑", "Paper"), ("Insertion ↑", "Ours"),
+                                       ("Insertion ↑", "95 % CI")]
+    assert frame.columns[-1] == ("", "n") and set(frame[("", "n")]) == {"5"}
+    row = table[(table["method"] == "fdcam") & (table["metric"] == "deletion")].iloc[0]
+    assert frame.loc["FD-CAM", ("Deletion ↓", "Paper")] == f"{row['paper']:.3f}"
+    assert frame.loc["FD-CAM", ("Deletion ↓", "95 % CI")] == \
+        f"{row['ci_low']:.3f}–{row['ci_high']:.3f}"
+
+
+def test_styled_table_bolds_the_best_of_each_column_and_dashes_missing():
+    table = _table_1()
+    table.loc[table["method"] == "layercam", ["ours", "ci_low", "ci_high"]] = float("nan")
+    styler = styled_table(table, caption="Table I", name="t1")
+    shown = styler.data
+    for metric, header in (("insertion", "Insertion ↑"), ("deletion", "Deletion ↓")):
+        rows = table[table["metric"] == metric].set_index("method")
+        best = rows["paper"].idxmin() if metric == "deletion" else rows["paper"].idxmax()
+        column = shown[(header, "Paper")]
+        assert column[method_label(best)] == f"<b>{rows.loc[best, 'paper']:.3f}</b>"
+        assert sum(v.startswith("<b>") for v in column) == 1
+        ours = shown[(header, "Ours")]
+        assert sum(v.startswith("<b>") for v in ours) == 1
+        assert 'class="fdcam-ci"' in ours["FD-CAM"] and "–" in ours["FD-CAM"]
+    assert shown.loc["Layer-CAM", ("Insertion ↑", "Ours")] == "—"
+    html = styler.to_html()
+    assert "nan" not in html.lower().replace("nan;", "")
+    assert "<caption>Table I</caption>" in html
+    assert len(shown.columns) == 3 * 2 + 1  # paper and ours per metric, then n
+
+
+def test_styled_table_names_table_iv_combinations_in_html():
+    ours = pd.DataFrame({"method": ["fdcam-exp", "fdcam"], "metric": ["overall"] * 2,
+                         "mean": [0.4, 0.45]})
+    table = compare_table(ours, "IV").assign(n=3)
+    frame = paper_layout(table)
+    assert "ρ = α̂ · e<sup>ŝ</sup> − 0.5 (Eq. 10)" in frame.index
+
+
+def test_styled_paired_bolds_differences_that_exclude_zero():
+    paired = pd.DataFrame({"method": ["gradcam", "scorecam"], "label": ["Grad-CAM", "Score-CAM"],
+                           "metric": ["insertion"] * 2, "n": [5, 2],
+                           "mean_difference": [-0.05, 0.01], "ci_low": [-0.08, -0.02],
+                           "ci_high": [-0.01, 0.03], "fdcam_better": [True, False]})
+    styler = styled_paired(paired, name="p")
+    assert list(styler.data.index) == ["Grad-CAM", "Score-CAM"]
+    column = styler.data[("Insertion ↑", "Δ vs FD-CAM")]
+    assert column["Grad-CAM"].startswith("<b>-0.050</b><br>")
+    assert column["Score-CAM"].startswith("0.010<br>")
+    assert styler.data.loc["Score-CAM", ("", "n")] == "2"
+
+
+def test_summary_table_and_markdown_put_table_ii_beside_table_i():
+    table_2 = compare_table(pd.DataFrame({"method": ["gradcam", "fdcam"],
+                                          "metric": ["pointing_game"] * 2,
+                                          "mean": [80.0, 90.0]}), "II").assign(n=32)
+    styler = summary_table(_table_1(), table_2, caption="c")
+    assert ("Pointing game (%) ↑", "Ours") in styler.data.columns
+    text = summary_markdown(_table_1(), table_2)
+    lines = text.splitlines()
+    assert lines[0].startswith("| Method | Insertion ↑ | Deletion ↓ | Overall ↑ | Pointing")
+    fdcam = next(line for line in lines if line.startswith("| FD-CAM |"))
+    assert "**90.0** (" in fdcam
+    assert "— (" in next(line for line in lines if line.startswith("| Score-CAM |"))
+
+
+def test_bullets_turn_findings_into_a_markdown_list():
+    text = "insertion: best FD-CAM\npaired differences:\n  Grad-CAM: +0.1, a*e^s\n"
+    assert bullets(text) == ("- insertion: best FD-CAM\n- paired differences:\n"
+                             "  - Grad-CAM: +0.1, α̂·exp(ŝ)")
+
+
+def test_update_readme_rewrites_only_its_block(tmp_path):
+    import base64
+
+    import nbformat
+
+    notebook = nbformat.v4.new_notebook()
+    outputs = []
+    for name, data, prefix in [
+            ("teaser", {"image/png": base64.b64encode(b"\x89PNG fake").decode()}, ""),
+            ("teaser_caption", {"text/markdown": "One image."}, "application/papermill.record/"),
+            ("summary_markdown", {"text/markdown": "| a |\n|--|"}, "application/papermill.record/"),
+            ("summary_profile", {"text/markdown": "Offline."}, "application/papermill.record/")]:
+        outputs.append(nbformat.v4.new_output(
+            "display_data", data={prefix + k: v for k, v in data.items()},
+            metadata={"scrapbook": {"name": name, "mime_prefix": prefix}}))
+    notebook.cells = [nbformat.v4.new_code_cell("glue()", outputs=outputs)]
+    path = tmp_path / "08_summary.ipynb"
+    nbformat.write(notebook, path)
+    readme = tmp_path / "README.md"
+    readme.write_text(f"# x\n{README_BEGIN}\nold\n{README_END}\n## API\n")
+    teaser = tmp_path / "teaser.png"
+    assert update_readme(readme, path, teaser) is True
+    text = readme.read_text()
+    assert text.startswith("# x\n") and text.endswith(f"{README_END}\n## API\n")
+    assert "| a |" in text and "*One image.*" in text and "\nold\n" not in text
+    assert teaser.read_bytes() == b"\x89PNG fake"
+    assert update_readme(readme, path, teaser) is False  # idempotent
+
+
+def test_committed_readme_matches_the_committed_summary_notebook():
+    from scripts.readme import README, SUMMARY_NOTEBOOK, readme_block
+
+    if not SUMMARY_NOTEBOOK.is_file():
+        pytest.skip("book/08_summary.ipynb is not executed yet")
+    assert readme_block() in README.read_text(encoding="utf-8"), "run make readme"
