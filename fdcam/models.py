@@ -271,6 +271,14 @@ def file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
+def _load_failure(error: BaseException) -> str:
+    """What torch.load found wrong, in a few words: for the weights-only unpickler the detail
+    after its paragraph of advice ("UnpicklingError: Unsupported operand 149")."""
+    text = " ".join(str(error).split())
+    detail = text.partition("WeightsUnpickler error:")[2].partition(" Check the doc")[0].strip()
+    return f"{type(error).__name__}: {detail[:200]}" if detail else _first_line(error)
+
+
 def _first_line(error: BaseException) -> str:
     lines = [line for line in str(error).splitlines() if line.strip()]
     return f"{type(error).__name__}: {lines[0] if lines else ''}"[:300]
@@ -288,7 +296,7 @@ def load_state_dict_file(path: Path, expected: str = "a state dict") -> dict[str
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # UnpicklingError for a planted pickle, RuntimeError, …
         raise FdcamError(f"{path} is not {expected}: torch.load(weights_only=True) refused "
-                         f"it ({_first_line(error)}); nothing in it was run") from None
+                         f"it ({_load_failure(error)}); nothing in it was run") from None
     for key in ("state_dict", "model_state_dict", "model"):
         if isinstance(obj, dict) and isinstance(obj.get(key), dict):
             obj = obj[key]
