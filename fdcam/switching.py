@@ -275,6 +275,7 @@ def _staged_scores(stages: HeadStages, terms: LinearTerms, masks: Tensor, target
         elif first is not None:
             conv_inputs = _ConvInputs(first, terms.pooled[i], terms.delta[i], terms.base)
             size = max(1, min(batch_size, _CHUNK_ELEMENTS // 4 // conv_inputs.size))
+            m, inverse = _side_by_side(m, inverse)
         else:
             size = max(1, min(batch_size, _CHUNK_ELEMENTS // 4 // terms.delta[i].numel()))
         rows = []
@@ -304,6 +305,18 @@ def _masked_sums(masks: Tensor, d: Tensor, base: Tensor) -> Tensor:
     change = F.embedding_bag(chosen.nonzero()[:, 1], d, offsets, mode="sum")
     full = base + d.sum(0)
     return torch.where(use_on[:, None], base + change, full - change)
+
+
+def _side_by_side(masks: Tensor, inverse: Tensor) -> tuple[Tensor, Tensor]:
+    """The distinct masks reordered so that those summed from Z (few channels on) come
+    before those summed from P (few off): chunks then hold masks of one side only, which
+    `_ConvInputs` evaluates without copying their start. masks: bool [u, K]; inverse: [n]
+    indices into masks -> (reordered masks, inverse into them)."""
+    from_zero = masks.sum(1) * 2 <= masks.shape[1]
+    order = torch.argsort((~from_zero).to(torch.uint8), stable=True)
+    rank = torch.empty_like(order)
+    rank[order] = torch.arange(order.shape[0], device=order.device)
+    return masks[order], rank[inverse]
 
 
 class _ConvInputs:
@@ -339,11 +352,15 @@ class _ConvInputs:
         order = chosen.to(torch.uint8).argsort(dim=1, descending=True, stable=True)[:, :s]
         index = torch.where(chosen.gather(1, order), order, self.k)  # [n, s]
         n = index.shape[0]
-        sign = torch.where(use_on, 1.0, -1.0).to(self.filters.dtype)
         # [n, C_out, s·r] as a transposed view: the gather is the only copy of the filters.
         w = self.filters[index].view(n, s * self.r, self.c_out).transpose(1, 2)
-        x = self.columns[index].view(n, s * self.r, -1).mul_(sign.view(n, 1, 1))
-        out = torch.baddbmm(self.starts[use_on.long()], w, x)
+        x = self.columns[index].view(n, s * self.r, -1)
+        if bool(use_on.all()) or not bool(use_on.any()):  # one side: a shared start, ±1
+            on = bool(use_on[0])
+            out = torch.baddbmm(self.starts[int(on)], w, x, alpha=1.0 if on else -1.0)
+        else:
+            sign = torch.where(use_on, 1.0, -1.0).to(self.filters.dtype)
+            out = torch.baddbmm(self.starts[use_on.long()], w, x.mul_(sign.view(n, 1, 1)))
         return out.view(n, *self.shape)
 
 
