@@ -297,8 +297,7 @@ def _masked_sums(masks: Tensor, d: Tensor, base: Tensor) -> Tensor:
     ``base + Σ_{k on} D_k = full − Σ_{k off} D_k`` with full = base + Σ_k D_k.
     masks: bool [n, K]; d: [K, H]; base: [H] -> [n, H]
     """
-    k = masks.shape[1]
-    use_on = masks.sum(1) * 2 <= k
+    use_on = _sums_from_zero(masks)
     chosen = torch.where(use_on[:, None], masks, ~masks)
     counts = chosen.sum(1)
     offsets = torch.cat([counts.new_zeros(1), counts.cumsum(0)[:-1]])
@@ -307,13 +306,18 @@ def _masked_sums(masks: Tensor, d: Tensor, base: Tensor) -> Tensor:
     return torch.where(use_on[:, None], base + change, full - change)
 
 
+def _sums_from_zero(masks: Tensor) -> Tensor:
+    """Which side each mask's shorter sum starts from: True when at most half of its
+    channels are on (``Z + Σ_on``), False otherwise (``P − Σ_off``). masks: bool [n, K]."""
+    return masks.sum(1) * 2 <= masks.shape[1]
+
+
 def _side_by_side(masks: Tensor, inverse: Tensor) -> tuple[Tensor, Tensor]:
     """The distinct masks reordered so that those summed from Z (few channels on) come
     before those summed from P (few off): chunks then hold masks of one side only, which
     `_ConvInputs` evaluates without copying their start. masks: bool [u, K]; inverse: [n]
     indices into masks -> (reordered masks, inverse into them)."""
-    from_zero = masks.sum(1) * 2 <= masks.shape[1]
-    order = torch.argsort((~from_zero).to(torch.uint8), stable=True)
+    order = torch.argsort((~_sums_from_zero(masks)).to(torch.uint8), stable=True)
     rank = torch.empty_like(order)
     rank[order] = torch.arange(order.shape[0], device=order.device)
     return masks[order], rank[inverse]
@@ -346,7 +350,7 @@ class _ConvInputs:
 
     def __call__(self, masks: Tensor) -> Tensor:
         """masks: bool [n, K] -> the convolution's outputs [n, C_out, h', w']."""
-        use_on = masks.sum(1) * 2 <= self.k
+        use_on = _sums_from_zero(masks)
         chosen = torch.where(use_on[:, None], masks, ~masks)  # the channels to add or remove
         s = max(1, int(chosen.sum(1).max()))
         order = chosen.to(torch.uint8).argsort(dim=1, descending=True, stable=True)[:, :s]
