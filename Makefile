@@ -174,10 +174,12 @@ clean:
 
 # The imagenet-sample evaluation (book/results.md), resumable across sessions:
 #   make evaluate-imagenet-sample [IMAGENET_SAMPLE=DIR] [THREADS=1] [DEVICE=cpu] [STAGES=1,3,4,2]
+#                                 [METHODS='gradcam*,scorecam']   (default: every method)
 THREADS ?= 1
 STAGES ?= 1,3,4,2
+METHODS ?= *
 .PHONY: evaluate-imagenet-sample
 evaluate-imagenet-sample: setup
 	OMP_NUM_THREADS=$(THREADS) $(PY) -m scripts.sample_evaluation --threads $(THREADS) \
 	  --device $(call q,$(if $(filter auto,$(DEVICE)),cpu,$(DEVICE))) --stages $(call q,$(STAGES)) \
-	  $(if $(IMAGENET_SAMPLE),--photos $(call q,$(IMAGENET_SAMPLE)))
+	  --methods $(call q,$(METHODS)) $(if $(IMAGENET_SAMPLE),--photos $(call q,$(IMAGENET_SAMPLE)))

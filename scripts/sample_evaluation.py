@@ -1,7 +1,7 @@
 """The imagenet-sample evaluation in stages, resumable: ``make evaluate-imagenet-sample``.
 
     python -m scripts.sample_evaluation [--photos DIR] [--threads 1] [--device cpu]
-                                      [--stages 1,3,4,2]
+                                      [--stages 1,3,4,2] [--methods gradcam,scorecam,…]
 
 Every stage appends rows to the profile's CSVs (`fdcam.paper.runs`), so a stopped run
 resumes where it stopped (rows that hold an error are tried again); within a stage, images
@@ -15,11 +15,16 @@ photos:
 2. the same tables' other methods on the remaining 750 photos;
 3. Table II: the pointing game on the 250 mosaics (the heavy methods on the first 63);
 4. Table I at the last activation ``_swish`` on the first `SAMPLE_SWISH_IMAGES` photos.
+
+``--methods`` restricts every stage to those of its methods that are named (``fdcam*``
+patterns allowed): rows of methods whose code is not changing can grow while another
+method's rows wait to be recomputed.
 """
 
 from __future__ import annotations
 
 import argparse
+import fnmatch
 import os
 import signal
 import sys
@@ -40,24 +45,32 @@ from fdcam.paper import runs, settings, setups
 SWISH_HEAVY_IMAGES = 100
 
 
-def run_stage(stage: int, photos: str | None, device: str) -> setups.Setup:
-    """Run one stage (see the module docstring); rows already written are skipped."""
+def run_stage(stage: int, photos: str | None, device: str,
+              patterns: Sequence[str] = ("*",)) -> setups.Setup:
+    """Run one stage (see the module docstring) for its methods that match one of
+    `patterns`; rows already written are skipped."""
     heavy = settings.SETTINGS["imagenet-sample"].heavy_images
     if stage in (1, 2):
         made = setups.setup("imagenet-sample", imagenet_sample=photos, device=device,
-                                 n_images=heavy if stage == 1 else None)
-        runs.run_faithfulness(made, retry_failed=True)
+                            n_images=heavy if stage == 1 else None)
+        methods = made.faithfulness_methods
     elif stage == 3:
         made = setups.setup("imagenet-sample", imagenet_sample=photos, device=device)
-        runs.run_pointing(made, retry_failed=True)
+        methods = made.pointing_methods
     elif stage == 4:
         made = setups.setup("imagenet-sample", imagenet_sample=photos, device=device,
-                                 layer="_swish", n_images=settings.SAMPLE_SWISH_IMAGES,
-                                 heavy_limits={"faithfulness": SWISH_HEAVY_IMAGES})
-        runs.run_faithfulness(made, runs.table_methods(made, "I"),
-                                     retry_failed=True)
+                            layer="_swish", n_images=settings.SAMPLE_SWISH_IMAGES,
+                            heavy_limits={"faithfulness": SWISH_HEAVY_IMAGES})
+        methods = runs.table_methods(made, "I")
     else:
         raise ValueError(f"unknown stage {stage}; expected 1, 2, 3 or 4")
+    chosen = [m for m in methods if any(fnmatch.fnmatchcase(m, p) for p in patterns)]
+    if not chosen:
+        return made
+    if stage == 3:
+        runs.run_pointing(made, chosen, retry_failed=True)
+    else:
+        runs.run_faithfulness(made, chosen, retry_failed=True)
     return made
 
 
@@ -108,6 +121,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--stages", default="1,3,4,2")
+    parser.add_argument("--methods", default="*",
+                        help="comma list of the methods to run (shell patterns, e.g. "
+                             "'gradcam*,scorecam'); default: all of each stage's")
     parser.add_argument("--verify", default=None, metavar="CSV",
                         help="instead of running: compare rows recomputed by `fdcam evaluate` "
                              "with the committed rows and print the largest differences")
@@ -126,7 +142,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         # A stopped run (SIGTERM, Ctrl-C) still records how long it ran.
         signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
         try:
-            run_stage(stage, args.photos, device)
+            run_stage(stage, args.photos, device, args.methods.split(","))
         except BaseException:
             log_time(folder, stage, started, None, args.threads, device)
             raise

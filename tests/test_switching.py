@@ -85,6 +85,43 @@ def test_switch_scores_match_masked_heads(fast: bool) -> None:
         torch.testing.assert_close(out.on[i, 0], torch.tensor(on), atol=1e-5, rtol=1e-5)
 
 
+def test_convolutional_head_with_mostly_zero_channels_matches_masked_heads() -> None:
+    """A head that starts with a 1×1 convolution (as after an MBConv block), at a layer where
+    8 of 12 channels are identically zero: the sums leave those channels out, and each
+    channel set's sum serves both the mask that switches it on and the one that switches it
+    off; every score still equals the literally masked head's."""
+    torch.manual_seed(1)
+    model = nn.Sequential(
+        nn.Conv2d(3, 12, 3, padding=1), nn.ReLU(),  # "1": the target layer
+        nn.Conv2d(12, 16, 1), nn.BatchNorm2d(16), nn.ReLU6(),
+        nn.AdaptiveAvgPool2d(1), nn.Flatten(1), nn.Linear(16, 4),
+    ).eval()
+    with torch.no_grad():
+        model[0].weight[4:] = 0.0
+        model[0].bias[4:] = -1.0  # ReLU(-1) = 0: channels 4..11 are inactive
+        model[3].running_mean.uniform_(-0.5, 0.5)
+        model[3].running_var.uniform_(0.5, 2.0)
+    x = torch.randn(2, 3, 9, 9, generator=torch.Generator().manual_seed(4))
+    split = split_model(model, "1")
+    assert split.stages is not None and split.stages.first is not None
+    assert split.stages.first.kind == "conv"
+    a = _activations(model, "1", x)
+    assert not a[:, 4:].any() and a[:, :4].flatten(2).ne(0).any(-1).all()
+    groups = similarity_groups(channel_similarity(a), 0.2)
+    targets = torch.tensor([[1, 3], [0, 2]])
+    out = switch_scores(split, a, groups, targets)
+    head = nn.Sequential(*list(model)[2:])
+    for i in range(2):
+        for j in range(2):
+            c = int(targets[i, j])
+            f = scores_of_masks(head, a[i], [torch.ones(12)], c)[0]
+            off = [f - v for v in scores_of_masks(head, a[i], [(~g).float() for g in groups[i]],
+                                                  c)]
+            on = scores_of_masks(head, a[i], [g.float() for g in groups[i]], c)
+            torch.testing.assert_close(out.off[i, j], torch.tensor(off), atol=1e-5, rtol=1e-5)
+            torch.testing.assert_close(out.on[i, j], torch.tensor(on), atol=1e-5, rtol=1e-5)
+
+
 def test_linear_head_grouped_score_is_the_sum_of_single_scores() -> None:
     model = tiny_linear()
     x = torch.randn(2, 3, 10, 10, generator=torch.Generator().manual_seed(0))
