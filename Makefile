@@ -175,6 +175,7 @@ clean:
 # The imagenet-sample evaluation (book/results.md), resumable across sessions:
 #   make evaluate-imagenet-sample [IMAGENET_SAMPLE=DIR] [THREADS=1] [DEVICE=cpu] [STAGES=1,3,4,2]
 #                                 [METHODS='gradcam*,scorecam']   (default: every method)
+#                                 [RECOMPUTE='fdcam*']   (delete these rows first, remake them)
 THREADS ?= 1
 STAGES ?= 1,3,4,2
 METHODS ?= *
@@ -182,4 +183,5 @@ METHODS ?= *
 evaluate-imagenet-sample: setup
 	OMP_NUM_THREADS=$(THREADS) $(PY) -m scripts.sample_evaluation --threads $(THREADS) \
 	  --device $(call q,$(if $(filter auto,$(DEVICE)),cpu,$(DEVICE))) --stages $(call q,$(STAGES)) \
-	  --methods $(call q,$(METHODS)) $(if $(IMAGENET_SAMPLE),--photos $(call q,$(IMAGENET_SAMPLE)))
+	  --methods $(call q,$(METHODS)) $(if $(RECOMPUTE),--recompute $(call q,$(RECOMPUTE))) \
+	  $(if $(IMAGENET_SAMPLE),--photos $(call q,$(IMAGENET_SAMPLE)))

@@ -18,7 +18,9 @@ photos:
 
 ``--methods`` restricts every stage to those of its methods that are named (``fdcam*``
 patterns allowed): rows of methods whose code is not changing can grow while another
-method's rows wait to be recomputed.
+method's rows wait to be recomputed. ``--recompute`` first deletes the rows of the named
+methods from every results CSV of the profile, so that they are made again by the code
+that runs now (rows made by older code would not be reproducible by ``fdcam evaluate``).
 """
 
 from __future__ import annotations
@@ -37,7 +39,7 @@ import torch
 
 from fdcam.checks import check_device
 from fdcam.errors import FdcamError
-from fdcam.evaluation.results_file import read_results
+from fdcam.evaluation.results_file import _write_table, read_results
 from fdcam.paper import runs, settings, setups
 
 #: Score-CAM and Ablation-CAM at ``_swish`` cost 1,280 forward passes per map: on a CPU
@@ -72,6 +74,23 @@ def run_stage(stage: int, photos: str | None, device: str,
     else:
         runs.run_faithfulness(made, chosen, retry_failed=True)
     return made
+
+
+def drop_rows(patterns: Sequence[str], folder: Path | None = None) -> dict[Path, int]:
+    """Delete the rows of the methods matching `patterns` from every results CSV under
+    `folder` (default: the imagenet-sample results), each rewritten under its lock with its
+    identity line; returns the number of rows deleted per file."""
+    folder = settings.RESULTS_ROOT / "imagenet-sample" if folder is None else folder
+    dropped = {}
+    for path in sorted(folder.glob("*/*.csv")):
+        table = read_results(path)
+        gone = table["method"].map(lambda m: any(fnmatch.fnmatchcase(m, p) for p in patterns))
+        if gone.any():
+            kept = table[~gone].reset_index(drop=True)
+            kept.attrs = table.attrs
+            _write_table(kept, path)
+            dropped[path] = int(gone.sum())
+    return dropped
 
 
 def log_time(folder: Path, stage: int, started: float, seconds: float | None,
@@ -127,6 +146,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--verify", default=None, metavar="CSV",
                         help="instead of running: compare rows recomputed by `fdcam evaluate` "
                              "with the committed rows and print the largest differences")
+    parser.add_argument("--recompute", default=None, metavar="METHODS",
+                        help="comma list of methods (shell patterns) whose rows are deleted "
+                             "before the run, so that the run makes them again")
     args = parser.parse_args(argv)
     if args.verify is not None:
         table = verify(args.verify)
@@ -134,6 +156,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"largest difference: {table.drop(columns='rows').to_numpy().max():.2e} over "
               f"{int(table['rows'].sum())} rows")
         return 0
+    if args.recompute:
+        for path, count in drop_rows(args.recompute.split(",")).items():
+            print(f"{path}: deleted {count} rows of {args.recompute} to recompute them",
+                  flush=True)
     device = check_device(args.device)
     torch.set_num_threads(args.threads)
     folder = settings.RESULTS_ROOT / "imagenet-sample"
