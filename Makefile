@@ -94,15 +94,14 @@ nbval-book:
 smoke-notebooks:
 	@$(MAKE) --no-print-directory notebooks PROFILE=smoke NOTEBOOK_DIR=tests/nbval
 
-# Execute every notebooks/NN_*.ipynb into book/ with the chosen profile, refresh the README's
-# summary from them, then build the HTML.
-book: notebooks mathjax
-	$(if $(filter book,$(NOTEBOOK_DIR)),@$(MAKE) --no-print-directory readme)
+# The published book: _build/html from the executed notebooks committed in book/. Executes
+# nothing and needs neither photos nor weights (minutes on a fresh clone, MathJax included).
+# To execute first: `make notebooks [PROFILE=…]`, then `make book`.
+book: setup mathjax
 	$(JB) build . $(JB_FLAGS)
 
-# Build the HTML from the executed notebooks as they are in book/; executes nothing.
-book-html: setup mathjax
-	$(JB) build . $(JB_FLAGS)
+# The same build, under the name the workflow and older notes use.
+book-html: book
 
 # The README's teaser and Table I/II summary (between its summary markers) and book/teaser.png,
 # from the executed book/08_summary.ipynb (scripts/readme.py).
@@ -112,20 +111,24 @@ readme: setup
 # Scan the built book (_build/html) for what a reader must not see: plumbing, raw LaTeX,
 # machine paths, figure text under 9 px (tests/test_book_html.py; CI runs it after building).
 check-book: setup
-	@test -f _build/html/index.html || { echo "check-book: no _build/html; run make book-html first"; exit 2; }
+	@test -f _build/html/index.html || { echo "check-book: no _build/html; run make book first"; exit 2; }
 	$(VENV)/bin/pytest -q tests/test_book_html.py
 
-# Only execute: every notebooks/NN_*.ipynb through papermill (scripts/notebooks.py) with
+# Execute every notebooks/NN_*.ipynb through papermill (scripts/notebooks.py) with
 # `-p profile $(PROFILE)` and NB_PARAMS (e.g. NB_PARAMS='-p device cuda'), into
-# $(NOTEBOOK_DIR)/ (default book/), also the working directory (where nbval re-runs them).
-# A bad parameter stops before anything runs, or in the cell after the parameters, with one
-# line; a failed notebook leaves its executed copy as it was (partial output: a temporary
-# folder, or $$FDCAM_PAPERMILL_SCRATCH).
+# $(NOTEBOOK_DIR)/ (default book/), also the working directory (where nbval re-runs them);
+# into book/, the README's summary is refreshed from them. A bad parameter stops before
+# anything runs, or in the cell after the parameters, with one line; a failed notebook leaves
+# its executed copy as it was (partial output: a temporary folder, or
+# $$FDCAM_PAPERMILL_SCRATCH). An executed notebook of another profile (the published book's)
+# is replaced only with REPLACE=1.
 NOTEBOOK_DIR ?= book
 NB_PARAMS ?=
+REPLACE ?=
 notebooks: setup
 	$(PY) -m scripts.notebooks --into $(call q,$(NOTEBOOK_DIR)) -p profile $(call q,$(PROFILE)) \
-	  $(NB_PARAMS)
+	  $(if $(filter 1,$(REPLACE)),--replace) $(NB_PARAMS)
+	$(if $(filter book,$(NOTEBOOK_DIR)),@$(MAKE) --no-print-directory readme)
 
 # MathJax 3 for reading offline (the version sphinx-book-theme's CSS is written for): the npm
 # package, fetched once with `npm pack` into data/cache/ (git-ignored; checked against its

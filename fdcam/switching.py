@@ -16,8 +16,8 @@ The head is read in stages (`fdcam.head`): ``logits = last(middle(first(g(A))))`
 * When the first stage is a Linear layer (VGG16, ResNet, EfficientNet, MobileNet, RegNet),
   ``D_k = W₁[:, block k] · δ_k`` is computed once per image and the first layer's output
   for a mask m is ``W₁·Z + b₁ + Σ_k m_k D_k`` — one matrix product for all masks.
-* When it is a convolution (an MBConv block's 1×1 expansion, a ConvNeXt-free 1×1 head),
-  a mask's pre-activation is ``conv(Z) + T_S`` or ``conv(P) − T_S`` with
+* When it is a convolution (an MBConv block's 1×1 expansion, EfficientNet-Lite's
+  ``_conv_head``), a mask's pre-activation is ``conv(Z) + T_S`` or ``conv(P) − T_S`` with
   ``T_S = Σ_{k ∈ S} conv_k(δ_k)`` over the shorter of its on- and off-sets S: with groups of
   θ = 5 % of the channels each mask touches few channels, so only their filters are
   gathered (a batched matrix product). G(k)'s switch-on and switch-off masks have the same
@@ -278,7 +278,8 @@ def _staged_scores(stages: HeadStages, terms: LinearTerms, masks: Tensor, target
             size = batch_size * 64  # rows of a hidden layer are small
         elif first is not None:
             conv_inputs = _ConvInputs(first, terms.pooled[i], terms.delta[i], terms.base)
-            # Each chunk holds channel sets; each set gives two rows (Z + T_S, P − T_S).
+            # Each chunk holds channel sets; each set gives two rows (Z + T_S, P − T_S). The
+            # unmasked row comes with the all-off one (S = ∅): one spare row per image.
             size = max(1, min(batch_size, _CHUNK_ELEMENTS // 4 // conv_inputs.size) // 2)
             m, rows_of_masks = _channel_sets(m, terms.active[i])
             inverse = rows_of_masks[inverse]

@@ -1,6 +1,6 @@
 """Executing the book's notebooks: parameters checked first, one line when anything fails.
 
-`make notebooks` / `make book` (and `make reproduce`'s notebooks step) run every
+`make notebooks` (and `make reproduce`'s notebooks step) run every
 ``notebooks/NN_*.ipynb`` through papermill with this module::
 
     python -m scripts.notebooks --into book -p profile offline [-p NAME VALUE ...] [NOTEBOOK ...]
@@ -17,6 +17,9 @@ What it adds to plain papermill:
   folder (``--scratch``, ``$FDCAM_PAPERMILL_SCRATCH``, or a new temporary folder: never
   inside the repository);
 * a file that is not a notebook is refused in one line;
+* an executed notebook already in the output folder that was executed under another
+  profile (the published book's, say) is not replaced unless ``--replace`` is given: the
+  run is refused, before anything runs, in one line naming both profiles;
 * each notebook's wall time is printed;
 * the executed copy is made ready for the book (`prepare_for_book`): the parameters cell
   and papermill's injected-parameters cell are tagged ``remove-cell`` (the book hides them,
@@ -236,10 +239,39 @@ def _first_line(text: str) -> str:
     return (lines[0] if lines else "")[:300]
 
 
+def executed_profile(path: Path) -> str | None:
+    """The ``profile`` parameter an executed notebook was run with (papermill's record in
+    its metadata), or None when `path` is missing, unreadable or carries no record."""
+    import json
+
+    try:
+        record = json.loads(path.read_text(encoding="utf-8"))["metadata"]["papermill"]
+        profile = record["parameters"]["profile"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return profile if isinstance(profile, str) else None
+
+
+def _check_not_replacing(shares: Mapping[Path, Mapping[str, Any]], into: Path,
+                         declared: Mapping[Path, list[str]]) -> None:
+    """Refuse to overwrite a notebook in `into` that was executed under another profile."""
+    for source, share in shares.items():
+        if "profile" not in declared[source]:
+            continue
+        old = executed_profile(into / source.name)
+        new = share.get("profile", "offline")
+        if old is not None and old != new:
+            raise FdcamError(
+                f"{_shown(into / source.name)} holds the {old} profile's execution; executing "
+                f"it with profile {new} would replace it: pass --replace (make notebooks "
+                f"REPLACE=1), or write elsewhere (--into DIR, make notebooks NOTEBOOK_DIR=DIR)")
+
+
 def run(notebooks: Sequence[Path], into: Path, parameters: Mapping[str, Any],
-        scratch: Path | None = None) -> dict[str, float]:
+        scratch: Path | None = None, *, replace: bool = False) -> dict[str, float]:
     """Execute `notebooks` in order into the folder `into`; stops at the first failure
-    (a one-line `FdcamError`). Returns each notebook's seconds."""
+    (a one-line `FdcamError`). A notebook in `into` executed under another profile is
+    replaced only with `replace`. Returns each notebook's seconds."""
     if not notebooks:
         raise FdcamError(f"no notebooks to run; expected NN_*.ipynb files in {SOURCES}")
     missing = [str(p) for p in notebooks if not p.is_file()]
@@ -254,6 +286,8 @@ def run(notebooks: Sequence[Path], into: Path, parameters: Mapping[str, Any],
 
             check_paper_paths(share.get("imagenet_val"), share.get("voc_root"),
                               share.get("voc_checkpoint"), bool(share.get("dry_run")))
+    if not replace:
+        _check_not_replacing(shares, into, declared)
     seconds = {}
     scratch = scratch_folder(scratch)  # one folder for the whole run
     for source, share in shares.items():
@@ -288,10 +322,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--scratch", type=Path, default=None,
                         help=f"where papermill writes first (default ${SCRATCH_VARIABLE}, "
                              f"else a new temporary folder)")
+    parser.add_argument("--replace", action="store_true",
+                        help="replace executed notebooks of another profile in --into")
     args = parser.parse_args(argv)
     parameters = {name: parse_value(value) for name, value in args.parameter}
     try:
-        run(args.notebooks or sources(), args.into, parameters, args.scratch)
+        run(args.notebooks or sources(), args.into, parameters, args.scratch,
+            replace=args.replace)
     except FdcamError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

@@ -26,7 +26,7 @@ def glued(notebook: str | Path) -> dict[str, dict[str, Any]]:
 
     path = Path(notebook)
     if not path.is_file():
-        raise FdcamError(f"no executed notebook at {path}; run make notebooks (or make book)")
+        raise FdcamError(f"no executed notebook at {path}; run make notebooks")
     values: dict[str, dict[str, Any]] = {}
     for cell in nbformat.read(str(path), as_version=4).cells:
         for output in cell.get("outputs", []):

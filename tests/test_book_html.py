@@ -1,7 +1,7 @@
 """What a reader of the built book sees (and must not see).
 
 The scans run on ``_build/html`` and are skipped when it does not exist: build first with
-``make book`` or ``make book-html``; ``make check-book`` runs this file (CI does, after the
+``make book``; ``make check-book`` runs this file (CI does, after the
 build). One unit test of the notebook runner's preparation runs always.
 
 What is checked, page by page (every ``*.html`` of the book, the theme's own pages aside):
@@ -50,7 +50,7 @@ MIN_TEXT_PX = 9.0
 MACHINE_PATH = re.compile(r"(/work/|/root/|/home/|/tmp/|file://)")
 
 needs_build = pytest.mark.skipif(not (HTML / "index.html").is_file(),
-                                 reason="no built book in _build/html (make book-html)")
+                                 reason="no built book in _build/html (make book)")
 
 
 def _pages() -> list[Path]:

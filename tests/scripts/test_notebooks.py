@@ -212,3 +212,19 @@ def test_the_scratch_folder_is_outside_the_repository(tmp_path: Path,
     assert notebooks.scratch_folder(tmp_path / "given") == tmp_path / "given"
     first.rmdir()
     second.rmdir()
+
+
+def test_another_profiles_execution_is_not_replaced_without_asking(tmp_path: Path) -> None:
+    source = _notebook(tmp_path / "05_e.ipynb", 'profile = "offline"', "print(profile)")
+    out = tmp_path / "book"
+    notebooks.run([source], out, {"profile": "smoke"}, tmp_path / "scratch")
+    assert notebooks.executed_profile(out / "05_e.ipynb") == "smoke"
+    published = (out / "05_e.ipynb").read_bytes()
+    with pytest.raises(FdcamError, match=r"05_e\.ipynb holds the smoke profile's execution; "
+                                         r"executing it with profile offline would replace "
+                                         r"it: pass --replace"):
+        notebooks.run([source], out, {"profile": "offline"}, tmp_path / "scratch")
+    assert (out / "05_e.ipynb").read_bytes() == published
+    notebooks.run([source], out, {"profile": "smoke"}, tmp_path / "scratch")  # same: fine
+    notebooks.run([source], out, {"profile": "offline"}, tmp_path / "scratch", replace=True)
+    assert notebooks.executed_profile(out / "05_e.ipynb") == "offline"
