@@ -15,7 +15,8 @@ The head is read in stages (`fdcam.head`): ``logits = last(middle(first(g(A))))`
   Z = g(0), δ = P − Z, so g runs once per image.
 * When the first stage is a Linear layer (VGG16, ResNet, EfficientNet, MobileNet, RegNet),
   ``D_k = W₁[:, block k] · δ_k`` is computed once per image and the first layer's output
-  for a mask m is ``W₁·Z + b₁ + Σ_k m_k D_k`` — one matrix product for all masks.
+  for a mask m is ``W₁·Z + b₁ + Σ_k m_k D_k``, summed over the few channels that differ
+  (as for a convolution, below).
 * When it is a convolution (an MBConv block's 1×1 expansion, EfficientNet-Lite's
   ``_conv_head``), a mask's pre-activation is ``conv(Z) + T_S`` or ``conv(P) − T_S`` with
   ``T_S = Σ_{k ∈ S} conv_k(δ_k)`` over the shorter of its on- and off-sets S: with groups of
@@ -175,11 +176,25 @@ def _packed_rows(masks: Tensor) -> Tensor:
 
 
 def _unique_rows(rows: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-    """(unique rows, the index of one occurrence of each, inverse) of a 2-D tensor."""
-    unique, inverse = torch.unique(rows, dim=0, return_inverse=True)
-    first = torch.empty(unique.shape[0], dtype=torch.long, device=rows.device)
+    """(unique rows, the index of one occurrence of each, inverse) of a 2-D int64 tensor.
+
+    ``torch.unique(dim=0)`` compares rows one by one (milliseconds for a few thousand masks);
+    here each row is first reduced to one 64-bit key, the keys are made unique, and the
+    result is accepted only if every row equals the representative of its key — exact
+    whatever the keys collide on; on a collision the slow exact path is taken.
+    """
+    key = torch.zeros(rows.shape[0], dtype=torch.int64, device=rows.device)
+    for column in rows.unbind(1):
+        key = key * 1_000_003 ^ column  # wraps around: a hash, checked below
+    _, inverse = torch.unique(key, return_inverse=True)
+    first = torch.empty(int(inverse.max()) + 1 if inverse.numel() else 0, dtype=torch.long,
+                        device=rows.device)
     first.scatter_(0, inverse, torch.arange(rows.shape[0], device=rows.device))
-    return unique, first, inverse
+    if not torch.equal(rows[first][inverse], rows):  # two different rows share a key
+        _, inverse = torch.unique(rows, dim=0, return_inverse=True)
+        first = torch.empty(int(inverse.max()) + 1, dtype=torch.long, device=rows.device)
+        first.scatter_(0, inverse, torch.arange(rows.shape[0], device=rows.device))
+    return rows[first], first, inverse
 
 
 def _chunks(n: int, size: int) -> list[slice]:
@@ -272,17 +287,18 @@ def _staged_scores(stages: HeadStages, terms: LinearTerms, masks: Tensor, target
             scores = terms.base[t] + m.to(dtype) @ d  # type: ignore[index]
             out[i] = scores[inverse]
             continue
+        if first is not None:
+            # Each channel set S gives two rows, first(Z) + T_S and first(P) − T_S; the
+            # unmasked row comes with the all-off one (S = ∅): one spare row per image.
+            m, rows_of_masks = _channel_sets(m, terms.active[i])
+            inverse = rows_of_masks[inverse]
         if first is not None and first.kind == "linear":
             assert terms.contributions is not None and terms.base is not None
-            inputs = _masked_sums(m, terms.active[i], terms.contributions[i], terms.base)
+            inputs = _paired_sums(m, terms.contributions[i], terms.base)  # [2v, H]
             size = batch_size * 64  # rows of a hidden layer are small
         elif first is not None:
             conv_inputs = _ConvInputs(first, terms.pooled[i], terms.delta[i], terms.base)
-            # Each chunk holds channel sets; each set gives two rows (Z + T_S, P − T_S). The
-            # unmasked row comes with the all-off one (S = ∅): one spare row per image.
             size = max(1, min(batch_size, _CHUNK_ELEMENTS // 4 // conv_inputs.size) // 2)
-            m, rows_of_masks = _channel_sets(m, terms.active[i])
-            inverse = rows_of_masks[inverse]
         else:
             size = max(1, min(batch_size, _CHUNK_ELEMENTS // 4 // terms.delta[i].numel()))
         rows = []
@@ -302,20 +318,20 @@ def _staged_scores(stages: HeadStages, terms: LinearTerms, masks: Tensor, target
     return out, evaluations
 
 
-def _masked_sums(masks: Tensor, active: Tensor, d: Tensor, base: Tensor) -> Tensor:
-    """``base + masks @ d`` from the channels that differ only (each row's shorter sum).
+def _paired_sums(sets: Tensor, d: Tensor, base: Tensor) -> Tensor:
+    """The first Linear layer's outputs for both masks of each channel set S, from the
+    contributions of S's channels only: rows 2j and 2j + 1 are ``base + T_S`` and
+    ``full − T_S`` with ``T_S = Σ_{k ∈ S} D_k`` and full = base + Σ_k D_k.
 
-    ``base + Σ_{k on} D_k = full − Σ_{k off} D_k`` with full = base + Σ_k D_k; inactive
-    channels (δ_k = 0, so D_k = 0) are left out of both sums.
-    masks: bool [n, K]; active: bool [K]; d: [K, H]; base: [H] -> [n, H]
+    sets: bool [v, K]; d: [K, H]; base: [H] -> [2v, H]
     """
-    use_on = _sums_from_zero(masks, active)
-    chosen = torch.where(use_on[:, None], masks, ~masks) & active
-    counts = chosen.sum(1)
+    counts = sets.sum(1)
     offsets = torch.cat([counts.new_zeros(1), counts.cumsum(0)[:-1]])
-    change = F.embedding_bag(chosen.nonzero()[:, 1], d, offsets, mode="sum")
-    full = base + d.sum(0)
-    return torch.where(use_on[:, None], base + change, full - change)
+    sums = F.embedding_bag(sets.nonzero()[:, 1], d, offsets, mode="sum")  # T_S: [v, H]
+    out = torch.empty(sets.shape[0], 2, d.shape[1], dtype=d.dtype, device=d.device)
+    torch.add(base, sums, out=out[:, 0])
+    torch.sub(base + d.sum(0), sums, out=out[:, 1])
+    return out.view(-1, d.shape[1])
 
 
 def _sums_from_zero(masks: Tensor, active: Tensor) -> Tensor:
@@ -331,7 +347,8 @@ def _channel_sets(masks: Tensor, active: Tensor) -> tuple[Tensor, Tensor]:
     A mask is ``Z + T_S`` with S its active channels that are on, or ``P − T_S`` with S
     those that are off, whichever S is smaller (`_sums_from_zero`). Returns the distinct
     sets [v, K] and, per mask, its row in the 2v rows ``(Z + T_S, P − T_S)`` of the sets
-    (`_ConvInputs.both_sides`): ``2·set + side``. masks: bool [u, K]; active: bool [K].
+    (`_paired_sums`, `_ConvInputs.both_sides`): ``2·set + side``. masks: bool [u, K];
+    active: bool [K].
     """
     use_on = _sums_from_zero(masks, active)
     chosen = torch.where(use_on[:, None], masks, ~masks) & active

@@ -122,6 +122,20 @@ def test_convolutional_head_with_mostly_zero_channels_matches_masked_heads() -> 
             torch.testing.assert_close(out.on[i, j], torch.tensor(on), atol=1e-5, rtol=1e-5)
 
 
+def test_unique_rows_is_exact_even_when_row_keys_collide() -> None:
+    from fdcam.switching import _unique_rows
+
+    rows = torch.randint(0, 4, (300, 3), generator=torch.Generator().manual_seed(0))
+    unique, first, inverse = _unique_rows(rows)
+    assert torch.equal(unique[inverse], rows) and torch.equal(rows[first], unique)
+    assert unique.shape[0] == torch.unique(rows, dim=0).shape[0]
+    # (0, 1000003) and (1, 0) share their 64-bit key: the exact path must tell them apart.
+    colliding = torch.tensor([[0, 1_000_003], [1, 0], [0, 1_000_003]])
+    unique, first, inverse = _unique_rows(colliding)
+    assert unique.shape[0] == 2 and torch.equal(unique[inverse], colliding)
+    assert inverse[0] == inverse[2] != inverse[1]
+
+
 def test_linear_head_grouped_score_is_the_sum_of_single_scores() -> None:
     model = tiny_linear()
     x = torch.randn(2, 3, 10, 10, generator=torch.Generator().manual_seed(0))
