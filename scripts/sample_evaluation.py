@@ -42,10 +42,6 @@ from fdcam.errors import FdcamError
 from fdcam.evaluation.results_file import _write_table, read_results
 from fdcam.paper import runs, settings, setups
 
-#: Score-CAM and Ablation-CAM at ``_swish`` cost 1,280 forward passes per map: on a CPU
-#: they run on the first 100 photos there.
-SWISH_HEAVY_IMAGES = 100
-
 
 def run_stage(stage: int, photos: str | None, device: str,
               patterns: Sequence[str] = ("*",)) -> setups.Setup:
@@ -60,9 +56,9 @@ def run_stage(stage: int, photos: str | None, device: str,
         made = setups.setup("imagenet-sample", imagenet_sample=photos, device=device)
         methods = made.pointing_methods
     elif stage == 4:
-        made = setups.setup("imagenet-sample", imagenet_sample=photos, device=device,
-                            layer="_swish", n_images=settings.SAMPLE_SWISH_IMAGES,
-                            heavy_limits={"faithfulness": SWISH_HEAVY_IMAGES})
+        made = setups.last_activation_setup(
+            setups.setup("imagenet-sample", imagenet_sample=photos, device=device),
+            imagenet_sample=photos)
         methods = runs.table_methods(made, "I")
     else:
         raise ValueError(f"unknown stage {stage}; expected 1, 2, 3 or 4")

@@ -23,6 +23,8 @@ import torch
 from torch import Tensor, nn
 
 from fdcam.cam import FDCAM
+from fdcam.errors import FdcamError
+from fdcam.paper.settings import RESULTS_ROOT
 
 #: A map "changes" when some pixel moves by more than this (maps are in [0, 1]).
 CHANGE = 0.05
@@ -95,6 +97,20 @@ def choose_layer(summary: pd.DataFrame) -> str | None:
     return None if both.empty else str(both.index[-1])
 
 
+#: The committed survey behind the imagenet-sample profile's layer (`settings.SAMPLE_LAYER`).
+SURVEY_CSV = RESULTS_ROOT / "imagenet-sample" / "layer_survey.csv"
+
+
+def committed_survey() -> tuple[pd.DataFrame, str | None]:
+    """The committed survey (`SURVEY_CSV`) summarised per layer, and the layer the rule
+    chooses from it."""
+    if not SURVEY_CSV.exists():
+        raise FdcamError(f"no layer survey at {SURVEY_CSV}; run python -m "
+                         f"fdcam.paper.layer_survey first")
+    summary = summarize_survey(pd.read_csv(SURVEY_CSV))
+    return summary, choose_layer(summary)
+
+
 #: EfficientNet-Lite0's layers with 7×7 outputs, from input to output.
 LITE0_CANDIDATES = ("_blocks.11", "_blocks.12", "_blocks.13", "_blocks.14", "_blocks.15",
                     "_conv_head", "_bn1", "_swish")
@@ -114,7 +130,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--photos", default=None, help="the imagenet-sample folder")
     parser.add_argument("--n", type=int, default=20)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--out", default="data/results/imagenet-sample/layer_survey.csv")
+    parser.add_argument("--out", default=str(SURVEY_CSV))
     args = parser.parse_args(argv)
     loaded = load_model("efficientnet-lite0")
     sample = ImageNetSample(args.photos)

@@ -270,3 +270,28 @@ def summary_markdown(table_1: pd.DataFrame, table_2: pd.DataFrame) -> str:
             cells.append(f"{ours} ({_format(rows['paper'].iloc[i], places)})")
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+def claims_markdown(verdicts: pd.DataFrame) -> str:
+    """`fdcam.paper.verdicts.claim_verdicts` as a Markdown table for a page: one row per
+    claim, one column per metric, each cell the verdict in bold with the closest rival's
+    paired difference and 95 % interval under it, and n (the fewest pairs behind it)."""
+    needed = {"claim", "metric", "verdict", "n", "evidence"}
+    if not needed <= set(verdicts.columns):
+        raise FdcamError("claims_markdown needs a claim_verdicts result (columns "
+                         f"{', '.join(sorted(needed))})")
+    metrics = list(dict.fromkeys(verdicts["metric"]))
+    lines = ["| claim | " + " | ".join(METRIC_HEADERS.get(m, m) for m in metrics) + " |",
+             "|:--|" + "|".join([":--"] * len(metrics)) + "|"]
+    for claim, rows in verdicts.groupby("claim", sort=False):
+        by_metric = rows.set_index("metric")
+        cells = []
+        for metric in metrics:
+            if metric not in by_metric.index:
+                cells.append("")
+                continue
+            row = by_metric.loc[metric]
+            detail = f"<br>{row['evidence']}" if row["evidence"] else ""
+            cells.append(f"**{row['verdict']}**{detail}<br>n = {int(row['n'])}")
+        lines.append(f"| {claim} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)

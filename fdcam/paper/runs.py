@@ -187,9 +187,36 @@ def faithfulness_results(setup: Setup) -> pd.DataFrame:
     return _results(setup, "faithfulness", setup.faithfulness_methods)
 
 
-def pointing_results(setup: Setup) -> pd.DataFrame:
-    """The pointing-game CSV restricted to this setup's images and methods."""
-    return _results(setup, "pointing", setup.pointing_methods)
+#: Which (image, class) pairs of the pointing game a table uses: all of them, or the hard
+#: subset (`hard_pairs`).
+PAIRS = ("all", "hard")
+
+
+def pointing_results(setup: Setup, pairs: str = "all") -> pd.DataFrame:
+    """The pointing-game CSV restricted to this setup's images and methods; ``pairs="hard"``
+    keeps the hard subset only (`hard_pairs`)."""
+    if pairs not in PAIRS:
+        raise FdcamError(f"pairs must be one of {', '.join(PAIRS)}; got {pairs!r}")
+    df = _results(setup, "pointing", setup.pointing_methods)
+    return hard_pairs(df) if pairs == "hard" else df
+
+
+def hard_pairs(rows: pd.DataFrame) -> pd.DataFrame:
+    """The pointing game's hard subset, fixed before its results were looked at: in every
+    image with two or more classes, the class the model finds *least* probable (the
+    ``probability`` column: the softmax of the whole image, which no explanation method
+    affects) — the paper's Fig. 1 cat at 0.68 % next to a dog at 97.12 %. A
+    discriminative map must leave the more probable objects for it. One pair per
+    multi-class image (a 2×2 mosaic: the weakest of its four photos)."""
+    probabilities = rows.drop_duplicates(["image", "target"])[["image", "target",
+                                                                "probability"]]
+    multi = probabilities.groupby("image")["target"].transform("size") >= 2
+    candidates = probabilities[multi & probabilities["probability"].notna()]
+    weakest = candidates.loc[candidates.groupby("image")["probability"].idxmin(),
+                             ["image", "target"]]
+    keys = pd.MultiIndex.from_frame(weakest)
+    chosen = pd.MultiIndex.from_frame(rows[["image", "target"]]).isin(keys)
+    return rows[chosen].reset_index(drop=True)
 
 
 def _results(setup: Setup, kind: str, methods: Sequence[str]) -> pd.DataFrame:

@@ -38,6 +38,8 @@ from fdcam.paper.names import check_profile, method_label
 from fdcam.paper.settings import (
     HEAVY_METHODS,
     RESULTS_ROOT,
+    SAMPLE_SWISH_HEAVY_IMAGES,
+    SAMPLE_SWISH_IMAGES,
     SETTINGS,
     ProfileSettings,
 )
@@ -200,6 +202,26 @@ def setup(profile: str, *, imagenet_val: str | Path | None = None,
     for kind, limit in heavy.items():
         made.heavy_limits[kind] = _clip(limit, len(made.image_ids(kind)))
     return made
+
+
+def last_activation_setup(main: Setup, *,
+                          imagenet_sample: str | Path | None = None) -> Setup | None:
+    """The imagenet-sample profile's second Table I: the first `SAMPLE_SWISH_IMAGES` photos
+    of `main`'s seeded order at EfficientNet-Lite0's last activation ``_swish`` (where
+    practitioners put CAMs; its head is pooling + Linear), Score-CAM and Ablation-CAM on
+    the first `SAMPLE_SWISH_HEAVY_IMAGES`. Results beside `main`'s, in a ``_swish`` folder.
+    None for the other profiles, and when `main` already explains ``_swish``."""
+    if main.profile != "imagenet-sample" or main.model.target_layer == "_swish":
+        return None
+    if main.results_dir.name == main.model.target_layer:  # the default: one folder per layer
+        results_dir = main.results_dir.parent / "_swish"
+    else:
+        results_dir = main.results_dir / "_swish"
+    n_images = min(SAMPLE_SWISH_IMAGES, len(main.faithfulness_images))
+    return setup("imagenet-sample", imagenet_sample=imagenet_sample, layer="_swish",
+                 n_images=n_images, n_mosaics=0, device=main.device, seed=main.seed,
+                 results_dir=results_dir,
+                 heavy_limits={"faithfulness": SAMPLE_SWISH_HEAVY_IMAGES})
 
 
 def _check_heavy(limits: Mapping[str, int | None] | None) -> dict[str, int | None]:

@@ -85,16 +85,17 @@ def table_4(setup: Setup) -> pd.DataFrame:
     return frame
 
 
-def table_2(setup: Setup, *, n_resamples: int = 2000) -> pd.DataFrame:
+def table_2(setup: Setup, *, n_resamples: int = 2000, pairs: str = "all") -> pd.DataFrame:
     """Table II: pointing-game accuracy in %, paper vs ours, with bootstrap 95 % CIs.
 
     ``pointing_game``: the paper's Eq. 12, Hits / (Hits + Misses) over all (image, class)
     pairs, the map's maximum inside a box of the class. ``pointing_game_tol15`` (extra rows,
     no paper value): the original protocol, within 15 px of a non-difficult box, accuracy
-    per class then averaged. ``n``: (image, class) pairs.
+    per class then averaged. ``n``: (image, class) pairs. ``pairs="hard"``: the hard subset
+    only (`fdcam.paper.runs.hard_pairs`; the paper's values stay those of all pairs).
     """
     methods = setup.methods["II"]
-    df = pointing_results(setup)
+    df = pointing_results(setup, pairs)
     df = df[df["method"].isin(methods) & df["error"].isna() & df["hit"].notna()]
     rows = []
     if len(df):
@@ -138,18 +139,19 @@ def _tol15_interval(group: pd.DataFrame, n_resamples: int, seed: int) -> tuple[f
     return image_bootstrap((hits, pairs), per_class_mean, n_resamples, (0.025, 0.975), seed)
 
 
-def paired_vs_fdcam(setup: Setup, table: str = "I") -> pd.DataFrame:
+def paired_vs_fdcam(setup: Setup, table: str = "I", *, pairs: str = "all") -> pd.DataFrame:
     """Each method minus FD-CAM on the same images (and classes), with a paired 95 % CI.
 
     Tables I, III, IV: insertion, deletion, overall; Table II: the pointing game's hit rate
-    in percentage points. Pairs only images both methods ran on, so heavy methods on a
-    subset are compared fairly. Columns: method, label, metric, n, mean_difference, ci_low,
-    ci_high, and ``fdcam_better`` (whether the CI excludes 0 in FD-CAM's favour).
+    in percentage points (``pairs="hard"``: its hard subset only). Pairs only images both
+    methods ran on, so heavy methods on a subset are compared fairly. Columns: method,
+    label, metric, n, mean_difference, ci_low, ci_high, and ``fdcam_better`` (whether the CI
+    excludes 0 in FD-CAM's favour).
     """
     key = str(table).upper().removeprefix("TABLE").strip()
     methods = table_methods(setup, key)
     if key == "II":
-        df = pointing_results(setup)
+        df = pointing_results(setup, pairs)
         metrics: tuple[str, ...] = ("hit",)
     else:
         df = faithfulness_results(setup)

@@ -3,21 +3,27 @@ refuted, undecided by paired intervals) and the findings prose of chapters 05–
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 import pandas as pd
 
+from fdcam.errors import FdcamError
 from fdcam.evaluation.statistics import paired_differences
 from fdcam.paper.names import method_label
-from fdcam.paper.runs import _results, table_methods
+from fdcam.paper.runs import _results, hard_pairs, table_methods
 from fdcam.paper.settings import FAITHFULNESS_METRICS
 from fdcam.paper.setups import Setup
 from fdcam.paper.tables import ranks
 
 #: The paper's claims that its tables make, as (claim, table, method, rivals): "`method` is
 #: better than each rival" on every metric of the table. Rivals None: the table's others.
+#: Table "II hard": Table II on its hard subset (`fdcam.paper.runs.hard_pairs`).
 CLAIMS: tuple[tuple[str, str, str, tuple[str, ...] | None], ...] = (
     ("FD-CAM is more faithful than every baseline (Table I)", "I", "fdcam", None),
     ("FD-CAM points at the right object more often than every baseline (Table II)", "II",
+     "fdcam", None),
+    ("… also for each image's least probable class (Table II, hard pairs)", "II hard",
      "fdcam", None),
     ("grouping improves switch-off scores (Table III: g+off over ng+off)", "III",
      "fdcam-g-off", ("fdcam-ng-off",)),
@@ -27,25 +33,43 @@ CLAIMS: tuple[tuple[str, str, str, tuple[str, ...] | None], ...] = (
 )
 
 
-def claim_verdicts(setup: Setup, *, n_resamples: int = 2000) -> pd.DataFrame:
+#: A bootstrap over fewer images than this cannot say how wide an interval is (one image
+#: resampled gives an interval of width 0): such claims get "too few images".
+MIN_IMAGES = 20
+
+
+def claim_verdicts(setup: Setup, *, n_resamples: int = 2000,
+                   tables: Sequence[str] | None = None,
+                   min_images: int = MIN_IMAGES) -> pd.DataFrame:
     """For each claim of `CLAIMS` and metric: confirmed, refuted or undecided, by paired 95 %
     intervals of (rival − claimed method) over the images (or image-class pairs) both ran on.
+    `tables` (e.g. ``("II", "II hard")``) keeps those claims only; default all.
 
     * confirmed — every rival's interval excludes 0 on the claimed method's side;
     * refuted — some rival's interval excludes 0 on the rival's side;
-    * undecided — otherwise (some interval contains 0, none against the claim).
+    * undecided — otherwise (some interval contains 0, none against the claim);
+    * too few images — some comparison rests on fewer than `min_images` images (the
+      bootstrap resamples images, so their number, not the pairs', bounds what it can say).
 
     Columns: claim, metric, verdict, n (fewest pairs behind a comparison), evidence (the
     closest rival's mean difference and interval, e.g. "Group-CAM −0.004 [−0.009, +0.001]").
     """
+    known = {table for _, table, _, _ in CLAIMS}
+    if tables is not None and set(tables) - known:
+        raise FdcamError(f"unknown table(s) {', '.join(sorted(set(tables) - known))}; "
+                         f"expected some of {', '.join(sorted(known))}")
     rows = []
-    for claim, table, method, rivals in CLAIMS:
+    for claim, key, method, rivals in CLAIMS:
+        if tables is not None and key not in tables:
+            continue
+        table, _, subset = key.partition(" ")
         kind = "pointing" if table == "II" else "faithfulness"
         metrics: tuple[str, ...] = ("hit",) if table == "II" else FAITHFULNESS_METRICS
         path = setup.pointing_csv if table == "II" else setup.faithfulness_csv
         if path.exists():
             df = _results(setup, kind, table_methods(setup, table))
             if table == "II":
+                df = hard_pairs(df) if subset == "hard" else df
                 df = df.assign(hit=df["hit"].astype("Float64") * 100)
         else:
             df = pd.DataFrame(columns=["image", "method", "target", *metrics, "error"])
@@ -58,13 +82,16 @@ def claim_verdicts(setup: Setup, *, n_resamples: int = 2000) -> pd.DataFrame:
             continue
         diff = paired_differences(df, method, metrics=list(metrics), seed=setup.seed,
                                   n_resamples=n_resamples)
+        images = min(_shared_images(df, method, rival) for rival in chosen & set(df["method"]))
         for metric in metrics:
             part = diff[diff["metric"] == metric]
             # Orient every difference so that > 0 means the rival is better.
             sign = -1.0 if metric == "deletion" else 1.0
             low = np.minimum(sign * part["ci_low"], sign * part["ci_high"])
             high = np.maximum(sign * part["ci_low"], sign * part["ci_high"])
-            if (low > 0).any():
+            if images < min_images:
+                verdict = "too few images"
+            elif (low > 0).any():
                 verdict = "refuted"
             elif (high < 0).all():
                 verdict = "confirmed"
@@ -77,6 +104,12 @@ def claim_verdicts(setup: Setup, *, n_resamples: int = 2000) -> pd.DataFrame:
             rows.append({"claim": claim, "metric": metric.replace("hit", "pointing_game"),
                          "verdict": verdict, "n": int(part["n"].min()), "evidence": evidence})
     return pd.DataFrame(rows, columns=["claim", "metric", "verdict", "n", "evidence"])
+
+
+def _shared_images(df: pd.DataFrame, method: str, rival: str) -> int:
+    """How many images both methods have a row on."""
+    mine = set(df.loc[df["method"] == method, "image"])
+    return len(mine & set(df.loc[df["method"] == rival, "image"]))
 
 
 def findings(table: pd.DataFrame, paired: pd.DataFrame | None = None) -> str:

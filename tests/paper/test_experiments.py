@@ -362,6 +362,38 @@ def test_table_2_in_percent_with_the_tol15_variant(tmp_path: Path) -> None:
     assert paired["mean_difference"].iloc[0] == pytest.approx(-25.0)
 
 
+def test_hard_pairs_are_each_images_least_probable_class(tmp_path: Path) -> None:
+    setup = made_up_setup(tmp_path)
+    lines = [",".join(result_columns(True))]
+    # a: classes 1 (p 0.6), 2 (p 0.1), 3 (p 0.3) -> 2 is hard; b: one class only -> none;
+    # c: classes 1 (0.2), 2 (0.7) -> 1 is hard. FD-CAM hits every hard pair, Grad-CAM none.
+    pairs = {("a", 1): 0.6, ("a", 2): 0.1, ("a", 3): 0.3, ("b", 1): 0.9, ("c", 1): 0.2,
+             ("c", 2): 0.7}
+    hard = {("a", 2), ("c", 1)}
+    for (image, target), p in pairs.items():
+        for method in ("gradcam", "fdcam"):
+            hit = (method == "fdcam") == ((image, target) in hard)
+            lines.append(f"{image},{method},{target},{p},,,,{hit},{hit},False,")
+    setup.pointing_csv.write_text("\n".join(lines) + "\n")
+    rows = runs.pointing_results(setup, "hard")
+    assert set(zip(rows["image"], rows["target"], strict=True)) == hard
+    assert len(rows) == 4  # two pairs, two methods
+    table = tables.table_2(setup, pairs="hard").set_index(["method", "metric"])
+    assert table.loc[("fdcam", "pointing_game"), "ours"] == pytest.approx(100.0)
+    assert table.loc[("gradcam", "pointing_game"), "ours"] == pytest.approx(0.0)
+    assert table.loc[("gradcam", "pointing_game"), "n"] == 2
+    paired = tables.paired_vs_fdcam(setup, "II", pairs="hard")
+    assert paired["mean_difference"].iloc[0] == pytest.approx(-100.0)
+    assert paired["n"].iloc[0] == 2
+    everything = tables.table_2(setup).set_index(["method", "metric"])
+    assert everything.loc[("gradcam", "pointing_game"), "n"] == 6
+    verdict = verdicts.claim_verdicts(setup, n_resamples=200, tables=["II hard"],
+                                      min_images=1)
+    assert verdict["n"].tolist() == [2]
+    with pytest.raises(FdcamError, match="pairs must be one of all, hard; got 'easy'"):
+        runs.pointing_results(setup, "easy")
+
+
 def test_tables_before_any_run_say_what_to_do(tmp_path: Path) -> None:
     setup = made_up_setup(tmp_path)
     with pytest.raises(FdcamError, match=r"run runs.run_faithfulness\(setup\) first"):
@@ -454,17 +486,24 @@ def test_claim_verdicts_by_hand(tmp_path: Path) -> None:
               ("a", "fdcam-g-off"): (0.6, 0.2), ("b", "fdcam-g-off"): (0.7, 0.3),
               ("c", "fdcam-g-off"): (0.8, 0.2)}
     write_faithfulness(setup, values)
-    verdict_table = verdicts.claim_verdicts(setup, n_resamples=200).set_index(
+    verdict_table = verdicts.claim_verdicts(setup, n_resamples=200, min_images=1).set_index(
         ["claim", "metric"])
     table_1 = verdicts.CLAIMS[0][0]
     assert verdict_table.loc[(table_1, "insertion"), "verdict"] == "confirmed"
     assert verdict_table.loc[(table_1, "deletion"), "verdict"] == "refuted"
     assert verdict_table.loc[(table_1, "deletion"), "evidence"].startswith("Score-CAM -0.200 [")
     assert verdict_table.loc[(table_1, "overall"), "verdict"] == "undecided"
-    switch_on = verdicts.CLAIMS[3][0]  # full vs g+off: identical rows, a zero difference
+    claims = {rivals[0] if rivals else table: claim
+              for claim, table, _, rivals in verdicts.CLAIMS}
+    switch_on = claims["fdcam-g-off"]  # full vs g+off: identical rows, a zero difference
     assert verdict_table.loc[(switch_on, "overall"), "verdict"] == "undecided"
-    grouping = verdicts.CLAIMS[2][0]  # no ng+off rows yet
+    grouping = claims["fdcam-ng-off"]  # no ng+off rows yet
     assert verdict_table.loc[(grouping, "insertion"), "verdict"] == "no data"
+    only = verdicts.claim_verdicts(setup, n_resamples=200, tables=["I"])
+    assert set(only["claim"]) == {table_1}
+    assert set(only["verdict"]) == {"too few images"}  # 3 images < MIN_IMAGES
+    with pytest.raises(FdcamError, match="unknown table"):
+        verdicts.claim_verdicts(setup, tables=["V"])
 
 
 def test_differing_images(tmp_path: Path) -> None:

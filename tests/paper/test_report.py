@@ -10,6 +10,7 @@ from fdcam.paper.names import METHOD_LABELS, METRICS, PROFILES, check_profile, m
 from fdcam.paper.paper_tables import COMPARE_COLUMNS, compare_table, paper_table
 from fdcam.paper.report import (
     bullets,
+    claims_markdown,
     paper_layout,
     styled_paired,
     styled_table,
@@ -250,6 +251,23 @@ def test_bullets_turn_findings_into_a_markdown_list():
     text = "insertion: best FD-CAM\npaired differences:\n  Grad-CAM: +0.1, a*e^s\n"
     assert bullets(text) == ("- insertion: best FD-CAM\n- paired differences:\n"
                              "  - Grad-CAM: +0.1, α̂·exp(ŝ)")
+
+
+def test_claims_markdown_one_row_per_claim_one_column_per_metric():
+    verdicts = pd.DataFrame([
+        {"claim": "A", "metric": "insertion", "verdict": "confirmed", "n": 9,
+         "evidence": "Grad-CAM -0.010 [-0.020, -0.001]"},
+        {"claim": "A", "metric": "deletion", "verdict": "undecided", "n": 9, "evidence": "x"},
+        {"claim": "B", "metric": "pointing_game", "verdict": "no data", "n": 0,
+         "evidence": ""},
+    ])
+    lines = claims_markdown(verdicts).splitlines()
+    assert lines[0] == "| claim | Insertion ↑ | Deletion ↓ | Pointing game (%) ↑ |"
+    assert lines[2] == ("| A | **confirmed**<br>Grad-CAM -0.010 [-0.020, -0.001]<br>n = 9 | "
+                        "**undecided**<br>x<br>n = 9 |  |")
+    assert lines[3] == "| B |  |  | **no data**<br>n = 0 |"
+    with pytest.raises(FdcamError, match="claims_markdown needs a claim_verdicts result"):
+        claims_markdown(pd.DataFrame({"claim": ["A"]}))
 
 
 def test_update_readme_rewrites_only_its_block(tmp_path):
