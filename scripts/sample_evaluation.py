@@ -30,6 +30,7 @@ import fnmatch
 import os
 import signal
 import sys
+import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -90,9 +91,10 @@ def drop_rows(patterns: Sequence[str], folder: Path | None = None) -> dict[Path,
 
 
 def log_time(folder: Path, stage: int, started: float, seconds: float | None,
-             threads: int, device: str) -> None:
+             threads: int, device: str, *, finished: bool | None = None) -> None:
     """Append one line to ``<folder>/wall_time.csv``: when a stage (or a part of it, if the
-    run was stopped) ran and for how long, so that the run's wall time can be summed."""
+    run was stopped) ran and for how long, so that the run's wall time can be summed.
+    `seconds` None: until now, an unfinished part; `finished` defaults to seconds given."""
     path = folder / "wall_time.csv"
     folder.mkdir(parents=True, exist_ok=True)
     new = not path.exists()
@@ -101,8 +103,75 @@ def log_time(folder: Path, stage: int, started: float, seconds: float | None,
             handle.write("stage,started_utc,seconds,finished,threads,device,cpus\n")
         stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started))
         elapsed = time.time() - started if seconds is None else seconds
-        handle.write(f"{stage},{stamp},{elapsed:.0f},{seconds is not None},{threads},{device},"
+        done = seconds is not None if finished is None else finished
+        handle.write(f"{stage},{stamp},{elapsed:.0f},{done},{threads},{device},"
                      f"{os.cpu_count()}\n")
+
+
+#: How often a running stage rewrites its heartbeat file (seconds).
+HEARTBEAT_SECONDS = 60.0
+
+
+class Heartbeat:
+    """A running stage's time, kept where a killed run leaves it: every `HEARTBEAT_SECONDS`
+    ``<folder>/wall_time.<pid>.running`` is rewritten with the stage, its start and the
+    seconds so far. A run that ends or is stopped logs its line itself (`log_time`) and
+    removes the file; one killed outright (SIGKILL, a session that ends) leaves it, and the
+    next run logs it as an unfinished part (`recover`), to within a minute."""
+
+    def __init__(self, folder: Path, stage: int, threads: int, device: str) -> None:
+        self.path = folder / f"wall_time.{os.getpid()}.running"
+        self.stage, self.threads, self.device = stage, threads, device
+        self.started = time.time()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._beat, daemon=True)
+
+    def __enter__(self) -> Heartbeat:
+        self._write()
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.path.unlink(missing_ok=True)
+
+    def _beat(self) -> None:
+        while not self._stop.wait(HEARTBEAT_SECONDS):
+            self._write()
+
+    def _write(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        temporary = self.path.with_suffix(".tmp")
+        temporary.write_text(f"{self.stage},{self.started},{time.time() - self.started:.0f},"
+                             f"{self.threads},{self.device}\n", encoding="utf-8")
+        temporary.replace(self.path)
+
+    @staticmethod
+    def recover(folder: Path) -> int:
+        """Log the heartbeats of runs that were killed (their process is gone) as unfinished
+        parts in wall_time.csv; returns how many."""
+        count = 0
+        for path in sorted(folder.glob("wall_time.*.running")):
+            pid = int(path.name.split(".")[1])
+            if _alive(pid):
+                continue
+            stage, started, seconds, threads, device = path.read_text().strip().split(",")
+            log_time(folder, int(stage), float(started), float(seconds), int(threads), device,
+                     finished=False)
+            path.unlink()
+            count += 1
+        return count
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def verify(recomputed: str | Path, layer: str = settings.SAMPLE_LAYER) -> pd.DataFrame:
@@ -159,12 +228,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     device = check_device(args.device)
     torch.set_num_threads(args.threads)
     folder = settings.RESULTS_ROOT / "imagenet-sample"
+    recovered = Heartbeat.recover(folder)
+    if recovered:
+        print(f"logged the time of {recovered} killed run(s) in {folder / 'wall_time.csv'}",
+              flush=True)
     for stage in (int(s) for s in args.stages.split(",")):
         started = time.time()
-        # A stopped run (SIGTERM, Ctrl-C) still records how long it ran.
+        # A stopped run (SIGTERM, Ctrl-C) still records how long it ran; a killed one
+        # leaves its heartbeat for the next run to log.
         signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
         try:
-            run_stage(stage, args.photos, device, args.methods.split(","))
+            with Heartbeat(folder, stage, args.threads, device):
+                run_stage(stage, args.photos, device, args.methods.split(","))
         except BaseException:
             log_time(folder, stage, started, None, args.threads, device)
             raise

@@ -251,3 +251,29 @@ def rows_done(setup: Setup) -> pd.DataFrame:
     if not parts:
         return pd.DataFrame(columns=["run", "rows", "errors"])
     return pd.concat(parts).rename_axis("method").reset_index()
+
+
+def wall_time(setup: Setup) -> pd.DataFrame:
+    """What the profile's staged evaluation cost (``wall_time.csv`` beside its results,
+    written by ``make evaluate-imagenet-sample``): per stage, the wall-clock seconds summed
+    over the runs that did it (a stopped run logs the part it did), how many runs, whether
+    one finished, and their threads and devices. Empty where no staged run logged time.
+
+    Wall clock, not CPU time: runs that shared the machine with other work count in full.
+    """
+    columns = ["stage", "hours", "runs", "finished", "threads", "device"]
+    folder = setup.results_dir
+    path = next((p / "wall_time.csv" for p in (folder, folder.parent)
+                 if (p / "wall_time.csv").exists()), None)
+    if path is None:
+        return pd.DataFrame(columns=columns)
+    log = pd.read_csv(path)
+    grouped = log.groupby("stage", sort=True)
+    return pd.DataFrame({
+        "stage": list(grouped.groups),
+        "hours": (grouped["seconds"].sum() / 3600).round(2).to_numpy(),
+        "runs": grouped.size().to_numpy(),
+        "finished": grouped["finished"].any().to_numpy(),
+        "threads": grouped["threads"].agg(lambda s: ", ".join(map(str, sorted(set(s))))).to_numpy(),
+        "device": grouped["device"].agg(lambda s: ", ".join(sorted(set(s)))).to_numpy(),
+    }, columns=columns)

@@ -512,3 +512,19 @@ def test_differing_images(tmp_path: Path) -> None:
                                ("b", "fdcam"): (0.7, 0.3), ("b", "fdcam-g-off"): (0.7, 0.31),
                                ("c", "fdcam"): (0.8, 0.2)})
     assert ablations.differing_images(setup) == (1, 2)  # b differs; c has no g+off row
+
+
+def test_wall_time_sums_each_stage_over_its_runs(tmp_path: Path) -> None:
+    setup = made_up_setup(tmp_path)
+    assert runs.wall_time(setup).empty
+    (tmp_path / "wall_time.csv").write_text(
+        "stage,started_utc,seconds,finished,threads,device,cpus\n"
+        "1,2026-01-01T00:00:00Z,3600,False,1,cpu,2\n"
+        "1,2026-01-02T00:00:00Z,1800,True,2,cpu,2\n"
+        "3,2026-01-02T01:00:00Z,720,False,1,cuda,16\n")
+    table = runs.wall_time(setup).set_index("stage")
+    assert table.loc[1, "hours"] == pytest.approx(1.5)
+    assert table.loc[1, "runs"] == 2
+    assert bool(table.loc[1, "finished"]) and not bool(table.loc[3, "finished"])
+    assert table.loc[1, "threads"] == "1, 2"
+    assert table.loc[3, "device"] == "cuda"

@@ -44,3 +44,24 @@ def test_drop_rows_deletes_only_the_named_methods_and_keeps_the_identity(tmp_pat
     assert csv.read_text().splitlines()[0] == identity
     assert read_results(csv)["method"].tolist() == ["gradcam"]
     assert sample_evaluation.drop_rows(["fdcam*"], tmp_path) == {}
+
+
+def test_a_killed_runs_heartbeat_is_logged_by_the_next_run(tmp_path: Path,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    import subprocess
+
+    # A heartbeat written, then its process killed before it could log its line.
+    child = subprocess.Popen(["sleep", "0"])
+    child.wait()
+    (tmp_path / f"wall_time.{child.pid}.running").write_text("2,1700000000.0,125,1,cpu\n")
+    # A heartbeat of a run still alive (this process) is left alone.
+    with sample_evaluation.Heartbeat(tmp_path, 4, 1, "cpu") as beat:
+        assert beat.path.exists()
+        assert sample_evaluation.Heartbeat.recover(tmp_path) == 1
+        assert beat.path.exists()
+    assert not beat.path.exists()  # a run that ends removes its heartbeat
+    lines = (tmp_path / "wall_time.csv").read_text().splitlines()
+    assert lines[0] == "stage,started_utc,seconds,finished,threads,device,cpus"
+    assert lines[1].startswith("2,2023-11-14T22:13:20Z,125,False,1,cpu,")
+    assert len(lines) == 2
+    assert not list(tmp_path.glob("*.running"))
