@@ -250,4 +250,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    try:
+        raise SystemExit(main())
+    except FdcamError as error:  # a bad argument or missing photos: one line, not a traceback
+        print(f"error: {error}", file=sys.stderr)
+        raise SystemExit(2) from None

@@ -219,7 +219,7 @@ def last_activation_setup(main: Setup, *,
         results_dir = main.results_dir / "_swish"
     n_images = min(SAMPLE_SWISH_IMAGES, len(main.faithfulness_images))
     return setup("imagenet-sample", imagenet_sample=imagenet_sample, layer="_swish",
-                 n_images=n_images, n_mosaics=0, device=main.device, seed=main.seed,
+                 n_images=n_images, device=main.device, seed=main.seed,
                  results_dir=results_dir,
                  heavy_limits={"faithfulness": SAMPLE_SWISH_HEAVY_IMAGES})
 
