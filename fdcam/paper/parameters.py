@@ -38,13 +38,19 @@ _CHECKS: dict[str, Any] = {
     "theta": check_fraction,
     "bias": check_finite,
     "photo": lambda v, n: check_choice(v, n, _photo_names()),
-    "fig1_photos": lambda v, n: check_choices(v, n, _photo_names()),
-    "fig4_photos": lambda v, n: check_choices(v, n, _photo_names()),
-    "fig1_mosaic": lambda v, n: check_int(v, n, minimum=0),
+    # None: the package photos' defaults, or (imagenet-sample) the rule of
+    # fdcam.paper.figure_choice
+    "fig1_photos": lambda v, n: None if v is None else check_choices(v, n, _photo_names()),
+    "fig4_photos": lambda v, n: None if v is None else check_choices(v, n, _photo_names()),
+    "fig1_mosaic": lambda v, n: check_optional_int(v, n, minimum=0),
     "scorecam_batch_size": check_int,
     "n_images": check_optional_int,
     "n_mosaics": check_optional_int,
 }
+
+_PACKAGE_PHOTO_PARAMETERS = ("fig1_mosaic", "fig1_photos", "fig4_photos")
+"""Chapter 04's choice of package photos: None (the default) with the imagenet-sample
+profile, whose photos are chosen by a rule."""
 
 
 def check_parameters(**parameters: Any) -> dict[str, Any]:
@@ -52,7 +58,9 @@ def check_parameters(**parameters: Any) -> dict[str, Any]:
 
     Called in the cell after the ``parameters`` cell with every parameter by name:
     ``check_parameters(profile=profile, device=device, photo=photo, ...)``. ``dry_run``
-    (random weights, for `make reproduce DRY_RUN=1`) applies to the paper profile only.
+    (random weights, for `make reproduce DRY_RUN=1`) applies to the paper profile only;
+    ``fig1_mosaic``, ``fig1_photos`` and ``fig4_photos`` (package photos) stay None with the
+    imagenet-sample profile.
     Returns the checked values.
     """
     checked = {}
@@ -63,4 +71,10 @@ def check_parameters(**parameters: Any) -> dict[str, Any]:
         checked[name] = _CHECKS[name](value, name)
     if "dry_run" in checked:
         check_dry_run(checked["dry_run"], checked.get("profile", "paper"))
+    if checked.get("profile") == "imagenet-sample":
+        given = [name for name in _PACKAGE_PHOTO_PARAMETERS if checked.get(name) is not None]
+        if given:
+            raise FdcamError(f"{given[0]} chooses package photos; the imagenet-sample profile "
+                             f"chooses Figs. 1 and 4 by the rule of fdcam.paper.figure_choice: "
+                             f"leave {given[0]} None")
     return checked
