@@ -29,8 +29,8 @@ from torch import Tensor
 
 from fdcam.errors import FdcamError
 from fdcam.evaluation.pointing import pointing_hit, saliency_peak
-from fdcam.evaluation.runner import ImageSource
 from fdcam.models import LoadedModel
+from fdcam.paper.figure_data import _image_tensor
 from fdcam.paper.names import method_label
 from fdcam.paper.settings import SAMPLE_LAYER
 from fdcam.paper.setups import Setup
@@ -153,10 +153,6 @@ class Fig4Images:
     chosen_by: str
 
 
-def _tensor(source: ImageSource) -> Tensor:
-    return source if isinstance(source, Tensor) else source()
-
-
 def _softmax(loaded: LoadedModel, x: Tensor) -> Tensor:
     """Softmax [N, num_classes] (on the CPU) of images x [N, 3, H, W]."""
     with torch.no_grad():
@@ -197,7 +193,7 @@ def sample_fig1(setup: Setup, dominant: float = FIG1_DOMINANT,
     model, ids = setup.pointing_model, setup.image_ids("pointing")
 
     def image(image_id: str) -> Tensor:
-        return _tensor(setup.pointing_images[image_id].image).to(setup.device)
+        return _image_tensor(setup.pointing_images[image_id].image).to(setup.device)
 
     def quadrant_probabilities() -> Iterable[Tensor]:
         for image_id in ids:
@@ -254,7 +250,7 @@ def sample_fig4(setup: Setup, k: int = FIG4_PHOTOS) -> Fig4Images:
     images = setup.faithfulness_images
 
     def image(index: int) -> Tensor:
-        return _tensor(images[index][1]).to(setup.device)
+        return _image_tensor(images[index][1]).to(setup.device)
 
     def predictions() -> Iterable[tuple[int, int]]:
         for index, (image_id, _) in enumerate(images):
@@ -301,10 +297,11 @@ def pooling_linear_head(loaded: LoadedModel) -> bool:
     if stages is None or not (stages.first_is_classifier and stages.pooling_only):
         return False
     device = next(loaded.model.parameters()).device
-    k, h, w = activation_shape(loaded)
+    with torch.no_grad():  # A's shape, from the split already made
+        shape = split.body(torch.zeros(1, 3, *loaded.input_size, device=device)).shape
     # A local generator: the notebook's seeded global random state stays as it was.
     generator = torch.Generator().manual_seed(0)
-    a = torch.rand(1, k, h, w, generator=generator).to(device)
+    a = torch.rand(*shape, generator=generator).to(device)
     with torch.no_grad():
         logits = split.head(a)
         means = split.head(a.mean(dim=(2, 3), keepdim=True).expand_as(a))
