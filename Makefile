@@ -76,8 +76,9 @@ bench-gpu: setup
 # Re-run committed executed notebooks and compare the outputs of the cells marked
 # `# NBVAL_CHECK_OUTPUT`. `make nbval` (part of `make test`): the smoke-profile copies in
 # tests/nbval/ (written by `make smoke-notebooks`), seconds each. `make nbval-book`: the
-# offline-profile notebooks of the book in book/ (4 minutes on 2 cores when
-# data/results/offline holds their rows, 12 from scratch).
+# book's notebooks in book/, under the profile they were executed with (imagenet-sample:
+# its photos in data/downloads/imagenet-sample or $$IMAGENET_SAMPLE; minutes, as its rows
+# are committed; offline: 4 minutes on 2 cores with data/results/offline, 12 from scratch).
 NBVAL_DIR ?= tests/nbval
 nbval: setup
 	@shopt -s nullglob; executed=($(NBVAL_DIR)/*.ipynb); \

@@ -61,7 +61,7 @@ def _format(value: Any, decimals: int) -> str:
 def _interval(low: Any, high: Any, decimals: int) -> str:
     if pd.isna(low) or pd.isna(high):
         return _MISSING
-    return f"{float(low):.{decimals}f}–{float(high):.{decimals}f}"
+    return f"[{float(low):.{decimals}f}, {float(high):.{decimals}f}]"
 
 
 def _best(values: pd.Series, metric: str) -> pd.Series:
@@ -70,7 +70,9 @@ def _best(values: pd.Series, metric: str) -> pd.Series:
     if numbers.notna().sum() < 2:
         return pd.Series(False, index=values.index)
     target = numbers.min() if _metric_direction(metric) == "lower" else numbers.max()
-    return numbers.round(12) == round(float(target), 12)
+    # A tolerance, not rounding both sides: pandas' and Python's rounding to 12 places can
+    # disagree in the last digit (100 · 223/252), which left a column's best unbolded.
+    return (numbers - target).abs() <= 1e-9 * max(1.0, abs(float(target)))
 
 
 def paper_layout(table: pd.DataFrame, decimals: int | None = None, *,

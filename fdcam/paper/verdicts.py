@@ -112,6 +112,16 @@ def _shared_images(df: pd.DataFrame, method: str, rival: str) -> int:
     return len(mine & set(df.loc[df["method"] == rival, "image"]))
 
 
+METRIC_NAMES = {
+    "insertion": "insertion",
+    "deletion": "deletion",
+    "overall": "overall",
+    "pointing_game": "pointing game",
+    "pointing_game_tol15": "original pointing game (15 px)",
+}
+"""How the findings name each metric in prose."""
+
+
 def findings(table: pd.DataFrame, paired: pd.DataFrame | None = None) -> str:
     """What a table says, in a few lines: per metric, the best method by our numbers and
     FD-CAM's rank by ours and by the paper's; how often the paper's value lies in our 95 %
@@ -123,10 +133,11 @@ def findings(table: pd.DataFrame, paired: pd.DataFrame | None = None) -> str:
     order = ranks(table)
     lines = []
     for metric in dict.fromkeys(table["metric"]):
+        name = METRIC_NAMES.get(metric, metric)
         ours = order[f"{metric} ours"]
         ranked = ours.dropna()
         if ranked.empty:
-            lines.append(f"{metric}: no numbers yet")
+            lines.append(f"{name}: no numbers yet")
             continue
         sizes = table[table["metric"] == metric].groupby("label")["n"].max()
         full = int(sizes.max()) if len(sizes) else 0
@@ -139,7 +150,7 @@ def findings(table: pd.DataFrame, paired: pd.DataFrame | None = None) -> str:
         fd_paper = order[f"{metric} paper"].get(fd_label, pd.NA)
         fd_text = "n/a" if pd.isna(fd) else f"{int(fd)} of {len(ranked)}"
         paper_text = "" if pd.isna(fd_paper) else f" (paper: {int(fd_paper)})"
-        lines.append(f"{metric}: best {best}; FD-CAM rank {fd_text}{paper_text}")
+        lines.append(f"{name}: best {best}; FD-CAM rank {fd_text}{paper_text}")
     sizes = table.groupby("label", sort=False)["n"].max()
     fewer = sizes[sizes < sizes.max()]
     if len(fewer):
@@ -162,7 +173,8 @@ def findings(table: pd.DataFrame, paired: pd.DataFrame | None = None) -> str:
             for row, is_lower in zip(rows.itertuples(index=False), lower[significant],
                                      strict=True):
                 fd_better = (row.mean_difference > 0) if is_lower else (row.mean_difference < 0)
-                lines.append(f"  {row.label} {row.metric}: {row.mean_difference:+.3f} "
+                lines.append(f"  {row.label} {METRIC_NAMES.get(row.metric, row.metric)}: "
+                             f"{row.mean_difference:+.3f} "
                              f"[{row.ci_low:+.3f}, {row.ci_high:+.3f}], FD-CAM "
                              f"{'better' if fd_better else 'worse'}")
     return "\n".join(lines)

@@ -188,7 +188,7 @@ def test_paper_layout_has_methods_as_rows_and_paper_beside_ours():
     row = table[(table["method"] == "fdcam") & (table["metric"] == "deletion")].iloc[0]
     assert frame.loc["FD-CAM", ("Deletion ↓", "Paper")] == f"{row['paper']:.3f}"
     assert frame.loc["FD-CAM", ("Deletion ↓", "95 % CI")] == \
-        f"{row['ci_low']:.3f}–{row['ci_high']:.3f}"
+        f"[{row['ci_low']:.3f}, {row['ci_high']:.3f}]"
 
 
 def test_styled_table_bolds_the_best_of_each_column_and_dashes_missing():
@@ -204,12 +204,25 @@ def test_styled_table_bolds_the_best_of_each_column_and_dashes_missing():
         assert sum(v.startswith("<b>") for v in column) == 1
         ours = shown[(header, "Ours")]
         assert sum(v.startswith("<b>") for v in ours) == 1
-        assert 'class="fdcam-ci"' in ours["FD-CAM"] and "–" in ours["FD-CAM"]
+        assert 'class="fdcam-ci"' in ours["FD-CAM"] and "[" in ours["FD-CAM"]
     assert shown.loc["Layer-CAM", ("Insertion ↑", "Ours")] == "—"
     html = styler.to_html()
     assert "nan" not in html.lower().replace("nan;", "")
     assert "<caption>Table I</caption>" in html
     assert len(shown.columns) == 3 * 2 + 1  # paper and ours per metric, then n
+
+
+def test_styled_table_bolds_a_best_value_whose_rounding_differs_between_libraries():
+    # 100 · 223/252: pandas rounds it to 12 places as ...064, Python as ...063.
+    best = 100 * 223 / 252
+    table = pd.DataFrame({"method": ["gradcam", "scorecam", "fdcam"],
+                          "metric": ["pointing_game_tol15"] * 3, "paper": [float("nan")] * 3,
+                          "ours": [60.6, best, 37.5], "ci_low": [59.0, 86.0, 35.0],
+                          "ci_high": [62.0, 91.0, 40.0], "n": [1000, 252, 1000]})
+    shown = styled_table(table, name="t2").data
+    column = shown[("Original game, 15 px, class mean (%) ↑", "Ours")]
+    assert [v.startswith("<b>") for v in column] == [False, True, False]
+    assert column["Score-CAM"].startswith("<b>88.5</b>")
 
 
 def test_styled_table_names_table_iv_combinations_in_html():
