@@ -9,6 +9,7 @@ What is checked, page by page (every ``*.html`` of the book, the theme's own pag
 * no plumbing: no ``NBVAL_CHECK_OUTPUT`` anywhere; no ``check_parameters`` in a notebook
   cell; no cell tagged ``parameters`` or ``injected-parameters`` (papermill's cell, which
   starts "# Parameters");
+* no unrendered Markdown table: no ``|:--|`` rule left in the text (code aside);
 * no unrendered math: once MathJax's inputs (Sphinx's ``span.math`` / ``div.math``),
   scripts, styles and code are set aside, no ``$…$`` or ``$$`` is left in the text;
 * no machine path (``/work/``, ``/root/``, ``/home/``, ``/tmp/``, ``file://``) in a page or in
@@ -141,6 +142,20 @@ def test_no_unrendered_math_on_any_page():
         main = soup.select_one("main") or soup
         found = dollars.search(html.unescape(main.get_text(" ")))
         assert not found, f"{page.relative_to(HTML)}: raw math {found.group(0)[:60]!r}"
+
+
+@needs_build
+def test_no_unrendered_markdown_table_on_any_page():
+    # A Markdown table that a cell displays and the renderer does not parse (myst-nb's
+    # CommonMark mode has no tables) reaches the reader as pipes and a |:--|:--| rule.
+    rule = re.compile(r"\|\s*:?[-–—]+:?\s*\|")
+    for page in _pages():
+        soup = _soup(page)
+        for node in soup.select("script, style, pre, code, div.highlight, div.cell_input"):
+            node.decompose()
+        main = soup.select_one("main") or soup
+        found = rule.search(html.unescape(main.get_text(" ")))
+        assert not found, f"{page.relative_to(HTML)}: a raw Markdown table ({found.group(0)!r})"
 
 
 @needs_build
