@@ -52,7 +52,9 @@ def claim_verdicts(setup: Setup, *, n_resamples: int = 2000,
       bootstrap resamples images, so their number, not the pairs', bounds what it can say).
 
     Columns: claim, metric, verdict, n (fewest pairs behind a comparison), evidence (the
-    closest rival's mean difference and interval, e.g. "Group-CAM −0.004 [−0.009, +0.001]").
+    deciding rival's mean difference and interval, e.g. "Group-CAM −0.004 [−0.009, +0.001]":
+    for a refuted claim, of the rivals whose interval refutes it, the one with the largest
+    advantage; otherwise the closest rival, the one with the largest mean advantage).
     """
     known = {table for _, table, _, _ in CLAIMS}
     if tables is not None and set(tables) - known:
@@ -97,7 +99,12 @@ def claim_verdicts(setup: Setup, *, n_resamples: int = 2000,
                 verdict = "confirmed"
             else:
                 verdict = "undecided"
-            closest = part.loc[(sign * part["mean_difference"]).idxmax()]
+            # The comparison that decides: for a refuted claim the refuting rival with the
+            # largest advantage (the closest rival may have a wide interval that refutes
+            # nothing); otherwise the closest rival.
+            advantage = sign * part["mean_difference"]
+            deciding = advantage[low > 0] if verdict == "refuted" else advantage
+            closest = part.loc[deciding.idxmax()]
             evidence = (f"{method_label(str(closest['method']))} "
                         f"{closest['mean_difference']:+.3f} [{closest['ci_low']:+.3f}, "
                         f"{closest['ci_high']:+.3f}]")

@@ -506,6 +506,23 @@ def test_claim_verdicts_by_hand(tmp_path: Path) -> None:
         verdicts.claim_verdicts(setup, tables=["V"])
 
 
+def test_a_refuted_claim_shows_the_rival_that_refutes_it(tmp_path: Path) -> None:
+    setup = made_up_setup(tmp_path)
+    setup.heavy_limits["faithfulness"] = None
+    # Insertion: Grad-CAM beats FD-CAM by 0.05 on every image (refutes); Score-CAM by 0.2 on
+    # average, but its differences (+0.5, -0.3, +0.4) change sign, so its interval holds 0.
+    values = {("a", "fdcam"): (0.3, 0.2), ("b", "fdcam"): (0.5, 0.2), ("c", "fdcam"): (0.4, 0.2),
+              ("a", "gradcam"): (0.35, 0.2), ("b", "gradcam"): (0.55, 0.2),
+              ("c", "gradcam"): (0.45, 0.2),
+              ("a", "scorecam"): (0.8, 0.2), ("b", "scorecam"): (0.2, 0.2),
+              ("c", "scorecam"): (0.8, 0.2)}
+    write_faithfulness(setup, values)
+    table = verdicts.claim_verdicts(setup, n_resamples=200, tables=["I"], min_images=1)
+    row = table.set_index("metric").loc["insertion"]
+    assert row["verdict"] == "refuted"
+    assert row["evidence"] == "Grad-CAM +0.050 [+0.050, +0.050]"
+
+
 def test_differing_images(tmp_path: Path) -> None:
     setup = made_up_setup(tmp_path)
     write_faithfulness(setup, {("a", "fdcam"): (0.6, 0.2), ("a", "fdcam-g-off"): (0.6, 0.2),
