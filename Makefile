@@ -39,8 +39,10 @@ lint: setup
 	$(VENV)/bin/yamllint --strict -c .yamllint.yml .github/workflows _config.yml _toc.yml \
 	  CITATION.cff
 
+# A test that hangs fails in minutes with every thread's stack printed (pytest-timeout),
+# instead of using up a CI run's time; the slowest test takes about 25 s.
 test: setup lint
-	$(VENV)/bin/pytest -q
+	$(VENV)/bin/pytest -q --timeout=600 --timeout-method=thread
 	@$(MAKE) --no-print-directory nbval
 
 bench: setup

@@ -3,9 +3,13 @@ its results file corrupted between some of the runs (cut mid-row, garbage append
 duplicated), resumed each time: the final table equals an uninterrupted run exactly, with
 no row counted twice and none lost.
 
-Each run is a forked child process (so the 20 starts cost no imports) that executes the
-real command line, ``fdcam.cli.main(["evaluate", ...])``, on a tiny CNN and fake explainers
-that take a few milliseconds per image, so that the kills land anywhere in a run.
+Each run is a child process that executes the real command line,
+``fdcam.cli.main(["evaluate", ...])``, on a tiny CNN and fake explainers that take a few
+milliseconds per image, so that the kills land anywhere in a run. The children are forked by
+multiprocessing's fork server, a single-threaded process that has imported this module once
+(so the 20 starts cost no imports) and has never run a torch operation: forking pytest itself,
+whose earlier tests have started torch's OpenMP threads, can leave a child deadlocked on a
+lock one of those threads held (a CI run lost its 90 minutes that way).
 """
 
 from __future__ import annotations
@@ -45,18 +49,18 @@ def slow(explainer):  # type: ignore[no-untyped-def]
     return run
 
 
-@pytest.fixture
-def fake_cli(monkeypatch: pytest.MonkeyPatch) -> None:
+def install_fakes() -> None:
+    """In the child: the command line loads the tiny CNN and knows the two fake methods."""
     loaded = LoadedModel("tiny", tiny_cnn(), "0", (0.5,) * 3, (0.25,) * 3,
                          ["cat", "dog", "person", "car", "tree"], input_size=(SIZE, SIZE))
-    monkeypatch.setattr(evaluation_cli, "load_model", lambda name, **options: loaded)
+    evaluation_cli.load_model = lambda name, **options: loaded  # type: ignore[assignment]
     fake = types.ModuleType("fdcam.baselines")
     fake.METHODS = ("energy", "corner")  # type: ignore[attr-defined]
     fake.make_explainer = lambda name, model: {  # type: ignore[attr-defined]
         "energy": slow(energy), "corner": slow(corner)}[name]
     fake.batch_options = lambda name, device: {}  # type: ignore[attr-defined]
-    monkeypatch.setitem(sys.modules, "fdcam.baselines", fake)
-    monkeypatch.setattr(fdcam, "baselines", fake, raising=False)
+    sys.modules["fdcam.baselines"] = fake
+    fdcam.baselines = fake  # type: ignore[attr-defined]
 
 
 def command(folder: Path, out: Path) -> list[str]:
@@ -68,26 +72,52 @@ def child(argv: list[str]) -> None:
     devnull = os.open(os.devnull, os.O_WRONLY)
     os.dup2(devnull, 1)
     os.dup2(devnull, 2)
-    import torch
-
-    # A forked child must not use the parent's OpenMP pool (it may hang): one thread, as
-    # torch's own DataLoader workers do.
-    torch.set_num_threads(1)
+    torch.set_num_threads(1)  # as in the paper runs' one-thread workers; steady row times
+    install_fakes()
     from fdcam.cli import main
 
     os._exit(main(argv))
 
 
-def killed_run(argv: list[str], after: float) -> int | None:
-    """Run the command in a forked child and SIGKILL it after `after` seconds (if still
-    running); its exit code, or None when it was killed."""
-    process = multiprocessing.get_context("fork").Process(target=child, args=(argv,))
+_SERVER = multiprocessing.get_context("forkserver")
+# The server imports what a child needs once (this module itself it cannot: Python 3.11's
+# server ignores sys.path; each child imports it, cheaply, with these already loaded).
+_SERVER.set_forkserver_preload(["torchvision.models", "fdcam.cli", "fdcam.models",
+                                "fdcam.evaluation.cli", "fdcam.explanation", "pandas", "PIL.Image"])
+
+
+LIMIT = 300.0  # a run still going after this long has hung: the test fails, it never waits
+
+
+def data_rows(path: Path) -> int:
+    return path.read_bytes().count(b"\n") - 2 if path.exists() else 0
+
+
+def killed_run(argv: list[str], out: Path, rows: int | None = None,
+               delay: float = 0.0) -> int | None:
+    """Run the command in a child of the fork server; SIGKILL it `delay` seconds after `out`
+    holds `rows` data lines (None: let it finish). Its exit code, or None when it was killed.
+
+    Kills are placed by the run's progress, not by a forecast of its timing, so that they land
+    mid-run however fast or busy the machine is.
+    """
+    process = _SERVER.Process(target=child, args=(argv,))
     process.start()
-    process.join(after)
-    if process.is_alive():
-        os.kill(process.pid, signal.SIGKILL)
-        process.join()
-        return None
+    deadline = time.monotonic() + LIMIT
+    while process.is_alive():
+        if rows is not None and data_rows(out) >= rows:
+            time.sleep(delay)
+            if not process.is_alive():
+                break
+            os.kill(process.pid, signal.SIGKILL)
+            process.join()
+            return None
+        if time.monotonic() > deadline:
+            os.kill(process.pid, signal.SIGKILL)
+            process.join()
+            pytest.fail(f"a run of `fdcam {' '.join(argv)}` did not end in {LIMIT:.0f} s")
+        process.join(0.001)
+    process.join()
     return process.exitcode
 
 
@@ -107,8 +137,7 @@ def corrupt(path: Path, how: str, rng: random.Random) -> None:
         path.write_bytes(data + lines[2] + b"\n")
 
 
-def test_sigkill_corruption_and_resume_give_the_uninterrupted_table(
-        tmp_path: Path, fake_cli: None) -> None:
+def test_sigkill_corruption_and_resume_give_the_uninterrupted_table(tmp_path: Path) -> None:
     folder = tmp_path / "images"
     folder.mkdir()
     g = np.random.default_rng(0)
@@ -116,38 +145,25 @@ def test_sigkill_corruption_and_resume_give_the_uninterrupted_table(
         Image.fromarray(g.integers(0, 255, (20, 20, 3), dtype=np.uint8)).save(
             folder / f"=img{i:02d}.png")  # a formula-like name, escaped in the file
     reference = tmp_path / "reference.csv"
-    from fdcam.cli import check_model_arguments
-
-    check_model_arguments("vgg16", None, None, None)  # imports torchvision once, here
-
-    start = time.perf_counter()
-    # Generous limits: a busy machine may be many times slower; nothing here is timed.
-    assert killed_run(command(folder, reference), 600.0) == 0
-    duration = time.perf_counter() - start  # kills are drawn over a whole run's length
+    assert killed_run(command(folder, reference), reference) == 0
     expected = read_results(reference)
     assert len(expected) == 2 * IMAGES
-
-    start = time.perf_counter()
-    assert killed_run(command(folder, reference), 600.0) == 0  # nothing left to do
-    startup = time.perf_counter() - start
-    per_row = max(duration - startup, 0.01) / len(expected)
 
     out = tmp_path / "resumed.csv"
     rng = random.Random(12)
     outcomes, rows_after = [], []
     for kill in range(KILLS):
-        lines = out.read_bytes().count(b"\n") - 2 if out.exists() else 0
-        if kill % 3 == 1 or lines >= len(expected):  # corrupt some runs, and a finished file
-            corrupt(out, rng.choice(["cut mid-row", "garbage", "duplicate"]), rng)
-            lines = out.read_bytes().count(b"\n") - 2 if out.exists() else 0
-        # a random point in what is left of this run: its start, or any of its rows
-        left = max(len(expected) - lines, 1)
-        after = rng.uniform(0.5, 1.0) * startup + rng.uniform(0, left) * per_row
-        outcomes.append(killed_run(command(folder, out), after))
-        rows_after.append(out.read_bytes().count(b"\n") - 2 if out.exists() else 0)
+        if kill % 3 == 1 or data_rows(out) >= len(expected):  # corrupt some runs, and a
+            corrupt(out, rng.choice(["cut mid-row", "garbage", "duplicate"]), rng)  # full file
+        # a random point of this run: during its start (a row count it already has), or just
+        # after any of the rows it has still to write (a fraction of one explainer's sleep)
+        now = max(data_rows(out), 0)
+        rows = now + rng.randrange(0, max(len(expected) - now, 1))
+        outcomes.append(killed_run(command(folder, out), out, rows, rng.uniform(0, 0.008)))
+        rows_after.append(data_rows(out))
     assert outcomes.count(None) >= KILLS // 2  # most runs really were killed mid-way
     assert max(rows_after) > 0  # ... and some after rows had been written
-    assert killed_run(command(folder, out), 600.0) == 0  # the last run completes
+    assert killed_run(command(folder, out), out) == 0  # the last run completes
 
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # a clean file: every line a valid row, read once
