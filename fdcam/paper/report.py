@@ -277,7 +277,8 @@ def summary_markdown(table_1: pd.DataFrame, table_2: pd.DataFrame) -> str:
 def claims_markdown(verdicts: pd.DataFrame) -> str:
     """`fdcam.paper.verdicts.claim_verdicts` as a Markdown table for a page: one row per
     claim, one column per metric, each cell the verdict in bold with the deciding rival's
-    paired difference and 95 % interval under it, and n (the fewest pairs behind it)."""
+    paired difference and 95 % interval under it, and n (the images or pairs behind that
+    difference)."""
     needed = {"claim", "metric", "verdict", "n", "evidence"}
     if not needed <= set(verdicts.columns):
         raise FdcamError("claims_markdown needs a claim_verdicts result (columns "

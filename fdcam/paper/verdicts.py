@@ -51,10 +51,11 @@ def claim_verdicts(setup: Setup, *, n_resamples: int = 2000,
     * too few images — some comparison rests on fewer than `min_images` images (the
       bootstrap resamples images, so their number, not the pairs', bounds what it can say).
 
-    Columns: claim, metric, verdict, n (fewest pairs behind a comparison), evidence (the
-    deciding rival's mean difference and interval, e.g. "Group-CAM −0.004 [−0.009, +0.001]":
-    for a refuted claim, of the rivals whose interval refutes it, the one with the largest
-    advantage; otherwise the closest rival, the one with the largest mean advantage).
+    Columns: claim, metric, verdict, evidence (the deciding rival's mean difference and
+    interval, e.g. "Group-CAM −0.004 [−0.009, +0.001]": for a refuted claim, of the rivals
+    whose interval refutes it, the one with the largest advantage; otherwise the closest
+    rival, the one with the largest mean advantage) and n (the images or pairs behind that
+    comparison: a rival run on a subset, like Score-CAM, has fewer than the others).
     """
     known = {table for _, table, _, _ in CLAIMS}
     if tables is not None and set(tables) - known:
@@ -109,7 +110,7 @@ def claim_verdicts(setup: Setup, *, n_resamples: int = 2000,
                         f"{closest['mean_difference']:+.3f} [{closest['ci_low']:+.3f}, "
                         f"{closest['ci_high']:+.3f}]")
             rows.append({"claim": claim, "metric": metric.replace("hit", "pointing_game"),
-                         "verdict": verdict, "n": int(part["n"].min()), "evidence": evidence})
+                         "verdict": verdict, "n": int(closest["n"]), "evidence": evidence})
     return pd.DataFrame(rows, columns=["claim", "metric", "verdict", "n", "evidence"])
 
 

@@ -507,10 +507,10 @@ def test_claim_verdicts_by_hand(tmp_path: Path) -> None:
 
 
 def test_a_refuted_claim_shows_the_rival_that_refutes_it(tmp_path: Path) -> None:
-    setup = made_up_setup(tmp_path)
-    setup.heavy_limits["faithfulness"] = None
-    # Insertion: Grad-CAM beats FD-CAM by 0.05 on every image (refutes); Score-CAM by 0.2 on
-    # average, but its differences (+0.5, -0.3, +0.4) change sign, so its interval holds 0.
+    setup = made_up_setup(tmp_path)  # Score-CAM, a heavy method, on the first 2 images only
+    # Insertion: Grad-CAM beats FD-CAM by 0.05 on every image (refutes); Score-CAM by 0.1 on
+    # average, but its differences (+0.5, -0.3) change sign, so its interval holds 0. n is
+    # that of the comparison shown: Grad-CAM's 3 images, not Score-CAM's 2.
     values = {("a", "fdcam"): (0.3, 0.2), ("b", "fdcam"): (0.5, 0.2), ("c", "fdcam"): (0.4, 0.2),
               ("a", "gradcam"): (0.35, 0.2), ("b", "gradcam"): (0.55, 0.2),
               ("c", "gradcam"): (0.45, 0.2),
@@ -521,6 +521,7 @@ def test_a_refuted_claim_shows_the_rival_that_refutes_it(tmp_path: Path) -> None
     row = table.set_index("metric").loc["insertion"]
     assert row["verdict"] == "refuted"
     assert row["evidence"] == "Grad-CAM +0.050 [+0.050, +0.050]"
+    assert row["n"] == 3
 
 
 def test_differing_images(tmp_path: Path) -> None:
