@@ -16,15 +16,10 @@ from torch import Tensor
 from fdcam.checks import check_device, parse_positive_int, parse_shard
 from fdcam.errors import FdcamError
 from fdcam.evaluation.pointing import ClassBoxes
-from fdcam.models import LoadedModel, load_model
-
-try:  # the lock that keeps a second writer off a results file (POSIX)
-    import fcntl
-except ImportError:  # pragma: no cover - Windows
-    fcntl = None  # type: ignore[assignment]
 from fdcam.evaluation.results_file import _check_writable_folder, _foreign_check, read_results
 from fdcam.evaluation.runner import evaluate
 from fdcam.evaluation.statistics import format_summary
+from fdcam.models import LoadedModel, load_model
 
 # ------------------------------------------------------------------------------------- VOC XML
 

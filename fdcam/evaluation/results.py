@@ -44,11 +44,6 @@ from torch import nn
 from fdcam.errors import FdcamError
 from fdcam.models import LoadedModel
 
-try:  # the lock that keeps a second writer off a results file (POSIX)
-    import fcntl
-except ImportError:  # pragma: no cover - Windows
-    fcntl = None  # type: ignore[assignment]
-
 KEY = ["image", "method", "target"]
 METRIC_COLUMNS = ["probability", "insertion", "deletion", "overall"]
 POINTING_COLUMNS = ["hit", "hit_tol15", "difficult"]

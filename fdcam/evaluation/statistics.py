@@ -12,12 +12,6 @@ from fdcam.checks import check_positive_int
 from fdcam.errors import FdcamError
 from fdcam.evaluation.pointing import pointing_game
 
-try:  # the lock that keeps a second writer off a results file (POSIX)
-    import fcntl
-except ImportError:  # pragma: no cover - Windows
-    fcntl = None  # type: ignore[assignment]
-
-
 # ---------------------------------------------------------------------------------- summaries
 
 
