@@ -12,6 +12,7 @@ from fdcam.paper.report import (
     bullets,
     claims_markdown,
     paper_layout,
+    sample_sizes,
     styled_paired,
     styled_table,
     summary_markdown,
@@ -258,6 +259,19 @@ def test_summary_table_and_markdown_put_table_ii_beside_table_i():
     fdcam = next(line for line in lines if line.startswith("| FD-CAM |"))
     assert "**90.0** (" in fdcam
     assert "— (" in next(line for line in lines if line.startswith("| Score-CAM |"))
+
+
+def test_sample_sizes_name_the_methods_run_on_fewer_images():
+    table = pd.DataFrame({"method": ["gradcam", "gradcam", "scorecam", "ablationcam", "fdcam",
+                                     "groupcam", "layercam"],
+                          "n": [1000, 990, 250, 250, 1000, None, 63]})
+    assert sample_sizes(table) == ("1,000 images (Score-CAM, Ablation-CAM: 250; "
+                                   "Layer-CAM: 63)")
+    assert sample_sizes(table[table["method"].isin(["gradcam", "fdcam"])],
+                        "pairs") == "1,000 pairs"
+    assert sample_sizes(table[table["method"] == "groupcam"]) == "no images"
+    with pytest.raises(FdcamError, match="sample_sizes needs"):
+        sample_sizes(pd.DataFrame({"method": ["fdcam"]}))
 
 
 def test_bullets_turn_findings_into_a_markdown_list():
