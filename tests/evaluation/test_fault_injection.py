@@ -9,7 +9,7 @@ milliseconds per image, so that the kills land anywhere in a run. The children a
 multiprocessing's fork server, a single-threaded process that has imported this module once
 (so the 20 starts cost no imports) and has never run a torch operation: forking pytest itself,
 whose earlier tests have started torch's OpenMP threads, can leave a child deadlocked on a
-lock one of those threads held (a CI run lost its 90 minutes that way).
+lock one of those threads held (a CI run failed here, then ran out of its 5,400 s).
 """
 
 from __future__ import annotations
@@ -93,31 +93,32 @@ def data_rows(path: Path) -> int:
     return path.read_bytes().count(b"\n") - 2 if path.exists() else 0
 
 
-def killed_run(argv: list[str], out: Path, rows: int | None = None,
-               delay: float = 0.0) -> int | None:
-    """Run the command in a child of the fork server; SIGKILL it `delay` seconds after `out`
-    holds `rows` data lines (None: let it finish). Its exit code, or None when it was killed.
+def killed_run(argv: list[str], out: Path, *, rows: int | None = None,
+               delay: float | None = None) -> int | None:
+    """Run the command in a child of the fork server and SIGKILL it `delay` seconds after
+    `out` holds `rows` data lines, or `delay` seconds after its start when `rows` is None;
+    with neither, let it finish. Its exit code, or None when the kill ended it.
 
-    Kills are placed by the run's progress, not by a forecast of its timing, so that they land
-    mid-run however fast or busy the machine is.
+    Kills in a run's body are placed by its progress, not by a forecast of its timing, so
+    that they land mid-run however fast or busy the machine is.
     """
     process = _SERVER.Process(target=child, args=(argv,))
+    start = time.monotonic()
     process.start()
-    deadline = time.monotonic() + LIMIT
+    armed = start if rows is None and delay is not None else None
     while process.is_alive():
-        if rows is not None and data_rows(out) >= rows:
-            time.sleep(delay)
-            if not process.is_alive():
-                break
-            os.kill(process.pid, signal.SIGKILL)
+        now = time.monotonic()
+        if armed is None and rows is not None and data_rows(out) >= rows:
+            armed = now
+        if armed is not None and delay is not None and now >= armed + delay:
+            process.kill()  # a child that ended a moment ago is not an error
             process.join()
-            return None
-        if time.monotonic() > deadline:
-            os.kill(process.pid, signal.SIGKILL)
+            return None if process.exitcode == -signal.SIGKILL else process.exitcode
+        if now > start + LIMIT:
+            process.kill()
             process.join()
             pytest.fail(f"a run of `fdcam {' '.join(argv)}` did not end in {LIMIT:.0f} s")
         process.join(0.001)
-    process.join()
     return process.exitcode
 
 
@@ -148,6 +149,9 @@ def test_sigkill_corruption_and_resume_give_the_uninterrupted_table(tmp_path: Pa
     assert killed_run(command(folder, reference), reference) == 0
     expected = read_results(reference)
     assert len(expected) == 2 * IMAGES
+    begun = time.monotonic()
+    assert killed_run(command(folder, reference), reference) == 0  # nothing left to do
+    startup = time.monotonic() - begun  # a run's start: the child, the file's check and lock
 
     out = tmp_path / "resumed.csv"
     rng = random.Random(12)
@@ -155,11 +159,15 @@ def test_sigkill_corruption_and_resume_give_the_uninterrupted_table(tmp_path: Pa
     for kill in range(KILLS):
         if kill % 3 == 1 or data_rows(out) >= len(expected):  # corrupt some runs, and a
             corrupt(out, rng.choice(["cut mid-row", "garbage", "duplicate"]), rng)  # full file
-        # a random point of this run: during its start (a row count it already has), or just
-        # after any of the rows it has still to write (a fraction of one explainer's sleep)
+        # a random point of this run: during its start (by time), or a little after any of the
+        # rows it has still to write (up to about one explainer call: in it or the writes)
         now = max(data_rows(out), 0)
-        rows = now + rng.randrange(0, max(len(expected) - now, 1))
-        outcomes.append(killed_run(command(folder, out), out, rows, rng.uniform(0, 0.008)))
+        if rng.random() < 0.3:
+            outcome = killed_run(command(folder, out), out, delay=rng.uniform(0, startup))
+        else:
+            outcome = killed_run(command(folder, out), out, delay=rng.uniform(0, 0.012),
+                                 rows=now + rng.randrange(1, max(len(expected) - now, 2)))
+        outcomes.append(outcome)
         rows_after.append(data_rows(out))
     assert outcomes.count(None) >= KILLS // 2  # most runs really were killed mid-way
     assert max(rows_after) > 0  # ... and some after rows had been written
