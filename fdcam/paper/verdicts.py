@@ -54,8 +54,9 @@ def claim_verdicts(setup: Setup, *, n_resamples: int = 2000,
     Columns: claim, metric, verdict, evidence (the deciding rival's mean difference and
     interval, e.g. "Group-CAM −0.004 [−0.009, +0.001]": for a refuted claim, of the rivals
     whose interval refutes it, the one with the largest advantage; otherwise the closest
-    rival, the one with the largest mean advantage) and n (the images or pairs behind that
-    comparison: a rival run on a subset, like Score-CAM, has fewer than the others).
+    rival, the one with the largest mean advantage; for too few images, the closest of the
+    rivals with the fewest images) and n (the images or pairs behind that comparison: a
+    rival run on a subset, like Score-CAM, has fewer than the others).
     """
     known = {table for _, table, _, _ in CLAIMS}
     if tables is not None and set(tables) - known:
@@ -85,7 +86,9 @@ def claim_verdicts(setup: Setup, *, n_resamples: int = 2000,
             continue
         diff = paired_differences(df, method, metrics=list(metrics), seed=setup.seed,
                                   n_resamples=n_resamples)
-        images = min(_shared_images(df, method, rival) for rival in chosen & set(df["method"]))
+        shared = {rival: _shared_images(df, method, rival) for rival in chosen & set(df["method"])}
+        images = min(shared.values())
+        fewest = [rival for rival, count in shared.items() if count == images]
         for metric in metrics:
             part = diff[diff["metric"] == metric]
             # Orient every difference so that > 0 means the rival is better.
@@ -100,11 +103,15 @@ def claim_verdicts(setup: Setup, *, n_resamples: int = 2000,
                 verdict = "confirmed"
             else:
                 verdict = "undecided"
-            # The comparison that decides: for a refuted claim the refuting rival with the
-            # largest advantage (the closest rival may have a wide interval that refutes
-            # nothing); otherwise the closest rival.
+            # The comparison that decides: for too few images the closest of the rivals with
+            # the fewest; for a refuted claim the refuting rival with the largest advantage
+            # (the closest rival may have a wide interval that refutes nothing); otherwise
+            # the closest rival.
             advantage = sign * part["mean_difference"]
-            deciding = advantage[low > 0] if verdict == "refuted" else advantage
+            if verdict == "too few images" and part["method"].isin(fewest).any():
+                deciding = advantage[part["method"].isin(fewest)]
+            else:
+                deciding = advantage[low > 0] if verdict == "refuted" else advantage
             closest = part.loc[deciding.idxmax()]
             evidence = (f"{method_label(str(closest['method']))} "
                         f"{closest['mean_difference']:+.3f} [{closest['ci_low']:+.3f}, "

@@ -506,7 +506,7 @@ def test_claim_verdicts_by_hand(tmp_path: Path) -> None:
         verdicts.claim_verdicts(setup, tables=["V"])
 
 
-def test_a_refuted_claim_shows_the_rival_that_refutes_it(tmp_path: Path) -> None:
+def test_a_verdict_shows_the_rival_that_decides_it(tmp_path: Path) -> None:
     setup = made_up_setup(tmp_path)  # Score-CAM, a heavy method, on the first 2 images only
     # Insertion: Grad-CAM beats FD-CAM by 0.05 on every image (refutes); Score-CAM by 0.1 on
     # average, but its differences (+0.5, -0.3) change sign, so its interval holds 0. n is
@@ -522,6 +522,11 @@ def test_a_refuted_claim_shows_the_rival_that_refutes_it(tmp_path: Path) -> None
     assert row["verdict"] == "refuted"
     assert row["evidence"] == "Grad-CAM +0.050 [+0.050, +0.050]"
     assert row["n"] == 3
+    # Asking for 3 images, Score-CAM's 2 are too few: it is the comparison shown, with its n.
+    few = verdicts.claim_verdicts(setup, n_resamples=200, tables=["I"], min_images=3)
+    row = few.set_index("metric").loc["insertion"]
+    assert row["verdict"] == "too few images"
+    assert row["evidence"].startswith("Score-CAM +0.100 [") and row["n"] == 2
 
 
 def test_differing_images(tmp_path: Path) -> None:
