@@ -231,8 +231,9 @@ def summary_table(table_1: pd.DataFrame, table_2: pd.DataFrame, *,
 def sample_sizes(table: pd.DataFrame, unit: str = "images") -> str:
     """How many images (or pairs, `unit`) a table's numbers rest on, for a caption that
     stands in for its hidden n column: the n most methods have, then the methods run on
-    another number, e.g. "1,000 images (Score-CAM, Ablation-CAM: 250)". A method's n is its
-    largest over the metrics; methods without numbers are left out."""
+    another number, e.g. "1,000 images (Score-CAM, Ablation-CAM: 250)" (when as many methods
+    have each of two n, the larger comes first). A method's n is its largest over the
+    metrics; methods without numbers are left out."""
     if "n" not in table.columns or "method" not in table.columns:
         raise FdcamError("sample_sizes needs a table with method and n columns")
     per_method = table.groupby("method", sort=False)["n"].max().dropna()
