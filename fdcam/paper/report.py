@@ -230,24 +230,20 @@ def summary_table(table_1: pd.DataFrame, table_2: pd.DataFrame, *,
 
 def sample_sizes(table: pd.DataFrame, unit: str = "images") -> str:
     """How many images (or pairs, `unit`) a table's numbers rest on, for a caption that
-    stands in for its hidden n column: the n most methods have, then the methods run on
-    another number, e.g. "1,000 images (Score-CAM, Ablation-CAM: 250)" (when as many methods
-    have each of two n, the larger comes first). A method's n is its largest over the
-    metrics; methods without numbers are left out."""
+    stands in for its hidden n column: the largest n, then the methods run on fewer, e.g.
+    "1,000 images (Score-CAM, Ablation-CAM: 250)" — the rule of `verdicts.findings`. A
+    method's n is its largest over the metrics; methods without numbers are left out."""
     if "n" not in table.columns or "method" not in table.columns:
         raise FdcamError("sample_sizes needs a table with method and n columns")
     per_method = table.groupby("method", sort=False)["n"].max().dropna()
     per_method = per_method[per_method > 0].astype(int)
     if per_method.empty:
         return f"no {unit}"
-    common = int(per_method.value_counts().sort_index(ascending=False).idxmax())
-    text = f"{common:,} {unit}"
-    others = per_method[per_method != common]
-    if len(others):
-        parts = [", ".join(method_label(m) for m in others.index[others == n]) + f": {n:,}"
-                 for n in dict.fromkeys(others)]
-        text += f" ({'; '.join(parts)})"
-    return text
+    full = int(per_method.max())
+    fewer = per_method[per_method < full]
+    parts = [", ".join(method_label(m) for m in fewer.index[fewer == n]) + f": {n:,}"
+             for n in dict.fromkeys(fewer)]
+    return f"{full:,} {unit}" + (f" ({'; '.join(parts)})" if parts else "")
 
 
 _ASCII_FORMULAS = {"a*e^s": "α̂·exp(ŝ)", "a*s": "α̂·ŝ"}

@@ -108,11 +108,11 @@ def claim_verdicts(setup: Setup, *, n_resamples: int = 2000,
             # (the closest rival may have a wide interval that refutes nothing); otherwise
             # the closest rival.
             advantage = sign * part["mean_difference"]
-            if verdict == "too few images" and part["method"].isin(fewest).any():
-                deciding = advantage[part["method"].isin(fewest)]
-            else:
-                deciding = advantage[low > 0] if verdict == "refuted" else advantage
-            closest = part.loc[deciding.idxmax()]
+            candidates = {"too few images": part["method"].isin(fewest),
+                          "refuted": low > 0}.get(verdict)
+            if candidates is not None and candidates.any():
+                advantage = advantage[candidates]
+            closest = part.loc[advantage.idxmax()]
             evidence = (f"{method_label(str(closest['method']))} "
                         f"{closest['mean_difference']:+.3f} [{closest['ci_low']:+.3f}, "
                         f"{closest['ci_high']:+.3f}]")

@@ -6,8 +6,8 @@ no row counted twice and none lost.
 Each run is a child process that executes the real command line,
 ``fdcam.cli.main(["evaluate", ...])``, on a tiny CNN and fake explainers that take a few
 milliseconds per image, so that the kills land anywhere in a run. The children are forked by
-multiprocessing's fork server, a single-threaded process that has imported this module once
-(so the 20 starts cost no imports) and has never run a torch operation: forking pytest itself,
+multiprocessing's fork server, a single-threaded process that has imported torch and fdcam
+once (so the 20 starts cost no imports) and has never run a torch operation: forking pytest,
 whose earlier tests have started torch's OpenMP threads, can leave a child deadlocked on a
 lock one of those threads held (a CI run failed here, then ran out of its 5,400 s).
 """
