@@ -11,6 +11,8 @@ JB := $(VENV)/bin/jupyter-book
 # The executed notebooks run in this virtual environment's kernel: papermill's `python3`
 # resolves to .venv's interpreter when environment paths come first; nbval is told so.
 export JUPYTER_PREFER_ENV_PATH := 1
+# The MathJax script the book loads: _config.yml's first html_static_path + its mathjax_path
+# (scripts.reproduce_steps.mathjax_script reads it there; a test keeps the two equal).
 MATHJAX := _build/mathjax/mathjax/tex-chtml.js
 MATHJAX_VERSION := 3.2.2
 MATHJAX_SHA256 := 1b9c0a1c44df864e915690558e72adb9cc5203360daefd385084ced3b6c64c09
@@ -145,16 +147,18 @@ $(MATHJAX_TARBALL):
 	cd $(dir $@) && npm pack --silent mathjax@$(MATHJAX_VERSION) > /dev/null
 	echo '$(MATHJAX_SHA256)  $@' | sha256sum --check --quiet
 
+MATHJAX_DIR := $(patsubst %/,%,$(dir $(MATHJAX)))
+MATHJAX_UNPACKED := $(MATHJAX_DIR).unpacked
 $(MATHJAX): $(MATHJAX_TARBALL)
 	echo '$(MATHJAX_SHA256)  $<' | sha256sum --check --quiet
-	rm -rf _build/mathjax
-	mkdir -p _build/mathjax/unpacked _build/mathjax/mathjax/output
-	tar -xzf $< -C _build/mathjax/unpacked
-	cd _build/mathjax/unpacked/package/es5 && cp -R tex-chtml.js input ui a11y adaptors \
-	  ../../../mathjax/
-	cp -R _build/mathjax/unpacked/package/es5/output/chtml _build/mathjax/mathjax/output/
-	cp _build/mathjax/unpacked/package/LICENSE _build/mathjax/mathjax/
-	rm -rf _build/mathjax/unpacked
+	rm -rf $(MATHJAX_DIR) $(MATHJAX_UNPACKED)
+	mkdir -p $(MATHJAX_UNPACKED) $(MATHJAX_DIR)/output
+	tar -xzf $< -C $(MATHJAX_UNPACKED)
+	cd $(MATHJAX_UNPACKED)/package/es5 && cp -R $(notdir $(MATHJAX)) input ui a11y adaptors \
+	  $(abspath $(MATHJAX_DIR))/
+	cp -R $(MATHJAX_UNPACKED)/package/es5/output/chtml $(MATHJAX_DIR)/output/
+	cp $(MATHJAX_UNPACKED)/package/LICENSE $(MATHJAX_DIR)/
+	rm -rf $(MATHJAX_UNPACKED)
 	touch $@
 
 # The imagenet-sample profile's photos: one per ImageNet-1k class from the public repository

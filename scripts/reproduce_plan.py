@@ -22,10 +22,10 @@ STEPS: tuple[str, ...] = ("standins", "weights", "voc", "finetune", "faithfulnes
 SHARD_STEPS: tuple[str, ...] = ("weights", "voc", "finetune", "faithfulness", "pointing")
 """What a run with ``--shard i/n`` (n > 1) does by default: everything up to the merge."""
 
-CHAPTERS: tuple[str, ...] = ("01_channel_similarity", "02_grouped_switching",
-                             "03_weight_combination", "04_qualitative", "05_faithfulness",
-                             "06_discriminability", "07_ablations")
-"""The book's notebook chapters (see _toc.yml); those not written yet are reported."""
+CHAPTERS: tuple[str, ...] = tuple(
+    path.stem for path in sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb")))
+"""The book's notebook chapters: the repository's notebooks/NN_*.ipynb (a run whose
+``notebooks_in`` lacks one of them reports it)."""
 
 # Where things go by default (all ignored by git).
 PAPER_RESULTS = settings.RESULTS_ROOT / "paper"  # setups.setup's defaults

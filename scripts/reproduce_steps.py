@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import yaml
 
 from fdcam.errors import FdcamError
 from fdcam.models import file_sha256
@@ -338,17 +339,40 @@ def _dry_book_source(plan: Plan) -> Path:
             shutil.copy2(path, source / "book" / path.name)
     for path in sorted(plan.notebooks_out.glob("*.ipynb")):
         shutil.copy2(path, source / "book" / path.name)
-    (source / "_build").mkdir()
-    mathjax = ROOT / "_build" / "mathjax"
-    if mathjax.is_dir():
-        (source / "_build" / "mathjax").symlink_to(mathjax, target_is_directory=True)
+    static = book_static_path(ROOT)
+    if static.is_dir():
+        link = source / static.relative_to(ROOT)
+        link.parent.mkdir(parents=True, exist_ok=True)
+        link.symlink_to(static, target_is_directory=True)
     return source
 
 
+def _sphinx_config(root: Path) -> dict[str, Any]:
+    return yaml.safe_load((root / "_config.yml").read_text(encoding="utf-8"))["sphinx"]["config"]
+
+
+def book_static_path(root: Path = ROOT) -> Path:
+    """The folder `make mathjax` fills: _config.yml's first ``html_static_path``."""
+    return root / _sphinx_config(root)["html_static_path"][0]
+
+
+def mathjax_script(root: Path = ROOT) -> Path:
+    """The MathJax entry script the book loads: _config.yml's ``mathjax_path`` inside its first
+    ``html_static_path`` — the one place that names it (the Makefile's ``MATHJAX``, which
+    `make mathjax` writes, is tested against it)."""
+    return book_static_path(root) / _sphinx_config(root)["mathjax_path"]
+
+
+def check_mathjax(root: Path = ROOT) -> None:
+    """One line when the book's MathJax is missing (the book would build with broken math)."""
+    script = mathjax_script(root)
+    if not script.is_file():
+        raise FdcamError(f"MathJax is not at {script.relative_to(root)}; run `make mathjax` "
+                         f"(make reproduce does) before the step book")
+
+
 def step_book(plan: Plan, state: State) -> None:
-    if not (ROOT / "_build" / "mathjax" / "mathjax" / "MathJax.js").is_file():
-        raise FdcamError("MathJax is not in _build/mathjax; run `make mathjax` (make reproduce "
-                         "does) before the step book")
+    check_mathjax(ROOT)
     source = _dry_book_source(plan) if plan.dry_run else plan.book_source
     jupyter_book = Path(sys.executable).with_name("jupyter-book")
     command = [str(jupyter_book if jupyter_book.exists() else "jupyter-book"), "build",

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import json
 import math
+import re
+import shutil
 from dataclasses import replace
 from pathlib import Path
 
@@ -394,3 +396,24 @@ def test_make_passes_a_path_with_an_apostrophe_intact(tmp_path: Path) -> None:
     words = subprocess.run(["bash", "-c", "printf '%s\\n' " + command], capture_output=True,
                            text=True, check=True).stdout.splitlines()
     assert words[words.index("--results-dir") + 1] == str(odd)
+
+
+def test_the_book_step_finds_mathjax_where_make_mathjax_puts_it(tmp_path: Path) -> None:
+    # The book step's check reads the location from _config.yml, the Makefile writes it: a
+    # tree laid out as `make mathjax` lays it out passes, MathJax 2's entry file does not.
+    shutil.copy2(reproduce_plan.ROOT / "_config.yml", tmp_path / "_config.yml")
+    unpacked = tmp_path / "_build" / "mathjax" / "mathjax"
+    unpacked.mkdir(parents=True)
+    (unpacked / "MathJax.js").write_text("// MathJax 2\n")
+    with pytest.raises(FdcamError, match=r"^MathJax is not at _build/mathjax/mathjax/tex-chtml"):
+        reproduce_steps.check_mathjax(tmp_path)
+    (unpacked / "tex-chtml.js").write_text("// MathJax 3\n")
+    reproduce_steps.check_mathjax(tmp_path)
+
+
+def test_makefile_writes_mathjax_where_the_book_loads_it() -> None:
+    makefile = (reproduce_plan.ROOT / "Makefile").read_text()
+    written = re.search(r"^MATHJAX := (\S+)$", makefile, re.M)
+    assert written, "the Makefile names its MathJax script in MATHJAX"
+    loaded = reproduce_steps.mathjax_script(reproduce_plan.ROOT)
+    assert loaded == reproduce_plan.ROOT / written.group(1)
