@@ -5,11 +5,13 @@ that a busy machine slows every contender alike. Setting: VGG16 with random weig
 download), one 3×224×224 image, 2 CPU threads, as the core issue asks.
 
     python -m scripts.bench [--rounds N] [--threads T] [--skip-metrics] [--skip-any-cnn]
+                            [--only-engines]
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import statistics
 import time
 from collections.abc import Callable
@@ -133,6 +135,96 @@ def curves_benchmark(rounds: int, batch_sizes: tuple[int, ...] = (1, 2, 4, 8, 16
     return ratio
 
 
+def _other_engines(net: torch.nn.Module, x: torch.Tensor,
+                   threads: int) -> dict[str, Callable[[torch.Tensor], torch.Tensor]]:
+    """ONNX Runtime and OpenVINO (f32, CPU) on `net` for inputs shaped like `x`, where
+    installed (they are not dependencies: `make bench` only tells whether they would pay)."""
+    import importlib.util
+    import io
+
+    engines: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {}
+    if importlib.util.find_spec("onnxruntime") is not None:
+        import onnxruntime
+
+        buffer = io.BytesIO()
+        torch.onnx.export(net, (x,), buffer, input_names=["x"], output_names=["y"],
+                          dynamo=False)
+        options = onnxruntime.SessionOptions()
+        options.intra_op_num_threads, options.inter_op_num_threads = threads, 1
+        session = onnxruntime.InferenceSession(buffer.getvalue(), options,
+                                               providers=["CPUExecutionProvider"])
+        engines["ONNX Runtime"] = lambda images: torch.from_numpy(
+            session.run(None, {"x": images.numpy()})[0])
+    if importlib.util.find_spec("openvino") is not None:
+        import openvino
+
+        core = openvino.Core()
+        compiled = core.compile_model(openvino.convert_model(net, example_input=x), "CPU",
+                                      {"INFERENCE_NUM_THREADS": threads,
+                                       "INFERENCE_PRECISION_HINT": "f32"})
+        engines["OpenVINO (f32)"] = lambda images: torch.from_numpy(
+            compiled(images.numpy())[0].copy())
+    return engines
+
+
+def engine_benchmark(rounds: int, batch_sizes: tuple[int, ...] = (4, 16)) -> dict[str, float]:
+    """The protocol's forward pass, EfficientNet-Lite0 (real weights), 224×224: eager,
+    `fdcam.evaluation.engine.CompiledForward` (torch.compile) and, where installed, ONNX
+    Runtime and OpenVINO; ms per image at each batch size, the speed-up over eager and the
+    largest change of any class probability against eager. Then insertion + deletion of
+    one image, eager vs compiled (target >= 2). Returns name -> speed-up at batch 4."""
+    from fdcam.evaluation.engine import CompiledForward, compiler_missing
+    from fdcam.evaluation.faithfulness import insertion_deletion_curves
+    from fdcam.models import load_model
+
+    missing = compiler_missing("cpu")
+    if missing is not None:
+        print(f"engine benchmark skipped: {missing}")
+        return {}
+    net = load_model("efficientnet-lite0").model.eval()
+    generator = torch.Generator().manual_seed(0)
+    speedups: dict[str, float] = {}
+    print(f"the protocol's forward pass, EfficientNet-Lite0, 224x224, "
+          f"{torch.get_num_threads()} threads, {rounds} rounds; medians:")
+    print(f"  {'engine':<16s} {'batch':>5s} {'ms/img':>8s} {'vs eager':>9s} {'max |dp|':>9s}")
+    compiled = CompiledForward(net)
+    for batch in batch_sizes:
+        x = torch.randn(batch, 3, 224, 224, generator=generator)
+        engines: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
+            "eager": net, "torch.compile": compiled,
+            **_other_engines(net, x, torch.get_num_threads())}
+
+        def run(engine: Callable[[torch.Tensor], torch.Tensor] = net,
+                x: torch.Tensor = x) -> torch.Tensor:
+            with torch.no_grad():
+                return engine(x)
+
+        times = measure({name: functools.partial(run, engine)
+                         for name, engine in engines.items()}, rounds)
+        reference = run(net).softmax(1)
+        eager = statistics.median(times["eager"])
+        for name, engine in engines.items():
+            t = statistics.median(times[name])
+            gap = float((run(engine).softmax(1) - reference).abs().max())
+            print(f"  {name:<16s} {batch:>5d} {1000 * t / batch:8.2f} {eager / t:8.2f}x "
+                  f"{gap:9.1e}")
+            if batch == batch_sizes[0]:
+                speedups[name] = eager / t
+    x = torch.randn(1, 3, 224, 224, generator=generator)
+    saliency = torch.rand(1, 224, 224, generator=generator)
+    curves = {name: functools.partial(insertion_deletion_curves, engine, x, saliency, 243,
+                                      batch_size=batch_sizes[0])
+              for name, engine in (("eager", net), ("compiled", compiled))}
+    times = measure(curves, rounds)
+    eager, fast = (statistics.median(times[k]) for k in ("eager", "compiled"))
+    gap = float((curves["compiled"]().insertion - curves["eager"]().insertion).abs().max())
+    print(f"insertion + deletion, one EfficientNet-Lite0 image, batch {batch_sizes[0]}: eager "
+          f"{eager:.2f} s, compiled {fast:.2f} s, ratio {eager / fast:.2f} (target >= 2); "
+          f"largest curve difference {gap:.1e}")
+    speedups["curves"] = eager / fast
+    return speedups
+
+
 #: Issue 13's models: torchvision families at their default layers, and EfficientNet-Lite0 at
 #: its last two MBConv blocks (whose heads begin with a 1x1 convolution).
 ANY_CNN = [("resnet50", None), ("convnext_tiny", None), ("densenet121", None),
@@ -226,14 +318,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--skip-metrics", action="store_true")
     parser.add_argument("--skip-any-cnn", action="store_true")
+    parser.add_argument("--only-engines", action="store_true",
+                        help="only the protocol's forward pass: eager vs compiled")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
+    if args.only_engines:
+        engine_benchmark(args.rounds)
+        return 0
     core_benchmark(args.rounds)
     if not args.skip_any_cnn:
         any_cnn_benchmark(max(3, args.rounds // 2))
     if not args.skip_metrics:
         metrics_benchmark(max(1, args.rounds // 3))
         curves_benchmark(max(1, args.rounds // 3))
+        engine_benchmark(max(3, args.rounds // 2))
     return 0
 
 

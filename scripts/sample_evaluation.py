@@ -40,14 +40,15 @@ import torch
 
 from fdcam.checks import check_device
 from fdcam.errors import FdcamError
+from fdcam.evaluation.engine import add_engine_arguments
 from fdcam.evaluation.results_file import _write_table, read_results
 from fdcam.paper import runs, settings, setups
 
 
 def run_stage(stage: int, photos: str | None, device: str,
-              patterns: Sequence[str] = ("*",)) -> setups.Setup:
+              patterns: Sequence[str] = ("*",), engine: str = "auto") -> setups.Setup:
     """Run one stage (see the module docstring) for its methods that match one of
-    `patterns`; rows already written are skipped."""
+    `patterns`; rows already written are skipped. `engine`: `fdcam.paper.runs`'."""
     heavy = settings.SETTINGS["imagenet-sample"].heavy_images
     if stage in (1, 2):
         made = setups.setup("imagenet-sample", imagenet_sample=photos, device=device,
@@ -67,9 +68,9 @@ def run_stage(stage: int, photos: str | None, device: str,
     if not chosen:
         return made
     if stage == 3:
-        runs.run_pointing(made, chosen, retry_failed=True)
+        runs.run_pointing(made, chosen, retry_failed=True, engine=engine)
     else:
-        runs.run_faithfulness(made, chosen, retry_failed=True)
+        runs.run_faithfulness(made, chosen, retry_failed=True, engine=engine)
     return made
 
 
@@ -208,6 +209,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--methods", default="*",
                         help="comma list of the methods to run (shell patterns, e.g. "
                              "'gradcam*,scorecam'); default: all of each stage's")
+    add_engine_arguments(parser)
     parser.add_argument("--verify", default=None, metavar="CSV",
                         help="instead of running: compare rows recomputed by `fdcam evaluate` "
                              "with the committed rows and print the largest differences")
@@ -239,7 +241,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
         try:
             with Heartbeat(folder, stage, args.threads, device):
-                run_stage(stage, args.photos, device, args.methods.split(","))
+                run_stage(stage, args.photos, device, args.methods.split(","), args.engine)
         except BaseException:
             log_time(folder, stage, started, None, args.threads, device)
             raise

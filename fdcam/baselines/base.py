@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import contextlib
 from abc import ABC, abstractmethod
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import ClassVar
 
 import torch
@@ -117,6 +117,10 @@ class BaseExplainer(ABC):
                 model, target_layer)
         else:
             self.layer_name, self.layer, self.forward_model = "", None, model
+        #: The forward pass for batches of perturbed images under ``no_grad`` (Group-CAM's
+        #: masked images, Score-CAM's masked copies): ``images -> logits``, the same
+        #: function as the model. `fdcam.evaluation` puts a compiled copy here.
+        self.batch_forward: Callable[[Tensor], Tensor] = self.forward_model
 
     def __repr__(self) -> str:
         layer = f"layer={self.layer_name!r}" if self.uses_layer else ""

@@ -7,7 +7,7 @@ import contextlib
 import io
 import warnings
 from abc import abstractmethod
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import numpy as np
@@ -145,9 +145,31 @@ class ScoreCAM(LibraryCAM):
         return Library
 
     def _make_cam(self) -> Any:
-        cam = super()._make_cam()
+        model = self.forward_model
+        if self.batch_forward is not self.forward_model:
+            model = _BatchesThrough(model, self.batch_forward)
+        cam = self._library_class()(model=model, target_layers=[self.layer])
         cam.batch_size = self.batch_size  # read by the library when present
         return cam
+
+    def _explain_column(self, x: Tensor, classes: Tensor, logits: Tensor) -> Tensor:
+        # The library's hooked pass runs with gradients on, its masked batches under
+        # no_grad: `_BatchesThrough` tells them apart by that.
+        with torch.enable_grad():
+            return super()._explain_column(x, classes, logits)
+
+
+class _BatchesThrough(nn.Module):
+    """`model` for the library's hooked forward pass (gradients on), `batch_forward` for
+    the batches it runs under ``no_grad`` (Score-CAM's masked copies): same logits."""
+
+    def __init__(self, model: nn.Module, batch_forward: Callable[[Tensor], Tensor]) -> None:
+        super().__init__()
+        self.model = model
+        self.batch_forward = batch_forward
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.model(x) if torch.is_grad_enabled() else self.batch_forward(x)
 
 
 class AblationCAM(LibraryCAM):

@@ -193,7 +193,7 @@ class GroupCAM(BaseExplainer):
             idx = image[start:start + self.batch_size]
             m = flat_masks[start:start + self.batch_size]
             batch = x[idx] * m + blurred[idx] * (1 - m)
-            prob = torch.softmax(self.forward_model(batch), dim=1)
+            prob = torch.softmax(self.batch_forward(batch), dim=1)
             out[start:start + len(idx)] = prob[torch.arange(len(idx), device=x.device),
                                                classes[idx]]
         return out.view(b, g)

@@ -15,6 +15,7 @@ from torch import Tensor
 
 from fdcam.checks import check_device, parse_positive_int, parse_shard
 from fdcam.errors import FdcamError
+from fdcam.evaluation.engine import add_engine_arguments
 from fdcam.evaluation.pointing import ClassBoxes
 from fdcam.evaluation.results_file import _check_writable_folder, _foreign_check, read_results
 from fdcam.evaluation.runner import evaluate
@@ -89,6 +90,7 @@ def add_evaluate_parser(subparsers: Any) -> argparse.ArgumentParser:
     parser.add_argument("--batch-size", type=_argument(_positive("--batch-size")), default=None,
                         help="perturbed images per forward pass (default: 4 on a CPU, 64 on "
                              "CUDA)")
+    add_engine_arguments(parser)
     parser.add_argument("--retry-failed", action="store_true",
                         help="drop the error rows of an earlier run and try those again")
     parser.set_defaults(func=run_evaluate)
@@ -134,7 +136,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
                  for name in names}
     failed = evaluate(items, factories, loaded, args.out, boxes=boxes,
                       batch_size=args.batch_size, shard=args.shard, device=device,
-                      progress=True, retry_failed=args.retry_failed)
+                      progress=True, retry_failed=args.retry_failed, engine=args.engine)
     table = read_results(args.out)
     print(format_summary(table))
     if failed:

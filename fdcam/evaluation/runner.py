@@ -31,8 +31,10 @@ import torch
 from torch import Tensor, nn
 from tqdm import tqdm
 
+from fdcam.baselines.base import BaseExplainer
 from fdcam.checks import check_shard
 from fdcam.errors import FdcamError
+from fdcam.evaluation.engine import Forward, forward_engine
 from fdcam.evaluation.faithfulness import (
     STEP_FRACTION,
     InsertionDeletion,
@@ -78,6 +80,7 @@ def evaluate(
     curves: bool = True,
     on_explained: OnExplained | None = None,
     settings: Mapping[str, Any] | None = None,
+    engine: str = "eager",
 ) -> list[str]:
     """Explain and score every image with every method; append rows to `out_csv`.
 
@@ -99,6 +102,11 @@ def evaluate(
     still filled), for runs that only need the pointing game. `on_explained` is called
     after each (image, method) succeeds, with the maps and the curves (None without
     curves), so that a caller can keep some of them, e.g. for a figure.
+
+    `engine` runs the curves' forward passes, and Group-CAM's and Score-CAM's masked
+    batches: ``"eager"`` (the network itself), ``"compile"``, ``"onnxruntime"`` or ``"auto"``
+    (compiled where a compiler is found), see `fdcam.evaluation.engine.forward_engine`. The
+    maps' own passes (gradients, FD-CAM's head) are always the network's.
 
     The file records what produced its rows (`results_identity`: model, weights, layer,
     step fraction, shard, and `settings` such as ``{"layer": "_blocks.14"}`` when the
@@ -126,6 +134,7 @@ def evaluate(
     total = _shard_total(images, shard_index, shard_count)
     was_training = network.training
     network.eval()
+    forward = forward_engine(network, engine=engine, device=device)
     try:
         with (table,
               tqdm(total=total, disable=not progress, unit="image", file=sys.stderr,
@@ -146,7 +155,7 @@ def evaluate(
                 pending = table.pending(image_id, list(methods), wanted)
                 if pending:
                     _evaluate_image(image_id, source, pending, wanted, methods, model,
-                                    network, explainers, image_boxes, pointing, device,
+                                    network, forward, explainers, image_boxes, pointing, device,
                                     batch_size, step_fraction if curves else None, table,
                                     on_explained)
                 if table.has_error(image_id):
@@ -159,7 +168,7 @@ def evaluate(
 
 def _evaluate_image(image_id: str, source: ImageSource, pending: dict[str, list[int] | None],
                     wanted: list[int] | None, methods: Mapping[str, ExplainerFactory],
-                    model: nn.Module | LoadedModel, network: nn.Module,
+                    model: nn.Module | LoadedModel, network: nn.Module, forward: Forward,
                     explainers: dict[str, Explainer],
                     image_boxes: Mapping[int, ClassBoxes | Tensor] | None, pointing: bool,
                     device: str | torch.device, batch_size: int | None,
@@ -180,9 +189,11 @@ def _evaluate_image(image_id: str, source: ImageSource, pending: dict[str, list[
         if method not in explainers:
             # A factory that fails is a configuration error, not an image's: let it raise.
             explainers[method] = methods[method](model)
+            if forward is not network and isinstance(explainers[method], BaseExplainer):
+                explainers[method].batch_forward = forward
         try:
             rows = _evaluate_method(image_id, method, explainers[method], x, classes,
-                                    network, image_boxes, pointing, batch_size, step_fraction,
+                                    forward, image_boxes, pointing, batch_size, step_fraction,
                                     on_explained)
         except Exception as error:  # the explainer's own failure: record it and go on
             rows = [_error_row(image_id, method, c, error, pointing) for c in classes]
@@ -190,7 +201,7 @@ def _evaluate_image(image_id: str, source: ImageSource, pending: dict[str, list[
 
 
 def _evaluate_method(image_id: str, method: str, explainer: Explainer, x: Tensor,
-                     classes: list[int], network: nn.Module,
+                     classes: list[int], forward: Forward,
                      image_boxes: Mapping[int, ClassBoxes | Tensor] | None, pointing: bool,
                      batch_size: int | None, step_fraction: float | None,
                      on_explained: OnExplained | None = None) -> list[list[object]]:
@@ -212,13 +223,13 @@ def _evaluate_method(image_id: str, method: str, explainer: Explainer, x: Tensor
     curves: InsertionDeletion | None = None
     if step_fraction is None:
         with torch.no_grad():
-            logits = network(x[None]).float()
+            logits = forward(x[None]).float()
         probability = torch.softmax(logits, dim=1)[0, target].tolist()
         ins: list[float | None] = [None] * n
         dele: list[float | None] = [None] * n
         overall: list[float | None] = [None] * n
     else:
-        curves = insertion_deletion_curves(network, x[None].expand(n, -1, -1, -1), saliency,
+        curves = insertion_deletion_curves(forward, x[None].expand(n, -1, -1, -1), saliency,
                                            target, step_fraction=step_fraction,
                                            batch_size=batch_size)
         probability = curves.deletion[:, 0].tolist()  # deletion starts from the clean image

@@ -47,7 +47,7 @@ def table_methods(setup: Setup, table: str) -> tuple[str, ...]:
 
 def run_faithfulness(setup: Setup, methods: Sequence[str] | None = None, *,
                      shard: tuple[int, int] = (0, 1), batch_size: int | None = None,
-                     retry_failed: bool = False) -> Path:
+                     retry_failed: bool = False, engine: str = "auto") -> Path:
     """Insertion/deletion AUCs (Tables I, III, IV) into ``faithfulness.csv``; resumable.
 
     `methods` default to those of Tables I, III and IV. Rows already in the CSV are not
@@ -55,27 +55,31 @@ def run_faithfulness(setup: Setup, methods: Sequence[str] | None = None, *,
     first ``setup.heavy_limits["faithfulness"]`` images only. ``shard=(i, n)`` writes
     ``faithfulness.shard<i>of<n>.csv`` (join them with `merge_shards`); `batch_size` is the
     number of perturbed images per forward pass (default ``setup.batch_size``);
-    ``retry_failed=True`` recomputes the rows that hold an error. Returns the CSV's path.
+    ``retry_failed=True`` recomputes the rows that hold an error; `engine` is
+    `fdcam.evaluation.runner.evaluate`'s (default: compiled where a compiler is found).
+    Returns the CSV's path.
     """
     chosen = _check_methods(methods, setup.faithfulness_methods, "faithfulness")
     # Identical maps are evaluated once, under their source's name (`SAME_MAP`).
     chosen = list(dict.fromkeys(SAME_MAP.get(m, m) for m in chosen))
-    return _run(setup, "faithfulness", chosen, shard, batch_size, retry_failed)
+    return _run(setup, "faithfulness", chosen, shard, batch_size, retry_failed, engine)
 
 
 def run_pointing(setup: Setup, methods: Sequence[str] | None = None, *,
-                 shard: tuple[int, int] = (0, 1), retry_failed: bool = False) -> Path:
+                 shard: tuple[int, int] = (0, 1), retry_failed: bool = False,
+                 engine: str = "auto") -> Path:
     """The pointing game (Table II) into ``pointing.csv``; resumable, like `run_faithfulness`.
 
     Every class with a box in an image is explained; no insertion/deletion curves are
     computed (their columns stay empty), only the clean image's class probability.
     """
     chosen = _check_methods(methods, setup.pointing_methods, "pointing")
-    return _run(setup, "pointing", chosen, shard, None, retry_failed)
+    return _run(setup, "pointing", chosen, shard, None, retry_failed, engine)
 
 
 def _run(setup: Setup, kind: str, methods: list[str], shard: tuple[int, int],
-         batch_size: int | None, retry_failed: bool = False) -> Path:
+         batch_size: int | None, retry_failed: bool = False,
+         engine: str = "auto") -> Path:
     from fdcam.baselines import make_explainer
 
     shard = check_shard(shard)
@@ -103,7 +107,8 @@ def _run(setup: Setup, kind: str, methods: list[str], shard: tuple[int, int],
                      for name in names}
         evaluate(images[:count], factories, model, path, boxes=boxes, batch_size=batch,
                  step_fraction=setup.step_fraction, shard=shard, device=setup.device,
-                 curves=not pointing, on_explained=keeper, retry_failed=retry_failed)
+                 curves=not pointing, on_explained=keeper, retry_failed=retry_failed,
+                 engine=engine)
     if not path.exists():  # nothing to run (e.g. only heavy methods, limit 0)
         path.parent.mkdir(parents=True, exist_ok=True)
         from fdcam.evaluation.results import result_columns
