@@ -122,7 +122,8 @@ def test_model_names_and_weights_names_are_checked() -> None:
     assert check_model_name("convnext_tiny") == "convnext_tiny"
     with pytest.raises(FdcamError, match=r"^unknown model 'resnet5'; expected "
                                          r"efficientnet-lite0, efficientnet-lite2 or a "
-                                         r"torchvision classification model \(\d+, e\.g\. vgg16, resnet50, convnext_tiny, "):
+                                         r"torchvision classification model \(\d+, e\.g\. "
+                                         r"vgg16, resnet50, convnext_tiny, "):
         check_model_name("resnet5")
     with pytest.raises(FdcamError, match=r"'IMAGENET9' is neither a file nor a weights name of "
                                          r"resnet18; expected a state-dict file or one of "
