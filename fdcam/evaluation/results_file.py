@@ -28,7 +28,6 @@ import io
 import json
 import math
 import os
-import stat
 import warnings
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -39,6 +38,7 @@ import pandas as pd
 
 from fdcam.checks import check_file_name
 from fdcam.errors import FdcamError
+from fdcam.files import replace_file, resolved, write_all
 
 try:  # the lock that keeps a second writer off a results file (POSIX)
     import fcntl
@@ -69,12 +69,6 @@ UPGRADE_HINT = ("upgrade it once with the images its rows were made from: fdcam 
                 "… --upgrade (the same --images), or "
                 "fdcam.evaluation.runner.upgrade_results(path, images); the book's "
                 "files: python -m scripts.sample_evaluation --upgrade")
-
-
-def resolved(path: str | os.PathLike[str]) -> Path:
-    """`path` with every symlink followed (a dangling link: the path it points to), so that
-    the file a link names is written, never the link replaced by a plain file."""
-    return Path(os.path.realpath(path))
 
 
 def _check_writable_folder(path: Path) -> None:
@@ -120,64 +114,10 @@ def _open_locked(path: Path) -> int:
         os.close(fd)
 
 
-def write_all(fd: int, data: bytes) -> None:
-    """``os.write`` until every byte is written: a short write (a full disk, a signal) is
-    continued, and a write that makes no progress raises `OSError`."""
-    view = memoryview(data)
-    while view:
-        written = os.write(fd, view)
-        if written <= 0:
-            raise OSError(28, "no progress writing (disk full?)")
-        view = view[written:]
-
-
-def _fsync_folder(folder: Path) -> None:
-    with contextlib.suppress(OSError):  # not every file system lets a folder be fsynced
-        fd = os.open(folder, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-
-
-def replace_file(path: Path, data: bytes, *, lock: bool = False) -> int | None:
-    """Replace `path` by `data` atomically: a temporary file beside it is written whole
-    (`write_all`) and fsynced, then renamed over `path`. Any failure (full disk, read-only
-    folder, a kill) leaves `path` as it was and is one `FdcamError` line. `lock`: the new
-    file's fd is returned, locked and open; else it is closed (None)."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        fd = os.open(tmp, os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_TRUNC, 0o666)
-    except OSError as error:
-        raise FdcamError(f"cannot rewrite {path}: no file can be made in {path.parent} "
-                         f"({error.strerror or error}); {path} is unchanged") from None
-    try:
-        if lock:
-            _lock(fd, tmp)
-        with contextlib.suppress(OSError):  # keep the old file's permissions
-            os.fchmod(fd, stat.S_IMODE(os.stat(path).st_mode))
-        write_all(fd, data)
-        os.fsync(fd)
-        os.replace(tmp, path)
-    except BaseException as error:
-        os.close(fd)
-        with contextlib.suppress(OSError):
-            tmp.unlink()
-        if isinstance(error, OSError):
-            raise FdcamError(f"cannot rewrite {path}: {error.strerror or error}; {path} is "
-                             f"unchanged") from None
-        raise
-    _fsync_folder(path.parent)
-    if lock:
-        return fd
-    os.close(fd)
-    return None
-
-
 def _replace_locked(path: Path, text: str, old_fd: int | None) -> int:
     """Write `text` to a locked temporary file and rename it over `path` (`replace_file`);
     returns the new file's locked fd (the old one is closed only on success)."""
-    fd = replace_file(path, text.encode("utf-8"), lock=True)
+    fd = replace_file(path, text.encode("utf-8"), before_rename=_lock, keep_open=True)
     assert fd is not None
     if old_fd is not None:
         os.close(old_fd)  # releases the lock on the replaced file

@@ -89,7 +89,7 @@ def test_a_file_without_identity_is_read_but_never_adopted(tmp_path: Path) -> No
     assert old.attrs[IDENTITY_ATTR] == {}
     pd.testing.assert_frame_equal(old, df.drop(columns="content"))
     before = legacy.read_bytes()
-    with pytest.raises(FdcamError, match="holds rows but no identity line .* not adopted"):
+    with pytest.raises(FdcamError, match=r"holds rows but no identity line .* not adopted"):
         run(make_images(3), legacy)
     assert legacy.read_bytes() == before
     roundtrip = tmp_path / "roundtrip.csv"  # what pandas writes back: no line 1
