@@ -276,10 +276,11 @@ def _decode(columns: Sequence[str], cells: list[str], escaped: bool) -> list[Any
 def _parse(path: Path, data: bytes) -> _Parsed:
     """Read and check every line of a results file; raise `FdcamError` when it is not one.
 
-    Layout (format 2): line 1 is ``# fdcam-results/2 {identity JSON}``, line 2 the column
-    names, then one row per line. Format 1 (older fdcam) has no identity line. A line that
-    is not a valid row (torn by a kill, cut, garbage, not UTF-8, a key seen before) becomes
-    a problem and is not counted.
+    Layout (format 3): line 1 is ``# fdcam-results/3 {identity JSON}``, line 2 the column
+    names (with ``content``), then one row per line. Format 2 has no ``content`` column,
+    format 1 no identity line either. A line that is not a valid row (torn by a kill, cut,
+    garbage, not UTF-8, an impossible metric) becomes a problem and is not counted; a key
+    seen before is a duplicate, counted once.
     """
     lines = data.split(b"\n")
     torn = lines.pop()  # b"" when the file ends with a line end
