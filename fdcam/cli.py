@@ -93,7 +93,8 @@ def check_model_arguments(model: str, layer: str | None, target: int | None,
             raise FdcamError(f"--target {target} is not a class of {name}; expected 0 to "
                              f"{classes - 1}")
     if weights is not None and is_weights_file(weights) and not Path(weights).is_file():
-        raise FdcamError(f"weights file {weights} does not exist; expected a state dict "
+        state = "is a folder" if Path(weights).is_dir() else "does not exist"
+        raise FdcamError(f"weights file {weights} {state}; expected a state dict "
                          f"saved with torch.save(model.state_dict(), path), or DEFAULT")
     return name, layer
 
@@ -109,15 +110,26 @@ def _class_count(skeleton: object) -> int:
         return 1000
 
 
-def check_out_file(path: Path) -> None:
-    """--out must be a file name whose folder exists or can be made."""
+def check_out_file(path: Path, image: Path | None = None) -> None:
+    """--out must be a file name whose folder exists or can be made, neither the input
+    `image` nor an existing file other than a PNG (symlinks followed): the overlay never
+    replaces a photo or a results file."""
     from fdcam.checks import check_file_name
+    from fdcam.files import resolved
 
     check_file_name(path, f"--out {path}", f"a file name such as {path / 'overlay.png'}")
+    target = resolved(path)
+    if image is not None and target == resolved(image):
+        raise FdcamError(f"--out {path} is the input image; expected a new file name such as "
+                         f"{path.with_name(path.stem + '_overlay.png')}")
+    if target.is_file():
+        with target.open("rb") as handle:
+            if handle.read(8) != b"\x89PNG\r\n\x1a\n":
+                raise FdcamError(f"--out {path} exists and is not a PNG image; refusing to "
+                                 f"replace it: choose a new file name")
 
 
 def run_explain(args: argparse.Namespace) -> int:
-    import torch
 
     from fdcam.baselines import METHODS, make_explainer
     from fdcam.checks import check_device
@@ -129,7 +141,7 @@ def run_explain(args: argparse.Namespace) -> int:
     device = check_device(args.device)
     if args.method not in METHODS:
         raise FdcamError(f"unknown method {args.method!r}; available: {', '.join(METHODS)}")
-    check_out_file(args.out)
+    check_out_file(args.out, args.image)
     name, layer = check_model_arguments(args.model, args.layer, args.target, args.weights)
     image = open_rgb(args.image)
     loaded = load_model(name, device=device, weights=args.weights)
@@ -139,8 +151,10 @@ def run_explain(args: argparse.Namespace) -> int:
 
         default_layer(loaded.model)  # raises the one line that lists candidate layers
     x = loaded.preprocess(image).unsqueeze(0).to(device)
-    with torch.no_grad():
-        probabilities = loaded.model(x).softmax(dim=1)[0]
+    from fdcam.preflight import check_before_work
+
+    # Finite weights and logits, a map at least 2×2 at the layer: else one line, no map.
+    probabilities = check_before_work(loaded.model, x, layer, name).softmax(dim=1)[0]
     top = probabilities.topk(5)
     for rank, (p, c) in enumerate(zip(top.values.tolist(), top.indices.tolist(), strict=True)):
         print(f"{rank + 1}. {c:4d} {_category(loaded.categories, c):<30s} {p:.4f}")
@@ -159,14 +173,21 @@ def _category(categories: Sequence[str], index: int) -> str:
 
 
 def _write_png(pixels, path: Path) -> None:  # type: ignore[no-untyped-def]
+    import io
+
     from PIL import Image
 
+    from fdcam.files import replace_file, resolved
+
     array = (pixels.clip(0, 1) * 255).round().astype("uint8")
+    encoded = io.BytesIO()
+    Image.fromarray(array).save(encoded, format="PNG")
+    target = resolved(path)  # a symlink's target is written; the link stays
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        Image.fromarray(array).save(path, format="PNG")
+        target.parent.mkdir(parents=True, exist_ok=True)
     except OSError as error:
         raise FdcamError(f"cannot write {path}: {error.strerror or error}") from error
+    replace_file(target, encoded.getvalue())  # whole or not at all
 
 
 if __name__ == "__main__":

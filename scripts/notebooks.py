@@ -274,6 +274,9 @@ def run(notebooks: Sequence[Path], into: Path, parameters: Mapping[str, Any],
     replaced only with `replace`. Returns each notebook's seconds."""
     if not notebooks:
         raise FdcamError(f"no notebooks to run; expected NN_*.ipynb files in {SOURCES}")
+    if into.exists() and not into.is_dir():
+        raise FdcamError(f"--into {into} is a file; expected a folder for the executed "
+                         f"notebooks (it is made if missing)")
     missing = [str(p) for p in notebooks if not p.is_file()]
     if missing:
         raise FdcamError(f"notebook {missing[0]} does not exist")

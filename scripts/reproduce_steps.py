@@ -175,7 +175,7 @@ def _progress(path: Path, expected: int | None, interval: float) -> Iterator[Non
 
 
 def _rows(path: Path) -> int:
-    """Lines after the header (and the identity line of the results file's format 2)."""
+    """Lines after the header (and the identity line of a results file of format 2 or 3)."""
     try:
         with path.open("rb") as handle:
             first = handle.readline()

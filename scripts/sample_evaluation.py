@@ -16,6 +16,11 @@ photos:
 3. Table II: the pointing game on the 250 mosaics (the heavy methods on the first 63);
 4. Table I at the last activation ``_swish`` on the first `SAMPLE_SWISH_IMAGES` photos.
 
+``--upgrade`` (once, after fdcam's results format 3): binds every row of the profile's
+results CSVs to the content of the image it was made from (the photos and mosaics this
+script evaluates, hashed as `evaluate` hashes them), so that the next run resumes them
+instead of refusing them; it prints each file's rows before and after.
+
 ``--methods`` restricts every stage to those of its methods that are named (``fdcam*``
 patterns allowed): rows of methods whose code is not changing can grow while another
 method's rows wait to be recomputed. ``--recompute`` first deletes the rows of the named
@@ -89,6 +94,32 @@ def drop_rows(patterns: Sequence[str], folder: Path | None = None) -> dict[Path,
             _write_table(kept, path)
             dropped[path] = int(gone.sum())
     return dropped
+
+
+def upgrade(photos: str | None, folder: Path | None = None) -> dict[Path, tuple[int, int]]:
+    """Bind the rows of the profile's format-2 results CSVs under `folder` (default: the
+    imagenet-sample results, one folder per layer) to their images' content
+    (`fdcam.evaluation.runner.upgrade_results` with the items `fdcam.paper.runs` gives
+    `evaluate`); returns (rows before, rows after) per file."""
+    from fdcam.evaluation.runner import upgrade_results
+
+    folder = settings.RESULTS_ROOT / "imagenet-sample" if folder is None else Path(folder)
+    main = setups.setup("imagenet-sample", imagenet_sample=photos)
+    swish = setups.last_activation_setup(main, imagenet_sample=photos)
+    counts: dict[Path, tuple[int, int]] = {}
+    for made in (main, swish):
+        if made is None:
+            continue
+        pointing = [(image_id, made.pointing_images[image_id].image)
+                    for image_id in made.pointing_images]
+        for kind, images in (("faithfulness", list(made.faithfulness_images)),
+                             ("pointing", pointing)):
+            path = folder / made.model.target_layer / f"{kind}.csv"
+            if path.exists():
+                counts[path] = upgrade_results(path, images)
+                print(f"{path}: {counts[path][0]} rows before, {counts[path][1]} after",
+                      flush=True)
+    return counts
 
 
 def log_time(folder: Path, stage: int, started: float, seconds: float | None,
@@ -213,6 +244,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--verify", default=None, metavar="CSV",
                         help="instead of running: compare rows recomputed by `fdcam evaluate` "
                              "with the committed rows and print the largest differences")
+    parser.add_argument("--upgrade", action="store_true",
+                        help="instead of running: bind the rows of the results CSVs to their "
+                             "images' content (once; format 2 -> 3)")
+    parser.add_argument("--results", default=None, type=Path, metavar="DIR",
+                        help="with --upgrade: the folder of per-layer results (default "
+                             "data/results/imagenet-sample)")
     parser.add_argument("--recompute", default=None, metavar="METHODS",
                         help="comma list of methods (shell patterns) whose rows are deleted "
                              "before the run, so that the run makes them again")
@@ -222,6 +259,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(table.to_string(float_format=lambda v: f"{v:.2e}"))
         print(f"largest difference: {table.drop(columns='rows').to_numpy().max():.2e} over "
               f"{int(table['rows'].sum())} rows")
+        return 0
+    if args.upgrade:
+        upgrade(args.photos, args.results)
         return 0
     if args.recompute:
         for path, count in drop_rows(args.recompute.split(",")).items():

@@ -158,3 +158,72 @@ def test_explain_any_torchvision_model_with_a_state_dict_file(photo: Path, tmp_p
                          "--out", str(out))
     assert line.startswith(f"fdcam explain: error: weights file {junk} does not fit resnet18: "
                            f"121 missing keys (conv1.weight")
+
+
+# ------------------------------------------------------- issue 22: outputs, NaN, layers
+
+
+def test_explain_never_writes_over_its_image_or_a_non_png(photo: Path, tmp_path: Path,
+                                                          capsys: pytest.CaptureFixture,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    import fdcam.models
+
+    def never(*_: object, **__: object) -> None:
+        raise AssertionError("the model was loaded before --out was checked")
+
+    monkeypatch.setattr(fdcam.models, "load_model", never)
+    before = photo.read_bytes()
+    line = explain_error(capsys, str(photo), "--out", str(photo))
+    assert line.startswith(f"fdcam explain: error: --out {photo} is the input image")
+    link = tmp_path / "link.jpg"
+    link.symlink_to(photo)
+    line = explain_error(capsys, str(photo), "--out", str(link))
+    assert line.startswith(f"fdcam explain: error: --out {link} is the input image")
+    results = tmp_path / "results.csv"
+    results.write_text("# fdcam-results/3 {}\nimage,method\n")
+    line = explain_error(capsys, str(photo), "--out", str(results))
+    assert line.startswith(f"fdcam explain: error: --out {results} exists and is not a PNG")
+    assert photo.read_bytes() == before and results.read_text().startswith("# fdcam")
+
+
+def test_explain_writes_a_symlinks_target(photo: Path, tmp_path: Path,
+                                          capsys: pytest.CaptureFixture) -> None:
+    target = tmp_path / "store" / "overlay.png"
+    target.parent.mkdir()
+    Image.new("RGB", (4, 4)).save(target)
+    link = tmp_path / "overlay.png"
+    link.symlink_to(target)
+    assert main(["explain", str(photo), "--out", str(link)]) == 0
+    assert link.is_symlink()
+    with Image.open(target) as overlay:
+        assert overlay.size == (224, 224)
+
+
+@pytest.mark.parametrize(("case", "expected"), [
+    ("nan weights", "the weights of resnet18 hold NaN or inf (parameter 'conv1.weight')"),
+    ("avgpool", "layer 'avgpool' gives a 1×1 map; expected at least 2×2"),
+    ("fc", "layer 'fc' must output a tensor [B, K, h, w]"),
+    ("folder", "weights file {folder} is a folder; expected a state dict"),
+])
+def test_explain_refuses_what_cannot_give_a_map(photo: Path, tmp_path: Path,
+                                                capsys: pytest.CaptureFixture,
+                                                monkeypatch: pytest.MonkeyPatch, case: str,
+                                                expected: str) -> None:
+    import torch
+    import torchvision
+
+    monkeypatch.setenv("FDCAM_OFFLINE", "1")
+    torch.manual_seed(0)
+    network = torchvision.models.resnet18()
+    if case == "nan weights":
+        with torch.no_grad():
+            network.conv1.weight.fill_(float("nan"))
+    weights = tmp_path / "resnet18.pth"
+    torch.save(network.state_dict(), weights)
+    argv = ["--model", "resnet18", "--weights", str(weights if case != "folder" else tmp_path)]
+    if case in ("avgpool", "fc"):
+        argv += ["--layer", case]
+    out = tmp_path / "o.png"
+    line = explain_error(capsys, str(photo), *argv, "--out", str(out))
+    assert line.startswith(f"fdcam explain: error: {expected.format(folder=tmp_path)}")
+    assert not out.exists()

@@ -17,8 +17,14 @@ from fdcam.checks import check_device, parse_positive_int, parse_shard
 from fdcam.errors import FdcamError
 from fdcam.evaluation.engine import add_engine_arguments
 from fdcam.evaluation.pointing import ClassBoxes
-from fdcam.evaluation.results_file import _check_writable_folder, _foreign_check, read_results
-from fdcam.evaluation.runner import evaluate
+from fdcam.evaluation.results import file_content
+from fdcam.evaluation.results_file import (
+    _check_writable_folder,
+    _foreign_check,
+    read_results,
+    resolved,
+)
+from fdcam.evaluation.runner import evaluate, upgrade_results
 from fdcam.evaluation.statistics import format_summary
 from fdcam.models import LoadedModel, load_model
 
@@ -40,6 +46,16 @@ def read_voc_boxes(path: str | os.PathLike[str], categories: Sequence[str],
     size = annotation["size"] or image_size
     if size is None:
         raise FdcamError(f"{path}: no <size>; expected the image's width and height")
+    if image_size is not None and tuple(size) != tuple(image_size):
+        raise FdcamError(f"{path}: <size> is {size[1]}x{size[0]} (width x height) but the image "
+                         f"is {image_size[1]}x{image_size[0]}; expected the annotation of this "
+                         f"image")
+    boxes = annotation["boxes"]
+    outside = ((boxes[:, :2] < 0) | (boxes[:, 2:3] > size[1]) | (boxes[:, 3:4] > size[0]))
+    if bool(outside.any()):
+        k = int(outside.any(1).nonzero()[0])
+        raise FdcamError(f"{path}: object {k} has the box {boxes[k].tolist()}, outside the "
+                         f"{size[1]}x{size[0]} image; expected 1-based pixels inside it")
     return voc_class_boxes(annotation, categories, size)
 
 
@@ -93,6 +109,10 @@ def add_evaluate_parser(subparsers: Any) -> argparse.ArgumentParser:
     add_engine_arguments(parser)
     parser.add_argument("--retry-failed", action="store_true",
                         help="drop the error rows of an earlier run and try those again")
+    parser.add_argument("--upgrade", action="store_true",
+                        help="instead of running: bind the rows of a format-2 --out file to "
+                             "the content of the --images they were made from (once), so "
+                             "that it can be resumed")
     parser.set_defaults(func=run_evaluate)
     return parser
 
@@ -103,6 +123,9 @@ def run_evaluate(args: argparse.Namespace) -> int:
 
     known = tuple(baselines.METHODS)
     requested = [m.strip() for m in str(args.methods).split(",") if m.strip()]
+    if "all" in requested and len(requested) > 1:
+        raise FdcamError(f"--methods {args.methods!r}: 'all' stands alone; expected 'all' or "
+                         f"a comma list of {', '.join(known)}")
     names = list(known) if requested == ["all"] else list(dict.fromkeys(requested))
     unknown = [m for m in names if m not in known]
     if not names or unknown:
@@ -112,7 +135,8 @@ def run_evaluate(args: argparse.Namespace) -> int:
     if args.limit is not None:
         files = files[: args.limit]
     device = check_device(args.device)
-    out = Path(args.out)
+    out = resolved(args.out)
+    _check_not_an_input(out, [Path(p) for p in args.images], files)
     _check_writable_folder(out)  # --out is checked before the model loads
     _foreign_check(out)
     from fdcam.cli import check_model_arguments
@@ -129,15 +153,22 @@ def run_evaluate(args: argparse.Namespace) -> int:
         boxes = {p.name: read_voc_boxes(box_dir / f"{p.stem}.xml", loaded.categories,
                                         _image_size(p))
                  for p in files if (box_dir / f"{p.stem}.xml").is_file()}
-    items = [(p.name, functools.partial(_read_image, p, loaded)) for p in files]
+    # Each row records the SHA-256 of its image file: a rerun on other files with the same
+    # names recomputes them instead of reusing their rows.
+    items = [(p.name, functools.partial(_read_image, p, loaded), file_content(p))
+             for p in files]
+    if args.upgrade:
+        before, after = upgrade_results(out, items)
+        print(f"{out}: {after} of {before} rows bound to their images' content")
+        return 0
     # The experiments' batch sizes (`baselines.batch_options`), so rows match the book's.
     factories = {name: functools.partial(baselines.make_explainer, name,
                                          **baselines.batch_options(name, device))
                  for name in names}
-    failed = evaluate(items, factories, loaded, args.out, boxes=boxes,
+    failed = evaluate(items, factories, loaded, out, boxes=boxes,
                       batch_size=args.batch_size, shard=args.shard, device=device,
                       progress=True, retry_failed=args.retry_failed, engine=args.engine)
-    table = read_results(args.out)
+    table = read_results(out)
     print(format_summary(table))
     if failed:
         errors = table[table["error"].notna()].drop_duplicates("image").set_index("image")
@@ -145,6 +176,19 @@ def run_evaluate(args: argparse.Namespace) -> int:
         for image in failed:
             print(f"  {image}: {errors['error'].get(image, '')}")
     return 0
+
+
+def _check_not_an_input(out: Path, given: list[Path], files: list[Path]) -> None:
+    """--out may be neither an image nor inside an --images folder (where the next run would
+    read it as an image); paths are compared with their symlinks followed."""
+    for path in [*given, *files]:
+        source = resolved(path)
+        if out == source:
+            raise FdcamError(f"--out {out} is one of the --images; expected a new CSV file "
+                             f"outside the images")
+        if path.is_dir() and source in out.parents:
+            raise FdcamError(f"--out {out} is inside the --images folder {path}, where the "
+                             f"next run would read it as an image; write it elsewhere")
 
 
 def _image_files(paths: list[Path]) -> list[Path]:

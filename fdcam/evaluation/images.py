@@ -49,6 +49,10 @@ def _to_rgb(image: Image.Image) -> Image.Image:
         return Image.fromarray(gray, "L").convert("RGB")
     if image.mode == "F":
         values = np.asarray(image, dtype=np.float64)
+        if not np.isfinite(values).all():  # NaN would become black, silently
+            bad = int((~np.isfinite(values)).sum())
+            raise FdcamError(f"{bad} of its {values.size} pixels are NaN or inf; expected "
+                             f"finite values")
         scale = 255.0 if np.nanmax(values, initial=0.0) <= 1.0 else 1.0
         gray = np.clip(np.round(np.nan_to_num(values) * scale), 0, 255).astype(np.uint8)
         return Image.fromarray(gray, "L").convert("RGB")

@@ -69,6 +69,8 @@ def _check_boxes(boxes: Tensor | Sequence[Sequence[float]]) -> Tensor:
         return b.reshape(0, 4)
     if b.dim() != 2 or b.shape[1] != 4:
         raise FdcamError(f"boxes must be [N, 4] as (x1, y1, x2, y2); got shape {list(b.shape)}")
+    if not bool(torch.isfinite(b).all()):
+        raise FdcamError("boxes must have finite coordinates; got NaN or inf")
     if ((b[:, 2] < b[:, 0]) | (b[:, 3] < b[:, 1])).any():
         raise FdcamError("boxes must have x1 <= x2 and y1 <= y2 (xyxy, corners inclusive)")
     return b

@@ -1,26 +1,33 @@
-"""The results file (format 2): its columns, its identity line, and the checked encoding of
+"""The results file (format 3): its columns, its identity line, and the checked encoding of
 every row.
 
 One row per (image, method, target)::
 
     image, method, target, probability, insertion, deletion, overall,
-    [hit, hit_tol15, difficult,] error
+    [hit, hit_tol15, difficult,] content, error
 
 The file is a CSV with one line before the column names::
 
-    # fdcam-results/2 {"layer": "features.30", "model": "vgg16", "shard": [0, 1],
+    # fdcam-results/3 {"layer": "features.30", "model": "vgg16", "shard": [0, 1],
                        "step_fraction": 0.03571428571428571, "weights": "sha256:…"}
-    image,method,target,probability,insertion,deletion,overall,error
-    ILSVRC2012_val_00000001.JPEG,fdcam,65,0.61…,0.55…,0.09…,0.46…,
+    image,method,target,probability,insertion,deletion,overall,content,error
+    ILSVRC2012_val_00000001.JPEG,fdcam,65,0.61…,0.55…,0.09…,0.46…,sha256:…,
 
 The first line is the file's identity (`results_identity`): model, weights fingerprint,
-layer, curve step, shard, and any ``settings`` of the caller. Every line is checked on
-reading (field count, numbers, True/False, an error row has no metrics, ``overall`` equals
+layer, curve step, shard, and any ``settings`` of the caller; `check_identity` says what a
+complete one is. ``content`` binds a row to its image's pixels (`tensor_content`,
+`file_content`): a row is reused only for the same content. Every line is checked on
+reading (field count, numbers, True/False, an error row has no metrics, every metric finite,
+``probability``, ``insertion`` and ``deletion`` in [0, 1], ``overall`` equal to
 ``insertion − deletion`` exactly); a line that fails — torn by a kill, cut, garbage, not
-UTF-8 — is reported (`ResultsWarning`), never counted. Text cells (image, method, error)
-that a spreadsheet would run as a formula (starting with ``= + - @``, tab or CR) are written
-with a leading ``'``, and a cell that starts with ``'`` gets one more; reading removes
-exactly one, so ids read back as given. Files of format 1 (no identity line) are still read.
+UTF-8, a value no run can produce — is reported (`ResultsWarning`), never counted. Text
+cells (image, method, error) that a spreadsheet would run as a formula (starting with
+``= + - @``, tab or CR) are written with a leading ``'``, and a cell that starts with ``'``
+gets one more; reading removes exactly one, so ids read back as given.
+
+Files of format 2 (no ``content`` column) and 1 (no identity line) are still read, for
+analysis; `evaluate` does not resume them (`fdcam.evaluation.runner.upgrade_results`
+binds a format-2 file's rows to their images once).
 """
 
 from __future__ import annotations
@@ -32,14 +39,14 @@ import json
 import math
 import warnings
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 import torch
-from torch import nn
+from torch import Tensor, nn
 
 from fdcam.errors import FdcamError
 from fdcam.models import LoadedModel
@@ -51,19 +58,22 @@ _FLOAT_COLUMNS = set(METRIC_COLUMNS)
 _BOOL_COLUMNS = set(POINTING_COLUMNS)
 
 
-def result_columns(pointing: bool) -> list[str]:
-    """The CSV header: key, metrics, pointing-game columns when boxes are given, error."""
-    return [*KEY, *METRIC_COLUMNS, *(POINTING_COLUMNS if pointing else []), "error"]
+def result_columns(pointing: bool, content: bool = True) -> list[str]:
+    """The CSV header: key, metrics, pointing-game columns when boxes are given, the image's
+    content (`content=False`: format 2's header, which has none), error."""
+    return [*KEY, *METRIC_COLUMNS, *(POINTING_COLUMNS if pointing else []),
+            *(["content"] if content else []), "error"]
 
 
 # ------------------------------------------------------------------------------- results file
 
-RESULTS_FORMAT = 2
-"""Version of the results-file layout written by this module (1: no identity line)."""
+RESULTS_FORMAT = 3
+"""Version of the results-file layout written by this module (2: no ``content`` column;
+1: no identity line either)."""
 _MAGIC = "# fdcam-results/"
 IDENTITY_ATTR = "fdcam_results"
 """``DataFrame.attrs`` key under which `read_results` puts the file's identity."""
-_TEXT_COLUMNS = {"image", "method", "error"}
+_TEXT_COLUMNS = {"image", "method", "content", "error"}
 # A text cell starting with one of these is a formula (or hides one) in a spreadsheet; the
 # quote that escapes them is escaped too, so that reading strips exactly one quote.
 _FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r", "'")
@@ -82,6 +92,67 @@ def weights_fingerprint(network: nn.Module) -> str:
         digest.update(f"{name}:{flat.dtype}:{tuple(tensor.shape)};".encode())
         digest.update(flat.view(torch.uint8).numpy())
     return "sha256:" + digest.hexdigest()[:16]
+
+
+def tensor_content(x: Tensor) -> str:
+    """``tensor-sha256:`` + 16 hex digits of an image tensor's dtype, shape and bytes: the
+    ``content`` of a row whose image was given as a tensor (or a loader of one)."""
+    flat = x.detach().to("cpu").contiguous()
+    digest = hashlib.sha256(f"{flat.dtype}:{tuple(flat.shape)};".encode())
+    digest.update(flat.reshape(-1).view(torch.uint8).numpy())
+    return "tensor-sha256:" + digest.hexdigest()[:16]
+
+
+def file_content(path: str | Path) -> str:
+    """``sha256:`` + 16 hex digits of a file's bytes: the ``content`` of a row whose image is
+    that file (``fdcam evaluate``)."""
+    digest = hashlib.sha256()
+    try:
+        with open(path, "rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(block)
+    except OSError as error:
+        raise FdcamError(f"cannot read the image {path}: {error.strerror or error}") from None
+    return "sha256:" + digest.hexdigest()[:16]
+
+
+IDENTITY_KEYS = ("layer", "model", "shard", "step_fraction", "weights")
+"""The keys every identity line holds (`results_identity`); a caller's settings add more."""
+
+
+def check_identity(path: Path, identity: object) -> dict[str, Any]:
+    """A file's identity, checked: every key of `IDENTITY_KEYS`, each of its type and range
+    (model and weights text, layer text or null, step_fraction in (0, 1] or null, shard
+    [i, n] with 0 ≤ i < n); anything else is a one-line `FdcamError` naming the key."""
+    def bad(key: str, expected: str) -> FdcamError:
+        shown = json.dumps(identity[key]) if isinstance(identity, dict) else ""
+        return FdcamError(f"{path}: its identity line has {key} {shown[:60]}; expected "
+                          f"{expected} (an edited or damaged line: the file is left as it is)")
+
+    if not isinstance(identity, dict):
+        raise FdcamError(f"{path}: its identity line (line 1) is damaged; expected "
+                         f"{_MAGIC}{RESULTS_FORMAT} followed by a JSON object")
+    missing = [k for k in IDENTITY_KEYS if k not in identity]
+    if missing:
+        raise FdcamError(f"{path}: its identity line lacks {', '.join(missing)}; expected "
+                         f"all of {', '.join(IDENTITY_KEYS)} (an edited or damaged line: the "
+                         f"file is left as it is)")
+    if not isinstance(identity["model"], str) or not identity["model"]:
+        raise bad("model", "a model name")
+    if not isinstance(identity["weights"], str) or not identity["weights"]:
+        raise bad("weights", "a weights fingerprint such as \"sha256:…\"")
+    if identity["layer"] is not None and not isinstance(identity["layer"], str):
+        raise bad("layer", "a layer name or null")
+    step = identity["step_fraction"]
+    if step is not None and (isinstance(step, bool) or not isinstance(step, int | float)
+                             or not 0 < step <= 1):
+        raise bad("step_fraction", "a number in (0, 1] or null")
+    shard = identity["shard"]
+    if (not isinstance(shard, list) or len(shard) != 2
+            or not all(isinstance(v, int) and not isinstance(v, bool) for v in shard)
+            or not 0 <= shard[0] < shard[1]):
+        raise bad("shard", "[i, n] with 0 <= i < n")
+    return identity
 
 
 def results_identity(model: nn.Module | LoadedModel, *, step_fraction: float | None,
@@ -111,8 +182,8 @@ def results_identity(model: nn.Module | LoadedModel, *, step_fraction: float | N
     return identity
 
 
-def _identity_line(identity: Mapping[str, Any]) -> str:
-    return f"{_MAGIC}{RESULTS_FORMAT} " + json.dumps(dict(identity), sort_keys=True) + "\n"
+def _identity_line(identity: Mapping[str, Any], version: int = RESULTS_FORMAT) -> str:
+    return f"{_MAGIC}{version} " + json.dumps(dict(identity), sort_keys=True) + "\n"
 
 
 def _escape(text: str) -> str:
@@ -134,8 +205,10 @@ class _Parsed:
     identity: dict[str, Any] | None  # None: format 1 (a file of an older fdcam)
     columns: list[str]
     rows: list[list[Any]]
-    problems: list[str]  # "line N: why", one per line that was not counted
+    problems: list[str]  # "line N: why", one per line that is not a valid row
     clean: bool  # the bytes are exactly what `_render` writes for (identity, rows)
+    version: int = RESULTS_FORMAT  # the file's format (1, 2 or 3)
+    duplicates: list[str] = field(default_factory=list)  # "line N: …", a key seen before
 
 
 def _encode(columns: Sequence[str], values: Sequence[Any]) -> list[str]:
@@ -169,9 +242,14 @@ def _decode(columns: Sequence[str], cells: list[str], escaped: bool) -> list[Any
             row[column] = int(cell) if cell else None
         elif column in _FLOAT_COLUMNS:
             try:
-                row[column] = float(cell) if cell else None
+                value = float(cell) if cell else None
             except ValueError:
                 raise _BadRow(f"{column} {cell[:40]!r} is not a number") from None
+            if value is not None and not math.isfinite(value):
+                raise _BadRow(f"{column} {cell[:40]!r} is not finite")
+            if value is not None and column != "overall" and not 0.0 <= value <= 1.0:
+                raise _BadRow(f"{column} {cell[:40]!r} is outside [0, 1]")
+            row[column] = value
         elif column in _BOOL_COLUMNS:
             if cell not in ("", "True", "False"):
                 raise _BadRow(f"{column} {cell[:40]!r} is not True or False")
@@ -185,25 +263,24 @@ def _decode(columns: Sequence[str], cells: list[str], escaped: bool) -> list[Any
     else:
         if row["target"] is None or row["probability"] is None:
             raise _BadRow("a row without error, target or probability")
+        if "content" in row and row["content"] is None:
+            raise _BadRow("a row without error or content")
         curve = [row["insertion"], row["deletion"], row["overall"]]
         if any(v is None for v in curve) and any(v is not None for v in curve):
             raise _BadRow("insertion, deletion and overall must be all filled or all empty")
-        if curve[0] is not None and not _same_float(curve[2], curve[0] - curve[1]):
+        if curve[0] is not None and curve[2] != curve[0] - curve[1]:
             raise _BadRow("overall is not insertion - deletion (a cut number?)")
     return [row[c] for c in columns]
-
-
-def _same_float(a: float, b: float) -> bool:
-    return a == b or (math.isnan(a) and math.isnan(b))
 
 
 def _parse(path: Path, data: bytes) -> _Parsed:
     """Read and check every line of a results file; raise `FdcamError` when it is not one.
 
-    Layout (format 2): line 1 is ``# fdcam-results/2 {identity JSON}``, line 2 the column
-    names, then one row per line. Format 1 (older fdcam) has no identity line. A line that
-    is not a valid row (torn by a kill, cut, garbage, not UTF-8, a key seen before) becomes
-    a problem and is not counted.
+    Layout (format 3): line 1 is ``# fdcam-results/3 {identity JSON}``, line 2 the column
+    names (with ``content``), then one row per line. Format 2 has no ``content`` column,
+    format 1 no identity line either. A line that is not a valid row (torn by a kill, cut,
+    garbage, not UTF-8, an impossible metric) becomes a problem and is not counted; a key
+    seen before is a duplicate, counted once.
     """
     lines = data.split(b"\n")
     torn = lines.pop()  # b"" when the file ends with a line end
@@ -222,12 +299,14 @@ def _parse(path: Path, data: bytes) -> _Parsed:
         first = text(lines[0]) if lines else None
     except UnicodeDecodeError:
         raise refuse("its first line is not UTF-8 text") from None
+    version = 1
     if first is not None and first.startswith(_MAGIC):
-        version, _, payload = first.removeprefix(_MAGIC).partition(" ")
-        if version != str(RESULTS_FORMAT):
-            raise FdcamError(f"{path} is a results file of format {version[:20]!r}; this fdcam "
-                             f"reads format {RESULTS_FORMAT} (and 1): use a matching fdcam "
+        shown, _, payload = first.removeprefix(_MAGIC).partition(" ")
+        if shown not in ("2", str(RESULTS_FORMAT)):
+            raise FdcamError(f"{path} is a results file of format {shown[:20]!r}; this fdcam "
+                             f"reads formats 1 to {RESULTS_FORMAT}: use a matching fdcam "
                              f"or another file")
+        version = int(shown)
         try:
             identity = json.loads(payload)
         except ValueError:
@@ -236,6 +315,9 @@ def _parse(path: Path, data: bytes) -> _Parsed:
             raise FdcamError(f"{path}: its identity line (line 1) is damaged; expected "
                              f"{_MAGIC}{RESULTS_FORMAT} followed by a JSON object")
         position = 1
+    headers = [result_columns(p, content=version == RESULTS_FORMAT) for p in (False, True)]
+    if version == 1:  # no identity line: an old file, or a newer one whose line 1 was lost
+        headers += [result_columns(p) for p in (False, True)]
     try:
         header = text(lines[position]) if len(lines) > position else None
     except UnicodeDecodeError:
@@ -244,19 +326,19 @@ def _parse(path: Path, data: bytes) -> _Parsed:
         columns = next(csv.reader([header]), []) if header is not None else []
     except csv.Error:
         raise refuse(f"line {position + 1} is not CSV") from None
-    if columns not in (result_columns(False), result_columns(True)):
+    if columns not in headers:
         if header is None and (identity is not None or _MAGIC.encode().startswith(torn)
                                or torn.startswith(_MAGIC.encode())
-                               or any(c.encode().startswith(torn)
-                                      for c in (",".join(result_columns(False)),
-                                                ",".join(result_columns(True))))):
+                               or any(",".join(c).encode().startswith(torn)
+                                      for c in headers)):
             # killed while the header was written: nothing was ever counted in it
-            return _Parsed(identity, [], [], [], False)
+            return _Parsed(identity, [], [], [], False, version)
         shown = header if header is not None else torn.decode("utf-8", "replace")
         raise refuse(f"line {position + 1} is {shown[:60]!r}, not the results header "
-                     f"{','.join(result_columns(False))}[,…]")
+                     f"{','.join(headers[0])}")
     clean = clean and identity is not None and all(not raw.endswith(b"\r") for raw in lines)
     problems: list[str] = []
+    duplicates: list[str] = []
     rows: list[list[Any]] = []
     seen: dict[tuple[Any, ...], int] = {}
     for number, raw in enumerate(lines[position + 1:], start=position + 2):
@@ -275,31 +357,34 @@ def _parse(path: Path, data: bytes) -> _Parsed:
             earlier_failed = rows[index][-1] is not None
             if earlier_failed and values[-1] is None:  # a success beats an error row
                 rows[index] = values
-            problems.append(f"line {number}: a second row for {key[0]!r}, {key[1]!r}, "
-                            f"target {key[2]}")
+            duplicates.append(f"line {number}: a second row for {key[0]!r}, {key[1]!r}, "
+                              f"target {key[2]}")
             continue
         seen[key] = len(rows)
         rows.append(values)
     if torn:
         problems.append(f"line {len(lines) + 1}: incomplete (no line end; a run killed "
                         f"while writing it?)")
-    return _Parsed(identity, columns, rows, problems, clean and not problems)
+    return _Parsed(identity, columns, rows, problems, clean and not problems and not duplicates,
+                   version, duplicates)
 
 
 def _render(identity: Mapping[str, Any], columns: Sequence[str],
             rows: Iterable[Sequence[Any]]) -> str:
     buffer = io.StringIO()
-    buffer.write(_identity_line(identity))
+    # A table without the content column (a format-2 file's, rewritten) stays format 2.
+    buffer.write(_identity_line(identity, RESULTS_FORMAT if "content" in columns else 2))
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(columns)
     writer.writerows(_encode(columns, row) for row in rows)
     return buffer.getvalue()
 
 
-def _report(path: Path, problems: list[str], action: str) -> None:
+def _report(path: Path, problems: list[str], action: str,
+            what: str = "line(s) not counted") -> None:
     if problems:
         more = f" (and {len(problems) - 3} more)" if len(problems) > 3 else ""
-        warnings.warn(f"{path}: {len(problems)} line(s) not counted, {action}: "
+        warnings.warn(f"{path}: {len(problems)} {what}, {action}: "
                       f"{'; '.join(problems[:3])}{more}", ResultsWarning, stacklevel=3)
 
 

@@ -1,14 +1,23 @@
 """Reading, writing and merging results files safely.
 
 * a run with another identity (model, weights, layer, settings, shard) is refused in one
-  line, and so is a file that is not a results file — before anything is written to it;
+  line, and so is a file that is not a results file, a file whose identity line is
+  incomplete or edited (`check_identity`), and a file of rows without an identity line —
+  before anything is written to it;
+* a row is reused only for the image content it was made from (its ``content`` cell): the
+  rows of an image whose content changed are removed and made again;
 * one writer at a time: the run holds an exclusive ``fcntl`` lock on the file (POSIX); a
   second run on the same file stops with one line;
-* rewrites (repairs, ``retry_failed``, `merge_results` via `_write_table`) go through a
-  temporary file and an atomic rename, so a kill leaves the old or the new file.
+* every write is checked: a rewrite (repairs, ``retry_failed``, changed content,
+  `merge_results` via `_write_table`) goes to a temporary file that is written whole and
+  fsynced before an atomic rename, so a kill, a full disk or a read-only folder leaves the
+  old file byte for byte (and one line); an append that fails is cut back to the last
+  complete row;
+* a symlink is followed: its target is what is read, locked and replaced.
 
 Read a file with `read_results` (or ``pandas.read_csv(path, skiprows=1)``); `merge_results`
-joins the shards of a sharded run into the table an unsharded run gives.
+joins the shards of a sharded run into the table an unsharded run gives; `upgrade_results`
+binds the rows of a format-2 file to their images' content, once.
 """
 
 from __future__ import annotations
@@ -19,15 +28,17 @@ import io
 import json
 import math
 import os
+import warnings
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any
 
 import pandas as pd
 
 from fdcam.checks import check_file_name
 from fdcam.errors import FdcamError
+from fdcam.files import replace_file, resolved, write_all
 
 try:  # the lock that keeps a second writer off a results file (POSIX)
     import fcntl
@@ -39,6 +50,10 @@ from fdcam.evaluation.results import (
     _TEXT_COLUMNS,
     IDENTITY_ATTR,
     KEY,
+    RESULTS_FORMAT,
+    ResultsWarning,
+    _BadRow,
+    _decode,
     _encode,
     _missing,
     _parse,
@@ -46,8 +61,14 @@ from fdcam.evaluation.results import (
     _plain,
     _render,
     _report,
+    check_identity,
     result_columns,
 )
+
+UPGRADE_HINT = ("upgrade it once with the images its rows were made from: fdcam evaluate "
+                "… --upgrade (the same --images), or "
+                "fdcam.evaluation.runner.upgrade_results(path, images); the book's "
+                "files: python -m scripts.sample_evaluation --upgrade")
 
 
 def _check_writable_folder(path: Path) -> None:
@@ -94,20 +115,10 @@ def _open_locked(path: Path) -> int:
 
 
 def _replace_locked(path: Path, text: str, old_fd: int | None) -> int:
-    """Write `text` to a locked temporary file and rename it over `path` (atomic: a kill
-    leaves the old or the new file, never half); returns the new file's locked fd."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_TRUNC, 0o666)
-    try:
-        _lock(fd, tmp)
-        os.write(fd, text.encode("utf-8"))
-        os.fsync(fd)
-        os.replace(tmp, path)
-    except BaseException:
-        os.close(fd)
-        with contextlib.suppress(OSError):
-            tmp.unlink()
-        raise
+    """Write `text` to a locked temporary file and rename it over `path` (`replace_file`);
+    returns the new file's locked fd (the old one is closed only on success)."""
+    fd = replace_file(path, text.encode("utf-8"), before_rename=_lock, keep_open=True)
+    assert fd is not None
     if old_fd is not None:
         os.close(old_fd)  # releases the lock on the replaced file
     return fd
@@ -128,22 +139,35 @@ def _foreign_check(path: Path) -> None:
         _parse(path, b"\n".join(upto[:2]) + b"\n")
 
 
+def row_problem(columns: Sequence[str], row: Sequence[Any]) -> str | None:
+    """Why `row` would not read back as a valid row (NaN, a probability outside [0, 1], …),
+    or None: what `evaluate` writes is checked by the reader's own rules first."""
+    try:
+        _decode(columns, _encode(columns, row), escaped=True)
+    except _BadRow as error:
+        return str(error)
+    return None
+
+
 @dataclass
 class _ResultsFile:
-    """The CSV on disk, locked while a run appends to it, and the keys it already holds."""
+    """The CSV on disk, locked while a run appends to it, and the rows it already holds."""
 
     path: Path
     columns: list[str]
     identity: dict[str, Any]
     retry_failed: bool
+    rows: list[list[Any]] = field(default_factory=list)
     done: set[tuple[str, str, int]] = field(default_factory=set)
     any_row: set[tuple[str, str]] = field(default_factory=set)
     image_failed: set[tuple[str, str]] = field(default_factory=set)  # error before targets
     errors: set[str] = field(default_factory=set)
+    contents: dict[str, set[str | None]] = field(default_factory=dict)
+    changed: list[str] = field(default_factory=list)  # images whose rows were remade
     fd: int | None = None
-    handle: TextIO | None = None
 
     def __enter__(self) -> _ResultsFile:
+        self.path = resolved(self.path)
         _check_writable_folder(self.path)
         _foreign_check(self.path)  # a foreign file is refused before it is opened to write
         fd = _open_locked(self.path)
@@ -152,51 +176,99 @@ class _ResultsFile:
                 parsed = _parse(self.path, reader.read())
             rows = self._adopt(parsed)
             if (not parsed.clean or len(rows) != len(parsed.rows)
-                    or parsed.identity != self.identity):
+                    or parsed.identity != self.identity or parsed.columns != self.columns
+                    or parsed.version != RESULTS_FORMAT):
                 fd = _replace_locked(self.path, _render(self.identity, self.columns, rows), fd)
         except BaseException:
             os.close(fd)
             raise
         self.fd = fd
-        self.handle = os.fdopen(os.dup(fd), "a", newline="", encoding="utf-8")
+        self._reset(rows)
+        return self
+
+    def _reset(self, rows: list[list[Any]]) -> None:
+        self.rows = []
+        for collection in (self.done, self.any_row, self.image_failed, self.errors,
+                           self.contents):
+            collection.clear()
         for values in rows:
             self._remember(values)
-        return self
 
     def _adopt(self, parsed: _Parsed) -> list[list[Any]]:
         """Check the file's identity against this run's; the rows to keep."""
-        if parsed.columns and parsed.columns != self.columns:
+        held = bool(parsed.rows or parsed.problems or parsed.duplicates)
+        if parsed.identity is None and held:
+            raise FdcamError(f"{self.path} holds rows but no identity line (line 1: "
+                             f"# fdcam-results/…; a file of an old fdcam, or one a "
+                             f"spreadsheet or pandas rewrote): its rows cannot be matched to "
+                             f"a model and weights, so they are not adopted; use another "
+                             f"output file")
+        if parsed.version != RESULTS_FORMAT and held:
+            raise FdcamError(f"{self.path} is a format-{parsed.version} results file: its "
+                             f"rows do not record their images' content, so resuming could "
+                             f"reuse rows of other pixels; {UPGRADE_HINT}")
+        if held and parsed.columns != self.columns:
             raise FdcamError(f"{self.path} has columns {', '.join(parsed.columns)}; this run "
                              f"writes {', '.join(self.columns)} (boxes given in one run only?)"
                              f"; use another output file")
-        old = parsed.identity or {}
+        if parsed.identity is None:  # empty, or only a header: nothing to adopt
+            return []
+        old = check_identity(self.path, parsed.identity)
+        extra = sorted(set(old) - set(self.identity))
+        lacking = sorted(set(self.identity) - set(old))
+        if extra or lacking:
+            which = (f"a key this run does not have ({extra[0]})" if extra else
+                     f"no {lacking[0]}, which this run has")
+            raise FdcamError(f"{self.path}: its identity line has {which}; its rows come "
+                             f"from other settings (or the line was edited): use another "
+                             f"output file")
         for key, value in old.items():
-            if key == "shard":
-                continue
-            if key in self.identity and self.identity[key] != value:
+            if key != "shard" and self.identity[key] != value:
                 raise FdcamError(f"{self.path} holds rows of {key} {_shown(value)}; this run "
                                  f"has {key} {_shown(self.identity[key])}: use another output "
                                  f"file")
-        if "shard" in old and old["shard"] != self.identity["shard"] and old["shard"][1] != 1:
+        if old["shard"] != self.identity["shard"] and old["shard"][1] != 1:
             raise FdcamError(f"{self.path} holds shard {old['shard'][0]}/{old['shard'][1]}; "
                              f"this run is shard {self.identity['shard'][0]}/"
                              f"{self.identity['shard'][1]}: one file per shard")
-        # Keys the file lacks (an older fdcam's file) are taken from this run; its shard is
-        # kept: rows of one shard in an unsharded file are still a subset of the full run.
-        self.identity = {**self.identity, **old} if old else self.identity
+        # An unsharded file keeps its shard: rows of one shard in it are still a subset of
+        # the full run.
+        self.identity = {**self.identity, "shard": old["shard"]}
         rows = parsed.rows
-        if parsed.problems:
-            _report(self.path, parsed.problems, "they will be recomputed")
+        _report(self.path, parsed.problems, "they will be recomputed")
+        _report(self.path, parsed.duplicates, "removed (the first one is kept)",
+                "duplicated row(s)")
         if self.retry_failed:
             rows = [r for r in rows if r[-1] is None]
         return rows
 
     def __exit__(self, *exc: object) -> None:
-        if self.handle is not None:
-            self.handle.close()
         if self.fd is not None:
             os.close(self.fd)  # releases the lock
-        self.handle = self.fd = None
+        self.fd = None
+        if len(self.changed) > 1:
+            warnings.warn(f"{self.path}: the rows of {len(self.changed)} images in all were "
+                          f"made from other content and were recomputed (first: "
+                          f"{self.changed[0]!r})", ResultsWarning, stacklevel=2)
+
+    def bind(self, image: str, content: str | None) -> None:
+        """Keep only the rows of `image` made from `content`: rows made from other pixels
+        (another file under the same name, an edited photo) are removed now, reported,
+        and so made again."""
+        held = self.contents.get(image)
+        if held is None or held == {content}:
+            return
+        index = self.columns.index("content")
+        kept = [r for r in self.rows if r[0] != image or r[index] == content]
+        if not self.changed:
+            warnings.warn(f"{self.path}: the rows of image {image!r} were made from other "
+                          f"content (another file under this name?); they are recomputed",
+                          ResultsWarning, stacklevel=3)
+        self.changed.append(image)
+        assert self.fd is not None
+        self.fd = _replace_locked(self.path, _render(self.identity, self.columns, kept),
+                                  self.fd)
+        self._reset(kept)
 
     def pending(self, image: str, methods: list[str],
                 wanted: list[int] | None) -> dict[str, list[int] | None]:
@@ -216,18 +288,28 @@ class _ResultsFile:
         return todo
 
     def write(self, rows: list[list[object]]) -> None:
-        assert self.handle is not None
+        """Append `rows` in one checked write; a write that fails (a full disk) is cut back
+        to the file's previous end, so no torn row is left, and is one line."""
+        assert self.fd is not None
         buffer = io.StringIO()
         csv.writer(buffer, lineterminator="\n").writerows(
             _encode(self.columns, row) for row in rows)
-        self.handle.write(buffer.getvalue())  # one write: rows of a method land together
-        self.handle.flush()  # finished work must survive an interrupt
+        end = os.fstat(self.fd).st_size
+        try:
+            write_all(self.fd, buffer.getvalue().encode("utf-8"))  # a method's rows together
+        except OSError as error:
+            with contextlib.suppress(OSError):
+                os.ftruncate(self.fd, end)
+            raise FdcamError(f"cannot append to {self.path}: {error.strerror or error}; the "
+                             f"rows written before are kept (rerun to resume)") from None
         for row in rows:
             self._remember(row)
 
     def _remember(self, row: Sequence[Any]) -> None:
         image, method, target = str(row[0]), str(row[1]), row[2]
+        self.rows.append(list(row))
         self.any_row.add((image, method))
+        self.contents.setdefault(image, set()).add(row[-2])
         if target is None:
             self.image_failed.add((image, method))
         else:
@@ -248,7 +330,7 @@ def _write_table(df: pd.DataFrame, path: Path) -> None:
 
     Its identity is ``df.attrs[IDENTITY_ATTR]`` (set by `read_results`/`merge_results`).
     """
-    path = Path(path)
+    path = resolved(path)
     _check_writable_folder(path)
     _foreign_check(path)
     identity = dict(df.attrs.get(IDENTITY_ATTR) or {})
@@ -285,6 +367,7 @@ def read_results(path: str | os.PathLike[str]) -> pd.DataFrame:
                          f"fdcam evaluate")
     parsed = _parse(path, data)
     _report(path, parsed.problems, "left out")
+    _report(path, parsed.duplicates, "counted once", "duplicated row(s)")
     columns = parsed.columns or result_columns(False)
     raw = pd.DataFrame([_raw_cells(columns, row) for row in parsed.rows], columns=columns,
                        dtype=str)

@@ -44,10 +44,22 @@ from fdcam.evaluation.pointing import ClassBoxes, pointing_record
 from fdcam.evaluation.results import (
     METRIC_COLUMNS,
     POINTING_COLUMNS,
+    RESULTS_FORMAT,
     result_columns,
     results_identity,
+    tensor_content,
 )
-from fdcam.evaluation.results_file import _ResultsFile
+from fdcam.evaluation.results_file import (
+    _open_locked,
+    _parse,
+    _render,
+    _replace_locked,
+    _report,
+    _ResultsFile,
+    check_identity,
+    resolved,
+    row_problem,
+)
 from fdcam.explanation import Explainer
 from fdcam.models import LoadedModel
 from fdcam.targets import check_images
@@ -56,6 +68,10 @@ ExplainerFactory = Callable[[Any], Explainer]
 """Called once, lazily, with the `model` given to `evaluate`; returns the explainer."""
 ImageSource = Tensor | Callable[[], Tensor]
 """A normalised image [3, H, W], or a function that loads it (errors become failed rows)."""
+ImageItem = tuple[str, ImageSource] | tuple[str, ImageSource, str]
+"""(image_id, image) or (image_id, image, content): `content` identifies the image's pixels
+(e.g. `fdcam.evaluation.results.file_content` of its file); without it, the image is
+loaded and `tensor_content` is used."""
 OnExplained = Callable[[str, str, list[int], Tensor, InsertionDeletion | None], None]
 """``on_explained(image_id, method, classes, saliency [n, H, W], curves or None)``."""
 
@@ -64,7 +80,7 @@ OnExplained = Callable[[str, str, list[int], Tensor, InsertionDeletion | None], 
 
 
 def evaluate(
-    images: Iterable[tuple[str, ImageSource]],
+    images: Iterable[ImageItem],
     methods: Mapping[str, ExplainerFactory],
     model: nn.Module | LoadedModel,
     out_csv: str | os.PathLike[str],
@@ -94,7 +110,11 @@ def evaluate(
     columns are added; a target without boxes in that image gets empty ones.
 
     Rows already in `out_csv` are skipped, error rows included (``retry_failed=True``
-    deletes those first). Each (image, method) is written and flushed as soon as it ends.
+    deletes those first), when they were made from the same image content: each row
+    records it (``content``: the third element of an item, or `tensor_content` of the
+    loaded image, so resuming loads every image once), and the rows of an image whose
+    content changed — another file under the same id — are removed and made again. Each
+    (image, method) is written and flushed as soon as it ends.
     ``shard=(i, n)`` keeps images whose position in `images` is ≡ i (mod n).
     `batch_size` is the number of perturbed images per forward pass of the metrics (None:
     `fdcam.evaluation.faithfulness.curve_batch_size`, the measured best for the device).
@@ -113,7 +133,11 @@ def evaluate(
     explainers use another layer than the model's default); a run whose identity differs
     is refused, as is a file that is not a results file. The file is locked while the run
     writes (a second run on it stops with one line), and lines that are not valid rows are
-    reported (`ResultsWarning`) and recomputed.
+    reported (`ResultsWarning`) and recomputed. Before the first image is explained, the
+    model and layer are tried on it (`fdcam.preflight.check_before_work`: finite weights
+    and logits [B, classes], a map at least 2×2 at the layer); a failure stops the run in
+    one line. A row that its reader would reject (NaN, a probability outside [0, 1]) is
+    written as an error row instead.
 
     Returns the ids of the selected images that have an error row, in input order.
     """
@@ -128,6 +152,8 @@ def evaluate(
     identity = results_identity(model, step_fraction=step_fraction if curves else None,
                                 shard=(shard_index, shard_count), settings=settings)
     table = _ResultsFile(path, result_columns(pointing), identity, retry_failed)
+    checked: list[bool] = []  # whether `check_before_work` has run
+    layer = identity.get("layer")
     explainers: dict[str, Explainer] = {}
     failed: list[str] = []
     seen: set[str] = set()
@@ -142,7 +168,7 @@ def evaluate(
             for position, item in enumerate(images):
                 if position % shard_count != shard_index:
                     continue
-                image_id, source = _unpack(item, position)
+                image_id, source, content = _unpack(item, position)
                 if "\n" in image_id or "\r" in image_id:
                     raise FdcamError(f"image id {image_id!r} contains a line break; ids "
                                      f"must be one line")
@@ -150,14 +176,22 @@ def evaluate(
                     raise FdcamError(f"image id {image_id!r} appears twice in images; "
                                      f"ids must be unique")
                 seen.add(image_id)
+                if content is None:
+                    try:
+                        source = _load(image_id, source)
+                        content = tensor_content(source)
+                    except Exception:  # the same failure is recorded when it is loaded
+                        content = None
+                table.bind(image_id, content)
                 image_boxes = boxes.get(image_id) if boxes is not None else None
                 wanted = _wanted_targets(image_id, targets, image_boxes)
                 pending = table.pending(image_id, list(methods), wanted)
                 if pending:
-                    _evaluate_image(image_id, source, pending, wanted, methods, model,
-                                    network, forward, explainers, image_boxes, pointing, device,
+                    _evaluate_image(image_id, source, content, pending, wanted, methods,
+                                    model, network, forward, explainers, image_boxes, pointing,
+                                    device,
                                     batch_size, step_fraction if curves else None, table,
-                                    on_explained)
+                                    on_explained, None if checked else (checked, layer))
                 if table.has_error(image_id):
                     failed.append(image_id)
                 bar.update(1)  # this shard's images only, to match `total`
@@ -166,23 +200,35 @@ def evaluate(
     return failed
 
 
-def _evaluate_image(image_id: str, source: ImageSource, pending: dict[str, list[int] | None],
+def _evaluate_image(image_id: str, source: ImageSource, content: str | None,
+                    pending: dict[str, list[int] | None],
                     wanted: list[int] | None, methods: Mapping[str, ExplainerFactory],
                     model: nn.Module | LoadedModel, network: nn.Module, forward: Forward,
                     explainers: dict[str, Explainer],
                     image_boxes: Mapping[int, ClassBoxes | Tensor] | None, pointing: bool,
                     device: str | torch.device, batch_size: int | None,
                     step_fraction: float | None,
-                    table: _ResultsFile, on_explained: OnExplained | None = None) -> None:
+                    table: _ResultsFile, on_explained: OnExplained | None = None,
+                    check: tuple[list[bool], str | None] | None = None) -> None:
     try:
         x = _load(image_id, source).to(device)
+    except Exception as error:  # an unreadable image must not stop a long run
+        for method in pending:
+            table.write([_error_row(image_id, method, None, error, pointing, content)])
+        return
+    if check is not None:  # the first image that loads: the model and layer are tried on it
+        from fdcam.preflight import check_before_work
+
+        check_before_work(network, x[None], check[1])
+        check[0].append(True)
+    try:
         top1 = None
         if wanted is None:
             with torch.no_grad():
                 top1 = int(network(x[None]).argmax(1)[0])
-    except Exception as error:  # an unreadable image must not stop a long run
+    except Exception as error:
         for method in pending:
-            table.write([_error_row(image_id, method, None, error, pointing)])
+            table.write([_error_row(image_id, method, None, error, pointing, content)])
         return
     for method, method_targets in pending.items():
         classes = method_targets if method_targets is not None else [top1]
@@ -195,8 +241,14 @@ def _evaluate_image(image_id: str, source: ImageSource, pending: dict[str, list[
             rows = _evaluate_method(image_id, method, explainers[method], x, classes,
                                     forward, image_boxes, pointing, batch_size, step_fraction,
                                     on_explained)
+            rows = [[*row[:-1], content, None] for row in rows]
+            for row in rows:
+                why = row_problem(table.columns, row)
+                if why is not None:
+                    raise FdcamError(f"its row for class {row[2]} is not valid ({why})")
         except Exception as error:  # the explainer's own failure: record it and go on
-            rows = [_error_row(image_id, method, c, error, pointing) for c in classes]
+            rows = [_error_row(image_id, method, c, error, pointing, content)
+                    for c in classes]
         table.write(rows)
 
 
@@ -256,10 +308,10 @@ def _pointing_cells(saliency: Tensor, image_boxes: Mapping[int, ClassBoxes | Ten
 
 
 def _error_row(image_id: str, method: str, cls: int | None, error: BaseException,
-               pointing: bool) -> list[object]:
+               pointing: bool, content: str | None) -> list[object]:
     message = " ".join(f"{type(error).__name__}: {error}".split())  # one line in the CSV
     return [image_id, method, cls, *[None] * len(METRIC_COLUMNS),
-            *([None] * len(POINTING_COLUMNS) if pointing else []), message]
+            *([None] * len(POINTING_COLUMNS) if pointing else []), content, message]
 
 
 def _load(image_id: str, source: ImageSource) -> Tensor:
@@ -269,15 +321,22 @@ def _load(image_id: str, source: ImageSource) -> Tensor:
                          f"expected a float tensor [3, H, W]")
     if x.dim() != 3:
         raise FdcamError(f"image {image_id!r} must have shape [3, H, W]; got {list(x.shape)}")
-    return check_images(x[None], name=f"image {image_id!r}")[0]
+    x = check_images(x[None], name=f"image {image_id!r}")[0]
+    if not bool(torch.isfinite(x).all()):
+        raise FdcamError(f"image {image_id!r} has NaN or inf pixels; expected finite values")
+    return x
 
 
-def _unpack(item: object, position: int) -> tuple[str, ImageSource]:
-    if not isinstance(item, tuple | list) or len(item) != 2:
-        raise FdcamError(f"images must yield (image_id, image) pairs; item {position} is "
-                         f"{type(item).__name__}")
-    image_id, source = item
-    return str(image_id), source
+def _unpack(item: object, position: int) -> tuple[str, ImageSource, str | None]:
+    if not isinstance(item, tuple | list) or len(item) not in (2, 3):
+        raise FdcamError(f"images must yield (image_id, image) pairs or (image_id, image, "
+                         f"content) triples; item {position} is {type(item).__name__}")
+    content = item[2] if len(item) == 3 else None
+    if content is not None and (not isinstance(content, str) or not content
+                                or "\n" in content or "\r" in content):
+        raise FdcamError(f"the content of item {position} is {content!r}; expected one line "
+                         f"of text such as sha256:…")
+    return str(item[0]), item[1], content
 
 
 def _wanted_targets(image_id: str, targets: int | Mapping[str, int | Sequence[int]] | None,
@@ -308,3 +367,60 @@ def _shard_total(images: object, index: int, count: int) -> int | None:
     except TypeError:
         return None
     return len(range(index, size, count))
+
+
+def upgrade_results(out_csv: str | os.PathLike[str],
+                    images: Iterable[ImageItem]) -> tuple[int, int]:
+    """Bind the rows of a format-2 results file to their images' content, once, so that
+    `evaluate` can resume it: each row gets the ``content`` that `evaluate` records for
+    its image (the item's third element, else `tensor_content` of the loaded image).
+
+    `images`: the items the rows were made from, as given to `evaluate`. Every row's image
+    must be among them and load (an error row's image may fail to: its content stays
+    empty); anything else is a one-line `FdcamError` and the file is left as it was. Lines
+    that are not valid rows are left out with a `ResultsWarning` (a rerun recomputes them).
+    Returns (valid rows before, rows after), equal unless rows were left out. A file already
+    in format 3 is left as it is.
+    """
+    path = resolved(out_csv)
+    if not path.is_file():
+        raise FdcamError(f"results file {path} does not exist")
+    fd = _open_locked(path)
+    try:
+        with os.fdopen(os.dup(fd), "rb") as reader:
+            parsed = _parse(path, reader.read())
+        if parsed.version == RESULTS_FORMAT:
+            return len(parsed.rows), len(parsed.rows)
+        if parsed.identity is None:
+            raise FdcamError(f"{path} has no identity line (format 1): its rows cannot be "
+                             f"matched to a model and weights, so they are not upgraded")
+        identity = check_identity(path, parsed.identity)
+        _report(path, parsed.problems, "left out (a rerun recomputes them)")
+        wanted = dict.fromkeys(str(row[0]) for row in parsed.rows)
+        contents: dict[str, str | None] = {}
+        failure = ""
+        for position, item in enumerate(images):
+            image_id, source, content = _unpack(item, position)
+            if image_id in wanted and image_id not in contents:
+                if content is None:
+                    try:
+                        content = tensor_content(_load(image_id, source))
+                    except Exception as error:
+                        content = None
+                        failure = f"{type(error).__name__}: {error}"
+                contents[image_id] = content
+                if content is None and any(r[0] == image_id and r[-1] is None
+                                           for r in parsed.rows):
+                    raise FdcamError(f"image {image_id!r} has rows with results but cannot "
+                                     f"be loaded ({failure}); {path} is unchanged")
+        missing = [image for image in wanted if image not in contents]
+        if missing:
+            raise FdcamError(f"{len(missing)} image(s) with rows in {path} are not among the "
+                             f"images given (first: {missing[0]!r}); give the images the "
+                             f"rows were made from; {path} is unchanged")
+        pointing = "hit" in parsed.columns
+        rows = [[*row[:-1], contents[str(row[0])], row[-1]] for row in parsed.rows]
+        fd = _replace_locked(path, _render(identity, result_columns(pointing), rows), fd)
+    finally:
+        os.close(fd)
+    return len(parsed.rows), len(rows)

@@ -4,6 +4,7 @@ dataset, and the multi-hot labels of the fine-tuning."""
 
 from __future__ import annotations
 
+import math
 import xml.etree.ElementTree as ET
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -67,6 +68,8 @@ def parse_voc_xml(path: str | Path, classes: Sequence[str] = VOC_CLASSES) -> dic
                       for tag in ("xmin", "ymin", "xmax", "ymax")]
             if not all(c == c for c in coords):  # NaN: a coordinate tag is missing
                 raise ValueError("missing coordinate")
+            if not all(math.isfinite(c) for c in coords):
+                raise ValueError(f"coordinates {coords} are not finite")
         except ValueError as error:
             raise FdcamError(f"{path}: object {k} ({name}) has a bad <bndbox> ({error}); "
                              f"expected numeric xmin, ymin, xmax, ymax") from error
@@ -91,7 +94,7 @@ def _voc_size(root: ET.Element, path: Path) -> tuple[int, int] | None:
     try:
         width = int(float(root.findtext("size/width") or "nan"))
         height = int(float(root.findtext("size/height") or "nan"))
-    except ValueError as error:
+    except (ValueError, OverflowError) as error:
         raise FdcamError(f"{path}: bad <size> ({error}); expected a numeric width and height"
                          ) from error
     if width <= 0 or height <= 0:

@@ -17,7 +17,8 @@ from fdcam.evaluation.results import IDENTITY_ATTR, ResultsWarning, result_colum
 from fdcam.evaluation.results_file import _write_table, merge_results, read_results
 from tests.evaluation.test_runner import corner, factories, make_images, run
 
-LEGACY_HEADER = ",".join(result_columns(False))
+LEGACY_HEADER = ",".join(result_columns(False, content=False))  # formats 1 and 2
+HEADER = ",".join(result_columns(False))
 
 
 def full_run(tmp_path: Path, n: int = 3) -> tuple[Path, pd.DataFrame]:
@@ -41,12 +42,12 @@ def data_lines(path: Path) -> list[str]:
 def test_the_first_line_identifies_the_run(tmp_path: Path) -> None:
     path, df = full_run(tmp_path)
     first, header = path.read_text().splitlines()[:2]
-    assert first.startswith("# fdcam-results/2 {")
+    assert first.startswith("# fdcam-results/3 {")
     identity = json.loads(first.split(" ", 2)[2])
     assert set(identity) == {"model", "weights", "layer", "step_fraction", "shard"}
     assert identity["model"] == "Sequential" and identity["shard"] == [0, 1]
     assert identity["step_fraction"] == 0.1 and identity["weights"].startswith("sha256:")
-    assert header == LEGACY_HEADER
+    assert header == HEADER
     assert df.attrs[IDENTITY_ATTR] == identity
     # pandas reads it as a plain CSV after the identity line
     assert len(pd.read_csv(path, skiprows=1)) == len(df)
@@ -76,16 +77,25 @@ def test_another_model_layer_step_or_shard_is_refused(tmp_path: Path) -> None:
     assert path.read_bytes() == before
 
 
-def test_a_file_of_an_older_fdcam_is_read_and_adopted(tmp_path: Path) -> None:
+def test_a_file_without_identity_is_read_but_never_adopted(tmp_path: Path) -> None:
+    """Issue 22: rows without an identity line (an old fdcam's, or a pandas round trip that
+    dropped line 1) cannot be matched to a model and weights: read, but refused by a run."""
     path, df = full_run(tmp_path)
     legacy = tmp_path / "legacy.csv"
-    legacy.write_text("".join([LEGACY_HEADER + "\r\n", *(line.replace("\n", "\r\n")
-                                                         for line in data_lines(path))]))
+    legacy.write_text("".join([LEGACY_HEADER + "\r\n", *(
+        line.replace("\n", "\r\n").replace(",tensor-sha256:", ",").rsplit(",", 2)[0]
+        + ",\r\n" for line in data_lines(path))]))
     old = read_results(legacy)
     assert old.attrs[IDENTITY_ATTR] == {}
-    pd.testing.assert_frame_equal(old, df)
-    run(make_images(3), legacy)  # adopted: identity added, nothing recomputed
-    assert legacy.read_bytes() == path.read_bytes()
+    pd.testing.assert_frame_equal(old, df.drop(columns="content"))
+    before = legacy.read_bytes()
+    with pytest.raises(FdcamError, match=r"holds rows but no identity line .* not adopted"):
+        run(make_images(3), legacy)
+    assert legacy.read_bytes() == before
+    roundtrip = tmp_path / "roundtrip.csv"  # what pandas writes back: no line 1
+    read_results(path).to_csv(roundtrip, index=False)
+    with pytest.raises(FdcamError, match="holds rows but no identity line"):
+        run(make_images(3), roundtrip)
 
 
 # ------------------------------------------------------------------------- foreign files
@@ -151,8 +161,9 @@ def corrupt(path: Path, line: int, replacement: str | bytes | None) -> None:
 @pytest.mark.parametrize(("case", "edit"), [
     ("middle row cut to 4 fields", lambda p: corrupt(p, 3, b",".join(
         p.read_bytes().split(b"\n")[3].split(b",")[:4]))),
-    ("middle row cut inside a number", lambda p: corrupt(p, 3, p.read_bytes().split(b"\n")[3]
-                                                        [:-9] + b",")),
+    ("middle row cut inside a number", lambda p: corrupt(p, 3, b",".join(
+        f[:-3] if i == 6 else f for i, f in enumerate(p.read_bytes().split(b"\n")[3]
+                                                      .split(b","))))),
     ("garbage appended", lambda p: p.write_bytes(p.read_bytes() + b"garbage\n")),
     ("too many fields", lambda p: p.write_bytes(p.read_bytes() + b"a,b,c,d,e,f,g,h,i,j\n")),
     ("not a number", lambda p: corrupt(p, 4, "img01,energy,2,zero,0.1,0.1,0.0,")),
@@ -167,11 +178,13 @@ def test_a_malformed_line_is_reported_never_counted_and_recomputed(
         tmp_path: Path, case: str, edit) -> None:  # type: ignore[no-untyped-def]
     path, full = full_run(tmp_path)
     edit(path)
-    with pytest.warns(ResultsWarning, match=r"line\(s\) not counted, left out: line \d+"):
+    twice = case == "a row written twice"
+    with pytest.warns(ResultsWarning, match=r"duplicated row\(s\), counted once: line \d+"
+                      if twice else r"line\(s\) not counted, left out: line \d+"):
         partial = read_results(path)
     assert not partial.duplicated(["image", "method", "target"]).any()
     assert len(partial) <= len(full)
-    with pytest.warns(ResultsWarning, match="they will be recomputed"):
+    with pytest.warns(ResultsWarning, match="removed" if twice else "they will be recomputed"):
         run(make_images(3), path)
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # the file is clean again
@@ -199,7 +212,7 @@ def test_a_damaged_identity_line_or_newer_format_is_one_line(tmp_path: Path) -> 
     with pytest.raises(FdcamError, match=r"identity line \(line 1\) is damaged"):
         read_results(path)
     path.write_text("# fdcam-results/9 {}\n" + "".join(lines[1:]))
-    with pytest.raises(FdcamError, match="format '9'; this fdcam reads format 2"):
+    with pytest.raises(FdcamError, match="format '9'; this fdcam reads formats 1 to 3"):
         run(make_images(3), path)
 
 

@@ -276,7 +276,7 @@ def test_boxes_add_pointing_columns_and_choose_targets(tmp_path: Path) -> None:
     }
     run(images, tmp_path / "r.csv", methods=factories(corner=corner), boxes=boxes)
     df = read_results(tmp_path / "r.csv").set_index(["image", "target"])
-    assert list(df.columns[-4:]) == ["hit", "hit_tol15", "difficult", "error"]
+    assert list(df.columns[-5:]) == ["hit", "hit_tol15", "difficult", "content", "error"]
     assert df.loc[("img00", 1), ["hit", "hit_tol15"]].tolist() == [True, True]
     assert df.loc[("img00", 4), ["hit", "hit_tol15"]].tolist() == [False, True]
     difficult = df.loc[("img01", 2)]
@@ -524,11 +524,17 @@ def test_cli_device_and_weights_are_one_line(tmp_path: Path, cli: Callable[..., 
             *argv)
 
 
-def test_cli_takes_image_files_and_a_layer(tmp_path: Path, cli: Callable[..., int]) -> None:
+def test_cli_takes_image_files_and_a_layer(tmp_path: Path, cli: Callable[..., int],
+                                          monkeypatch: pytest.MonkeyPatch) -> None:
     folder = image_folder(tmp_path / "images")
     out = tmp_path / "out.csv"
+    from fdcam import preflight
+
+    layers: list[str] = []  # the tiny stand-in has no features.28: the check only records
+    monkeypatch.setattr(preflight, "check_layer_map", lambda n, layer, x: layers.append(layer))
     assert cli("--images", str(folder / "b.png"), str(folder / "a.png"), "--methods", "energy",
                "--layer", "features.28", "--out", str(out)) == 0
+    assert layers == ["features.28"]  # checked once, before the first image
     df = read_results(out)
     assert df["image"].tolist() == ["b.png", "a.png"]  # the files named, in that order
     assert df.attrs["fdcam_results"]["layer"] == "features.28"  # recorded in the identity

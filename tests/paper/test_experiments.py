@@ -257,7 +257,7 @@ def made_up_setup(tmp_path: Path) -> Setup:
 
 
 def write_faithfulness(setup: Setup, values: dict[tuple[str, str], tuple[float, float]]) -> None:
-    lines = [",".join(result_columns(False))]
+    lines = [",".join(result_columns(False, content=False))]
     for (image, method), (ins, dele) in values.items():
         lines.append(f"{image},{method},1,0.9,{ins!r},{dele!r},{ins - dele!r},")
     setup.faithfulness_csv.write_text("\n".join(lines) + "\n")
@@ -339,7 +339,7 @@ def test_tables_3_and_4(tmp_path: Path) -> None:
 
 def test_table_2_in_percent_with_the_tol15_variant(tmp_path: Path) -> None:
     setup = made_up_setup(tmp_path)
-    lines = [",".join(result_columns(True))]
+    lines = [",".join(result_columns(True, content=False))]
     # gradcam: a hits both classes, b misses class 2 (but within 15 px), c hits class 1.
     hits = {("a", 1): (True, True), ("a", 2): (True, True), ("b", 2): (False, True),
             ("c", 1): (True, True)}
@@ -364,7 +364,7 @@ def test_table_2_in_percent_with_the_tol15_variant(tmp_path: Path) -> None:
 
 def test_hard_pairs_are_each_images_least_probable_class(tmp_path: Path) -> None:
     setup = made_up_setup(tmp_path)
-    lines = [",".join(result_columns(True))]
+    lines = [",".join(result_columns(True, content=False))]
     # a: classes 1 (p 0.6), 2 (p 0.1), 3 (p 0.3) -> 2 is hard; b: one class only -> none;
     # c: classes 1 (0.2), 2 (0.7) -> 1 is hard. FD-CAM hits every hard pair, Grad-CAM none.
     pairs = {("a", 1): 0.6, ("a", 2): 0.1, ("a", 3): 0.3, ("b", 1): 0.9, ("c", 1): 0.2,

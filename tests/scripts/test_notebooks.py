@@ -228,3 +228,14 @@ def test_another_profiles_execution_is_not_replaced_without_asking(tmp_path: Pat
     notebooks.run([source], out, {"profile": "smoke"}, tmp_path / "scratch")  # same: fine
     notebooks.run([source], out, {"profile": "offline"}, tmp_path / "scratch", replace=True)
     assert notebooks.executed_profile(out / "05_e.ipynb") == "offline"
+
+
+def test_into_an_existing_file_is_one_line(tmp_path: Path) -> None:
+    from scripts.notebooks import main
+
+    existing = tmp_path / "book.txt"
+    existing.write_text("not a folder")
+    with pytest.raises(FdcamError, match=r"--into .*book.txt is a file; expected a folder"):
+        notebooks.run([tmp_path / "01_x.ipynb"], existing, {})
+    assert main(["--into", str(existing), str(tmp_path / "01_x.ipynb")]) == 2
+    assert existing.read_text() == "not a folder"

@@ -11,7 +11,7 @@ from fdcam.evaluation.results import result_columns
 from fdcam.paper import settings
 from scripts import sample_evaluation
 
-HEADER = ",".join(result_columns(False))
+HEADER = ",".join(result_columns(False, content=False))
 
 
 def test_verify_matches_photos_by_stem(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
