@@ -258,7 +258,7 @@ def _load(image_id: str, source: ImageSource) -> Tensor:
                          f"expected a float tensor [3, H, W]")
     if x.dim() != 3:
         raise FdcamError(f"image {image_id!r} must have shape [3, H, W]; got {list(x.shape)}")
-    return check_images(x[None], name=f"image {image_id!r}")[0]
+    return check_images(x[None], name=f"image {image_id!r}", channels=3)[0]
 
 
 def _unpack(item: object, position: int) -> tuple[str, ImageSource]:
