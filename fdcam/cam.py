@@ -4,7 +4,7 @@ Usage::
 
     from fdcam import FDCAM
     cam = FDCAM(model, target_layer=model.features[-1])   # or "features.30"
-    out = cam(x, target=243)          # x: [B, 3, H, W], normalised as the model expects
+    out = cam(x, target=243)          # x: [B, C, H, W], normalised as the model expects
     out.saliency                       # [B, H, W] in [0, 1]
 
 `FDCAM` follows the data flow of the paper's Fig. 2: the body runs once without gradients;
@@ -165,7 +165,7 @@ class FDCAM:
                 f"switch_on={self.switch_on})")
 
     def __call__(self, x: Tensor, target: Target | None = None) -> FDCAMExplanation:
-        """Explain `x` [B, 3, H, W] for `target` (default: each image's top-1 class)."""
+        """Explain `x` [B, C, H, W] (any C) for `target` (default: each image's top-1 class)."""
         x = check_images(x)
         _check_device(self.model, x)
         if not torch.isfinite(x).all():

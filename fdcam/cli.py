@@ -1,4 +1,5 @@
-"""Command line: ``fdcam explain IMAGE …`` and ``fdcam evaluate …`` (also ``python -m fdcam``).
+"""Command line: ``fdcam explain IMAGE …``, ``fdcam evaluate …`` and ``fdcam compare …``
+(also ``python -m fdcam``).
 
 Bad input ends the program with one line on stderr and a non-zero exit code, never a
 traceback.
@@ -22,15 +23,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     _add_explain_parser(commands)
     try:
         from fdcam.evaluation.cli import add_evaluate_parser
+        from fdcam.evaluation.compare import add_compare_parser
     except ModuleNotFoundError as error:  # `pip install fdcam` without the [evaluation] extra
-        commands.add_parser("evaluate", help="(needs the [evaluation] extra)")
         words = list(sys.argv[1:] if argv is None else argv)
-        if words[:1] == ["evaluate"]:
-            print(f"fdcam evaluate: error: {missing_extra(error, 'fdcam evaluate')}",
-                  file=sys.stderr)
-            return 2
+        for command in ("evaluate", "compare"):
+            commands.add_parser(command, help="(needs the [evaluation] extra)")
+            if words[:1] == [command]:
+                print(f"fdcam {command}: error: {missing_extra(error, f'fdcam {command}')}",
+                      file=sys.stderr)
+                return 2
     else:
         add_evaluate_parser(commands)
+        add_compare_parser(commands)
     args = parser.parse_args(argv)
     with warnings.catch_warnings():
         warnings.showwarning = functools.partial(_one_line_warning, args.command)

@@ -22,15 +22,23 @@ def _categories(target: object) -> object:
     return category_of(target)
 
 
-def check_images(x: object, name: str = "x") -> Tensor:
-    """Accept only a float tensor [B, 3, H, W]; anything else is a one-line error."""
+def check_images(x: object, name: str = "x", channels: int | None = None) -> Tensor:
+    """Accept only a float tensor [B, C, H, W]; anything else is a one-line error.
+
+    `channels`: the number C that the caller needs (3 for the evaluation protocols, which
+    read photos); None accepts any C ≥ 1, as FD-CAM itself does (a grayscale model is as
+    explainable as an RGB one).
+    """
+    shape = "[B, C, H, W]" if channels is None else f"[B, {channels}, H, W]"
     if not isinstance(x, Tensor):
-        raise FdcamError(f"{name} must be a float tensor [B, 3, H, W]; got {type(x).__name__}")
+        raise FdcamError(f"{name} must be a float tensor {shape}; got {type(x).__name__}")
     if x.dim() != 4:
-        raise FdcamError(f"{name} must have 4 dimensions [B, 3, H, W]; got shape {tuple(x.shape)}")
-    if x.shape[1] != 3:
-        raise FdcamError(f"{name} must have 3 colour channels [B, 3, H, W]; "
+        raise FdcamError(f"{name} must have 4 dimensions {shape}; got shape {tuple(x.shape)}")
+    if channels is not None and x.shape[1] != channels:
+        raise FdcamError(f"{name} must have {channels} colour channels {shape}; "
                          f"got {x.shape[1]} in shape {tuple(x.shape)}")
+    if x.shape[1] == 0:
+        raise FdcamError(f"{name} has no channels in shape {tuple(x.shape)}; expected {shape}")
     if not x.is_floating_point():
         raise FdcamError(f"{name} must be a float tensor; got dtype {x.dtype}")
     if x.shape[0] == 0:

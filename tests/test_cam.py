@@ -238,7 +238,7 @@ def test_bad_targets(target: object, message: str) -> None:
 @pytest.mark.parametrize(
     ("x", "message"),
     [(torch.randn(3, 8, 8), "x must have 4 dimensions"),
-     (torch.randn(1, 1, 8, 8), "x must have 3 colour channels"),
+     (torch.randn(1, 0, 8, 8), "x has no channels"),
      (torch.zeros(1, 3, 8, 8, dtype=torch.uint8), "x must be a float tensor"),
      ([[0.0]], "x must be a float tensor"),
      (torch.full((1, 3, 8, 8), float("nan")), "x contains NaN")],

@@ -128,7 +128,7 @@ class BaseExplainer(ABC):
 
     def __call__(self, x: Tensor, target: Target | None = None) -> Explanation:
         """Explain `x` [B, 3, H, W] for `target` (default: each image's top-1 class)."""
-        x = check_images(x).detach()
+        x = check_images(x, channels=3).detach()
         parameter = next(self.model.parameters(), None)
         if parameter is not None and parameter.device != x.device:
             raise FdcamError(f"x is on {x.device} but the model is on {parameter.device}; "

@@ -197,7 +197,7 @@ def insertion_deletion_curves(
     one gather from the stacked (start, finish) images through the rank map, under
     `torch.no_grad` on x's device. An `nn.Module` is put in eval mode and restored after.
     """
-    check_images(x)
+    check_images(x, channels=3)
     batch, channels, height, width = x.shape
     if saliency.dim() == 4 and saliency.shape[1] == 1:
         saliency = saliency.squeeze(1)

@@ -20,7 +20,8 @@ from fdcam.evaluation.images import _IMAGE_SUFFIXES, open_rgb
 from fdcam.evaluation.photos import Mosaic, _compose_mosaic, quadrant_boxes
 from fdcam.paths import DATA_DIR
 
-IMAGENET_WNIDS_FILE = DATA_DIR / "imagenet_wnids.txt"
+# Read by the library itself, so it ships inside the package (an installed wheel has no data/).
+IMAGENET_WNIDS_FILE = Path(__file__).resolve().parent.parent / "data" / "imagenet_wnids.txt"
 PAPER_MANIFEST_FILE = DATA_DIR / "imagenet_val_manifest.txt"
 
 IMAGENET_VAL_SIZE = 50_000

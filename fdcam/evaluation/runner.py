@@ -321,7 +321,7 @@ def _load(image_id: str, source: ImageSource) -> Tensor:
                          f"expected a float tensor [3, H, W]")
     if x.dim() != 3:
         raise FdcamError(f"image {image_id!r} must have shape [3, H, W]; got {list(x.shape)}")
-    x = check_images(x[None], name=f"image {image_id!r}")[0]
+    x = check_images(x[None], name=f"image {image_id!r}", channels=3)[0]
     if not bool(torch.isfinite(x).all()):
         raise FdcamError(f"image {image_id!r} has NaN or inf pixels; expected finite values")
     return x

@@ -1,5 +1,7 @@
-"""Means with bootstrap 95 % intervals over images (`summarize`) and paired differences
-with a reference method over the images both ran on (`paired_differences`)."""
+"""Means with bootstrap 95 % intervals over images (`summarize`), paired differences
+with a reference method over the images both ran on (`paired_differences`), and the word
+that a paired interval earns (`paired_verdicts`: better, worse, undecided, too few images),
+which the book's claim verdicts and ``fdcam compare`` both use."""
 
 from __future__ import annotations
 
@@ -128,6 +130,40 @@ def paired_differences(df: pd.DataFrame, reference: str = "fdcam", *,
                          "ci_low": low, "ci_high": high})
     return pd.DataFrame(rows, columns=["method", "reference", "metric", "n",
                                        "mean_difference", "ci_low", "ci_high"])
+
+
+#: Metrics where a lower value is the better one (the deletion AUC); higher is better elsewhere.
+LOWER_IS_BETTER = frozenset({"deletion"})
+
+#: A bootstrap over fewer images than this cannot say how wide an interval is (one image
+#: resampled gives an interval of width 0): such comparisons get "too few images".
+MIN_IMAGES = 20
+
+
+def paired_verdicts(paired: pd.DataFrame, images: pd.Series | int | None = None,
+                    min_images: int = MIN_IMAGES) -> pd.Series:
+    """The word each row of `paired_differences` earns for its method against the reference.
+
+    With d = method − reference oriented so that d > 0 favours the method (−d for the
+    metrics of `LOWER_IS_BETTER`) and [lo, hi] its 95 % interval so oriented:
+
+    * better — lo > 0 (the interval excludes 0 on the method's side);
+    * worse — hi < 0 (it excludes 0 on the reference's side);
+    * undecided — otherwise (the interval contains 0);
+    * too few images — the comparison rests on fewer than `min_images` images (`images`:
+      per row, or one count for all; None: never).
+
+    paired: rows with metric, ci_low, ci_high -> str Series on the same index.
+    """
+    sign = np.where(paired["metric"].isin(LOWER_IS_BETTER), -1.0, 1.0)
+    low = np.minimum(sign * paired["ci_low"].astype(float), sign * paired["ci_high"].astype(float))
+    high = np.maximum(sign * paired["ci_low"].astype(float),
+                      sign * paired["ci_high"].astype(float))
+    words = np.where(low > 0, "better", np.where(high < 0, "worse", "undecided")).astype(object)
+    if images is not None:
+        counts = np.broadcast_to(np.asarray(images), words.shape)
+        words = np.where(counts < min_images, "too few images", words)
+    return pd.Series(words, index=paired.index, dtype=object)
 
 
 def format_summary(df: pd.DataFrame) -> str:

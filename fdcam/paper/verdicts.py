@@ -5,11 +5,15 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-import numpy as np
 import pandas as pd
 
 from fdcam.errors import FdcamError
-from fdcam.evaluation.statistics import paired_differences
+from fdcam.evaluation.statistics import (
+    LOWER_IS_BETTER,
+    MIN_IMAGES,
+    paired_differences,
+    paired_verdicts,
+)
 from fdcam.paper.names import method_label
 from fdcam.paper.runs import _results, hard_pairs, table_methods
 from fdcam.paper.settings import FAITHFULNESS_METRICS
@@ -31,11 +35,6 @@ CLAIMS: tuple[tuple[str, str, str, tuple[str, ...] | None], ...] = (
      ("fdcam-g-off",)),
     ("Eq. 10's combination is the best of Table IV", "IV", "fdcam", None),
 )
-
-
-#: A bootstrap over fewer images than this cannot say how wide an interval is (one image
-#: resampled gives an interval of width 0): such claims get "too few images".
-MIN_IMAGES = 20
 
 
 def claim_verdicts(setup: Setup, *, n_resamples: int = 2000,
@@ -91,15 +90,16 @@ def claim_verdicts(setup: Setup, *, n_resamples: int = 2000,
         fewest = [rival for rival, count in shared.items() if count == images]
         for metric in metrics:
             part = diff[diff["metric"] == metric]
-            # Orient every difference so that > 0 means the rival is better.
-            sign = -1.0 if metric == "deletion" else 1.0
-            low = np.minimum(sign * part["ci_low"], sign * part["ci_high"])
-            high = np.maximum(sign * part["ci_low"], sign * part["ci_high"])
+            # Each rival's word against the claimed method (`paired_verdicts`, the rule
+            # that ``fdcam compare`` prints): a rival "better" refutes the claim, all rivals
+            # "worse" confirm it.
+            words = paired_verdicts(part)
+            sign = -1.0 if metric in LOWER_IS_BETTER else 1.0
             if images < min_images:
                 verdict = "too few images"
-            elif (low > 0).any():
+            elif (words == "better").any():
                 verdict = "refuted"
-            elif (high < 0).all():
+            elif (words == "worse").all():
                 verdict = "confirmed"
             else:
                 verdict = "undecided"
@@ -109,7 +109,7 @@ def claim_verdicts(setup: Setup, *, n_resamples: int = 2000,
             # the closest rival.
             advantage = sign * part["mean_difference"]
             candidates = {"too few images": part["method"].isin(fewest),
-                          "refuted": low > 0}.get(verdict)
+                          "refuted": words == "better"}.get(verdict)
             if candidates is not None and candidates.any():
                 advantage = advantage[candidates]
             closest = part.loc[advantage.idxmax()]
