@@ -42,6 +42,7 @@ import torch
 from torch import Tensor, nn
 
 from fdcam.errors import FdcamError
+from fdcam.evaluation.engine import add_engine_arguments
 from fdcam.models import LoadedModel
 
 METRICS = ("insertion", "deletion", "overall")
@@ -291,6 +292,7 @@ def add_compare_parser(subparsers: Any) -> argparse.ArgumentParser:
     parser.add_argument("--device", default="cpu", help="cpu (default), cuda or cuda:N")
     parser.add_argument("--batch-size", type=_argument(_positive("--batch-size")), default=None,
                         help="perturbed images per forward pass of the metrics")
+    add_engine_arguments(parser)
     parser.add_argument("--n-resamples", type=_argument(_positive("--n-resamples")),
                         default=2000, help="bootstrap resamples (default 2000)")
     parser.add_argument("--min-images", type=_argument(_positive("--min-images")), default=None,
@@ -357,7 +359,7 @@ def run_compare(args: argparse.Namespace) -> int:
                      for m in methods}
         path = results_file(out, layer)
         evaluate(items, factories, at_layer, path, batch_size=args.batch_size, device=device,
-                 progress=True)
+                 progress=True, engine=args.engine)
         tables[layer] = read_results(path)
     table = compare_table(tables, str(args.reference), n_resamples=args.n_resamples,
                           min_images=args.min_images)
