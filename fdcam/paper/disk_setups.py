@@ -23,6 +23,7 @@ from fdcam.paper.settings import (
     DRY_RUN_HEAVY_LIMITS,
     DRY_RUN_STEP_FRACTION,
     SAMPLE_LAYER,
+    SAMPLE_MODEL,
     ProfileSettings,
 )
 from fdcam.paper.setups import PointingImage, Setup, _clip, _existing, _from_root, freeze_body
@@ -30,7 +31,7 @@ from fdcam.paper.setups import PointingImage, Setup, _clip, _existing, _from_roo
 
 def sample_setup(settings: ProfileSettings, folder: str | Path | None, layer: str | None,
                   n_images: int | None, n_mosaics: int | None, device: str,
-                  seed: int) -> Setup:
+                  seed: int, model_name: str | None = None) -> Setup:
     import random
 
     from fdcam.evaluation.imagenet import (
@@ -45,7 +46,7 @@ def sample_setup(settings: ProfileSettings, folder: str | Path | None, layer: st
         sample = ImageNetSample(None if folder is None else _from_root(folder))
     except FdcamError as error:
         raise FdcamError(f"imagenet_sample: {error}") from None
-    loaded = load_model("efficientnet-lite0", device=device)
+    loaded = load_model(SAMPLE_MODEL if model_name is None else model_name, device=device)
     layer = SAMPLE_LAYER if layer is None else layer
     resolve_layer(loaded.model, layer)  # a one-line error for an unknown layer
     model = freeze_body(dataclasses.replace(loaded, target_layer=layer))

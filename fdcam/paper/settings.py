@@ -103,6 +103,7 @@ SETTINGS: dict[str, ProfileSettings] = {
 #: evaluation ran: the layer nearest the output where switch-on and grouping both change
 #: FD-CAM's maps on most photos. ``_swish`` (the last activation, a linear head) is the
 #: second layer of Table I, on `SAMPLE_SWISH_IMAGES` photos.
+SAMPLE_MODEL = "efficientnet-lite0"
 SAMPLE_LAYER = "_blocks.14"
 SAMPLE_SWISH_IMAGES = 300
 #: Score-CAM and Ablation-CAM at ``_swish`` cost 1,280 forward passes per map: on a CPU they

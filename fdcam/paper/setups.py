@@ -38,6 +38,7 @@ from fdcam.paper.names import check_profile, method_label
 from fdcam.paper.settings import (
     HEAVY_METHODS,
     RESULTS_ROOT,
+    SAMPLE_MODEL,
     SAMPLE_SWISH_HEAVY_IMAGES,
     SAMPLE_SWISH_IMAGES,
     SETTINGS,
@@ -148,7 +149,8 @@ def setup(profile: str, *, imagenet_val: str | Path | None = None,
           n_images: int | None = None, n_mosaics: int | None = None, device: str = "cpu",
           results_dir: str | Path | None = None, dry_run: bool = False,
           seed: int = 0, heavy_limits: Mapping[str, int | None] | None = None,
-          imagenet_sample: str | Path | None = None, layer: str | None = None) -> Setup:
+          imagenet_sample: str | Path | None = None, layer: str | None = None,
+          model: str | None = None) -> Setup:
     """Validate the parameters of a profile and assemble its models, images and methods.
 
     offline / smoke: `imagenet_val`, `voc_root`, `voc_checkpoint` are not used. `n_images`
@@ -165,8 +167,9 @@ def setup(profile: str, *, imagenet_val: str | Path | None = None,
     imagenet-sample: the 1,000 photos of EliSchwartz/imagenet-sample-images in
     `imagenet_sample` (default: ``$IMAGENET_SAMPLE`` or data/downloads/imagenet-sample) in a
     seeded order (so that any prefix, e.g. the heavy methods' 250, is a seeded random
-    subset), and 250 mosaics of them; EfficientNet-Lite0 at `layer` (default
-    `SAMPLE_LAYER`); results in ``data/results/imagenet-sample/<layer>/``.
+    subset), and 250 mosaics of them; `model` (default EfficientNet-Lite0; also
+    ``efficientnet-lite2``, the replication) at `layer` (default `SAMPLE_LAYER`); results in
+    ``data/results/imagenet-sample/<layer>/`` (another model: ``…/<model>/<layer>/``).
 
     `heavy_limits` overrides how many faithfulness / pointing images the heavy methods
     (``Setup.heavy_methods``: Score-CAM offline, Score-CAM and Ablation-CAM for VGG16) run
@@ -193,11 +196,13 @@ def setup(profile: str, *, imagenet_val: str | Path | None = None,
                             n_mosaics, device, dry_run, seed)
     elif profile == "imagenet-sample":
         made = sample_setup(settings, imagenet_sample, layer, n_images, n_mosaics, device,
-                             seed)
+                             seed, model)
     else:
         made = _offline_setup(profile, settings, n_images, n_mosaics, device, seed)
     made.results_dir = _results_dir(profile, results_dir, dry_run, seed)
     if profile == "imagenet-sample" and results_dir is None:  # one folder per layer
+        if made.model.name != SAMPLE_MODEL:
+            made.results_dir = made.results_dir / made.model.name
         made.results_dir = made.results_dir / made.model.target_layer
     for kind, limit in heavy.items():
         made.heavy_limits[kind] = _clip(limit, len(made.image_ids(kind)))
