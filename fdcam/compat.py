@@ -36,19 +36,21 @@ class FDCAMCompat:
 
     Args:
         model: a CNN classifier returning raw logits.
-        target_layers: a list of modules of `model` (pytorch-grad-cam's convention).
+        target_layers: a list of modules of `model` (pytorch-grad-cam's convention), or of
+            layer names: a dotted name, or ``name#k`` for the k-th call of a module that
+            runs several times in one forward pass (a module cannot say which call).
         reshape_transform: must be None (FD-CAM needs activations [B, K, h, w]).
         **options: FD-CAM's own options (`fdcam.FDCAM`: theta, bias, combination, …).
     """
 
-    def __init__(self, model: nn.Module, target_layers: Sequence[nn.Module],
+    def __init__(self, model: nn.Module, target_layers: Sequence[nn.Module | str],
                  reshape_transform: Callable[..., Tensor] | None = None,
                  compute_input_gradient: bool = False, uses_gradients: bool = True,
                  tta_transforms: object = None, detach: bool = True, **options: Any) -> None:
         if reshape_transform is not None:
             raise FdcamError("reshape_transform is not supported: FD-CAM needs a layer whose "
                              "output is [B, K, h, w] (a CNN layer)")
-        if isinstance(target_layers, nn.Module) or not len(target_layers):
+        if isinstance(target_layers, nn.Module | str) or not len(target_layers):
             raise FdcamError("target_layers must be a non-empty list of modules of the model, "
                              "as in pytorch-grad-cam")
         self.model = model
