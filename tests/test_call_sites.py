@@ -131,6 +131,37 @@ def test_fdcam_at_a_call_of_a_shared_module_matches_the_literal(call: int) -> No
     assert count_hooks(model) == 0
 
 
+class DepthwiseBetweenCalls(nn.Module):
+    """An MBConv-like block: ReLU6 after the expansion and after a depthwise conv called as
+    a function (as EfficientNet-Lite's traced ``Conv2dStaticSamePadding``), then a
+    projection, a non-linear head."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.expand = nn.Conv2d(3, 6, 1)
+        self.act = nn.ReLU6()
+        self.depthwise = nn.Parameter(torch.randn(6, 1, 3, 3))
+        self.bn = nn.BatchNorm2d(6)
+        self.project = nn.Conv2d(6, 4, 1)
+        self.fc = nn.Linear(4, 3)
+
+    def forward(self, x: Tensor) -> Tensor:
+        h = self.act(self.expand(x))
+        h = self.act(self.bn(torch.conv2d(h, self.depthwise, None, 1, 1, 1, 6)))
+        return self.fc(torch.relu(self.project(h)).mean(dim=(2, 3)))
+
+
+def test_first_call_before_a_depthwise_conv_takes_the_fast_path() -> None:
+    torch.manual_seed(0)
+    model = DepthwiseBetweenCalls().eval()
+    model.bn.running_mean.uniform_(-0.5, 0.5)
+    x = torch.randn(1, 3, 7, 7, generator=torch.Generator().manual_seed(2))
+    stages = FDCAM(model, "act#1").split.stages
+    assert stages is not None and stages.first is not None and stages.first.kind == "conv"
+    for c in range(3):
+        check_against_literal(model, "act#1", model.act, 1, x, c)
+
+
 def test_the_second_call_is_not_the_first() -> None:  # a guard on the test itself
     model = shared()
     x = torch.randn(1, 3, 9, 9, generator=torch.Generator().manual_seed(1))
