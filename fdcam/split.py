@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor, fx, nn
 
 from fdcam.errors import FdcamError
 
@@ -67,6 +67,11 @@ class Split:
 
     def __repr__(self) -> str:
         return f"Split(layer={self.layer_name!r}, kind={self.kind!r})"
+
+    @property
+    def head_graph(self) -> fx.GraphModule | None:
+        """The head as a torch.fx graph ``(a, *context) -> logits`` (None for a hook split)."""
+        return self._head if isinstance(self._head, fx.GraphModule) else None
 
     def body(self, x: Tensor) -> Tensor:
         """Activations of the target layer, A: [B, K, h, w]."""
