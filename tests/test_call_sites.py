@@ -217,6 +217,14 @@ def test_plain_name_and_bad_calls_are_one_line_errors() -> None:
     assert count_hooks(model) == 0
 
 
+def test_no_default_layer_lists_call_sites() -> None:
+    with pytest.raises(FdcamError) as error:
+        FDCAM(shared())
+    assert str(error.value) == ("no default target layer for SharedActivation; pass "
+                                "target_layer, for example one of its last layers with a "
+                                "[B, K, h, w] output: act#1, conv2, act#2, conv3")
+
+
 # ---------------------------------------------------------- FD-CAM, EfficientNet-Lite0
 
 
