@@ -122,9 +122,11 @@ class FDCAM:
 
     Args:
         model: a CNN classifier returning raw logits.
-        target_layer: a module of `model` or its dotted name; default: the family's
-            conventional layer (VGG16 ``features.30``, ResNet ``layer4``, EfficientNet-Lite
-            ``_swish``).
+        target_layer: a module of `model`, its dotted name, or ``name#k`` for the k-th
+            call (1-based) of a module that runs several times in one forward pass
+            (EfficientNet-Lite's ``_blocks.15._swish#2``: block 15's ReLU6 after its
+            depthwise conv); default: the family's conventional layer (VGG16
+            ``features.30``, ResNet ``layer4``, EfficientNet-Lite ``_swish``).
         theta: fraction of most similar channels in a group (Eq. 5), 0.05 in the paper.
         bias: b of Eq. 10, 0.5 in the paper.
         combination: ρ, see `fdcam.combine` (Eq. 10 ``"exp_minus_bias"`` by default).

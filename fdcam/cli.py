@@ -69,7 +69,9 @@ def _add_explain_parser(commands: argparse._SubParsersAction) -> None:
                          help="DEFAULT (torchvision's; cached or downloaded), a weights name "
                               "(IMAGENET1K_V1, …), or a state-dict file (loaded with "
                               "weights_only=True); default: the model's usual weights")
-    explain.add_argument("--layer", default=None, help="target layer (dotted name)")
+    explain.add_argument("--layer", default=None,
+                         help="target layer: a dotted module name, or name#k for the k-th call "
+                              "of a module that runs several times (_blocks.15._swish#2)")
     explain.add_argument("--target", type=int, default=None,
                          help="class index to explain (default: the top-1 class)")
     explain.add_argument("--method", default="fdcam", help="fdcam or a baseline name")
@@ -83,14 +85,18 @@ def check_model_arguments(model: str, layer: str | None, target: int | None,
     """Check --model, --layer, --target and a --weights file on the model's skeleton (no
     weights loaded, nothing run); returns the model's name and the layer (None: default)."""
     from fdcam.models import check_model_name, is_weights_file, model_skeleton
+    from fdcam.split import parse_layer_name
 
     name = check_model_name(model)
     skeleton = model_skeleton(name)
     modules = dict(skeleton.named_modules())
-    if layer is not None and (not layer or layer not in modules):
+    module_name = None if layer is None else parse_layer_name(layer)[0]
+    if layer is not None and (not module_name or module_name not in modules):
         last = [n for n in modules if n][-5:]
         raise FdcamError(f"unknown layer {layer!r} of {name}; expected a dotted module name "
                          f"such as {', '.join(last)}")
+    if layer is not None:
+        _check_call_site(skeleton, layer)
     if target is not None:
         classes = _class_count(skeleton)
         if not 0 <= target < classes:
@@ -101,6 +107,33 @@ def check_model_arguments(model: str, layer: str | None, target: int | None,
         raise FdcamError(f"weights file {weights} {state}; expected a state dict "
                          f"saved with torch.save(model.state_dict(), path), or DEFAULT")
     return name, layer
+
+
+def _check_call_site(skeleton: object, layer: str) -> None:
+    """The module of `layer` runs once, or `layer` names one of its calls (``name#k``):
+    counted in one forward pass of the skeleton on meta tensors (skipped if that fails)."""
+    import torch
+
+    from fdcam.split import (
+        call_site_problem,
+        is_efficientnet_lite_head_activation,
+        resolve_call_site,
+    )
+
+    site = resolve_call_site(skeleton, layer)  # type: ignore[arg-type]
+    if is_efficientnet_lite_head_activation(skeleton, site):  # type: ignore[arg-type]
+        return  # `_swish`: the head call, by convention
+    runs = [0]
+    handle = site.module.register_forward_hook(lambda *_: runs.__setitem__(0, runs[0] + 1))
+    try:
+        skeleton(torch.empty(1, 3, 224, 224, device="meta"))  # type: ignore[operator]
+    except Exception:  # a model that cannot run on meta tensors: checked when it runs
+        return
+    finally:
+        handle.remove()
+    problem = call_site_problem(site.name, site.call, runs[0])
+    if problem is not None:
+        raise FdcamError(problem)
 
 
 def _class_count(skeleton: object) -> int:

@@ -109,14 +109,16 @@ class FDCAMCompat:
 
     Args:
         model: a CNN classifier returning raw logits.
-        target_layers: a list of modules of `model` (pytorch-grad-cam's convention).
+        target_layers: a list of modules of `model` (pytorch-grad-cam's convention), or of
+            layer names: a dotted name, or ``name#k`` for the k-th call of a module that
+            runs several times in one forward pass (a module cannot say which call).
         reshape_transform: must be None (FD-CAM needs activations [B, K, h, w]).
         tta_transforms: the augmentations of ``aug_smooth`` (default: flip × 0.9, 1, 1.1).
         detach: must be True.
         **options: FD-CAM's own options (`fdcam.FDCAM`: theta, bias, combination, …).
     """
 
-    def __init__(self, model: nn.Module, target_layers: Sequence[nn.Module],
+    def __init__(self, model: nn.Module, target_layers: Sequence[nn.Module | str],
                  reshape_transform: Callable[..., Tensor] | None = None,
                  compute_input_gradient: bool = False, uses_gradients: bool = True,
                  tta_transforms: Iterable[Any] | None = None, detach: bool = True,
@@ -127,7 +129,7 @@ class FDCAMCompat:
         if not detach:
             raise FdcamError("detach=False is not supported: FD-CAM's maps are not "
                              "differentiable with respect to the input; use detach=True")
-        if isinstance(target_layers, nn.Module) or not len(target_layers):
+        if isinstance(target_layers, nn.Module | str) or not len(target_layers):
             raise FdcamError("target_layers must be a non-empty list of modules of the model, "
                              "as in pytorch-grad-cam")
         self.model = model

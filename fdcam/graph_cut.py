@@ -4,6 +4,8 @@
 graph then falls into one of three sets:
 
 * the **head**: nodes that depend on the target layer's output A (and the graph's output);
+  when the target module runs several times, A is the output of one of its calls (the k-th
+  node that calls it, for the layer ``name#k``), and its other calls are ordinary nodes;
 * the **body**: nodes that depend on the input image but not on A;
 * **constants**: nodes that depend on neither (parameters read with ``get_attr``).
 
@@ -30,7 +32,7 @@ import torch
 from torch import fx, nn
 
 from fdcam.errors import FdcamError
-from fdcam.split import eval_mode
+from fdcam.split import call_site_problem, eval_mode
 
 
 @dataclass(frozen=True)
@@ -66,20 +68,24 @@ class _CutTracer(fx.Tracer):
         return True
 
 
-def cut_graph(model: nn.Module, name: str) -> GraphCut:
-    """Cut `model` at the module called `name`; raises `CutError` when it cannot be done."""
-    graph = _trace(model, name)
+def cut_graph(model: nn.Module, name: str, call: int | None = None) -> GraphCut:
+    """Cut `model` at the module called `name`, at its call number `call` (1-based; None:
+    its only call); raises `CutError` when it cannot be done by tracing, `FdcamError` when
+    the call does not exist."""
+    graph, target = _trace(model, name, call)
     head_modules = frozenset(
-        str(n.target) for n in _head_nodes(graph, name) if n.op == "call_module")
+        str(n.target) for n in _head_nodes(graph, target) if n.op == "call_module")
     if head_modules:
         try:  # a finer trace, so that the head's first convolution or Linear is visible
-            graph = _trace(model, name, head_modules)
+            graph, target = _trace(model, name, call, head_modules)
         except CutError:
             pass
-    return _partition(model, graph, name)
+    return _partition(model, graph, target, name)
 
 
-def _trace(model: nn.Module, name: str, open_modules: frozenset[str] = frozenset()) -> fx.Graph:
+def _trace(model: nn.Module, name: str, call: int | None,
+           open_modules: frozenset[str] = frozenset()) -> tuple[fx.Graph, fx.Node]:
+    """The graph and its node of the target call: the `call`-th node that calls `name`."""
     tracer = _CutTracer(name, open_modules)
     try:
         with eval_mode(model):  # `self.training` is read at trace time: trace the eval graph
@@ -89,21 +95,20 @@ def _trace(model: nn.Module, name: str, open_modules: frozenset[str] = frozenset
         raise CutError(f"torch.fx cannot trace {type(model).__name__}: "
                        f"{type(error).__name__}: {first}"[:300]) from None
     calls = [n for n in graph.nodes if n.op == "call_module" and n.target == name]
-    if len(calls) > 1:
-        raise FdcamError(f"layer {name!r} runs {len(calls)} times in one forward pass; "
-                         f"choose a module that runs exactly once")
     if not calls:
         raise CutError(f"layer {name!r} is not called as a module in the traced graph")
-    return graph
+    problem = call_site_problem(name, call, len(calls))
+    if problem is not None:
+        raise FdcamError(problem)
+    return graph, calls[(call or 1) - 1]
 
 
-def _head_nodes(graph: fx.Graph, name: str) -> list[fx.Node]:
-    """Nodes that depend on the target layer's output, in execution order."""
+def _head_nodes(graph: fx.Graph, target: fx.Node) -> list[fx.Node]:
+    """Nodes that depend on the target call's output, in execution order."""
     after: set[fx.Node] = set()
     ordered = []
     for node in graph.nodes:
-        if (node.op == "call_module" and node.target == name) or any(
-                i in after for i in node.all_input_nodes):
+        if node is target or any(i in after for i in node.all_input_nodes):
             after.add(node)
             ordered.append(node)
     return ordered
@@ -122,10 +127,9 @@ def _is_batch_size(node: fx.Node) -> bool:
     return False
 
 
-def _partition(model: nn.Module, graph: fx.Graph, name: str) -> GraphCut:
+def _partition(model: nn.Module, graph: fx.Graph, target: fx.Node, name: str) -> GraphCut:
     nodes = list(graph.nodes)
-    target = next(n for n in nodes if n.op == "call_module" and n.target == name)
-    head_nodes = _head_nodes(graph, name)
+    head_nodes = _head_nodes(graph, target)
     head_set = set(head_nodes)
     output = next(n for n in nodes if n.op == "output")
     if output not in head_set:

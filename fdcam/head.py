@@ -237,6 +237,8 @@ def _only_input(node: fx.Node, source: fx.Node) -> bool:
 
 def _channel_wise(head: fx.GraphModule, node: fx.Node, source: fx.Node) -> str | None:
     """'preserving' / 'other' for a channel-wise operation on `source`, None otherwise."""
+    if _is_depthwise_conv2d(head, node, source):
+        return "other"
     if not _only_input(node, source):
         return None
     if node.op == "call_module":
@@ -259,6 +261,23 @@ def _channel_wise(head: fx.GraphModule, node: fx.Node, source: fx.Node) -> str |
     if node.op == "call_method" and node.target in _CHANNEL_WISE_METHODS:
         return "other"
     return None
+
+
+def _is_depthwise_conv2d(head: fx.GraphModule, node: fx.Node, source: fx.Node) -> bool:
+    """``conv2d(source, W, b, stride, padding, dilation, groups=K)`` called as a function
+    with parameters of the model (a traced ``Conv2dStaticSamePadding`` of EfficientNet-Lite):
+    W [K, 1, kh, kw], so output channel k reads input channel k only."""
+    if node.op != "call_function" or node.target not in (F.conv2d, torch.conv2d) \
+            or node.kwargs or len(node.args) != 7 or node.args[0] is not source:
+        return False
+    weight, bias, padding, groups = node.args[1], node.args[2], node.args[4], node.args[6]
+    if not (isinstance(weight, fx.Node) and weight.op == "get_attr") or isinstance(padding, str):
+        return False
+    if bias is not None and not (isinstance(bias, fx.Node) and bias.op == "get_attr"):
+        return False
+    w = _attribute(head, str(weight.target))
+    return w.dim() == 4 and w.shape[1] == 1 and groups == w.shape[0] \
+        and [n for n in node.all_input_nodes if n.op != "get_attr"] == [source]
 
 
 def _is_flatten(head: fx.GraphModule, node: fx.Node, source: fx.Node) -> bool:

@@ -9,8 +9,11 @@ Any model whose forward pass `torch.fx` can trace is cut by `fdcam.graph_cut`: t
 returns A and the *context* (values from before the cut that the head reads, such as a
 skip connection), and the head runs the part of the graph after the cut only. The head is
 then read in stages (`fdcam.head.HeadStages`) for the exact fast paths of switching.
-EfficientNet-Lite's ``_swish`` (its activation module runs twice, in the stem and at the
-end) has an explicit split. A model that cannot be traced falls back to a hook split, with
+A module that runs several times in one forward pass is named by its call: ``name#k`` is
+the k-th call (1-based) of the module ``name`` (`CallSite`); the cut is made at that call
+only. EfficientNet-Lite's ``_swish`` (its activation module runs twice, in the stem and at
+the end) keeps its plain name for the head call, ``_swish`` = ``_swish#2``, with an explicit
+split. A model that cannot be traced falls back to a hook split, with
 a warning: the body runs the model and keeps the layer's output, the head reruns the whole
 model with the output replaced — exact, but every mask costs a full forward pass.
 """
@@ -20,10 +23,11 @@ from __future__ import annotations
 import contextlib
 import warnings
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor, fx, nn
 
 from fdcam.errors import FdcamError
 
@@ -64,6 +68,11 @@ class Split:
     def __repr__(self) -> str:
         return f"Split(layer={self.layer_name!r}, kind={self.kind!r})"
 
+    @property
+    def head_graph(self) -> fx.GraphModule | None:
+        """The head as a torch.fx graph ``(a, *context) -> logits`` (None for a hook split)."""
+        return self._head if isinstance(self._head, fx.GraphModule) else None
+
     def body(self, x: Tensor) -> Tensor:
         """Activations of the target layer, A: [B, K, h, w]."""
         return self.forward_body(x)[0]
@@ -102,24 +111,92 @@ def expand_context(context: Context, index: int, rows: int) -> Context:
     return tuple(v[index: index + 1].expand(rows, *v.shape[1:]).clone() for v in context)
 
 
-def resolve_layer(model: nn.Module, layer: str | nn.Module | None) -> tuple[str, nn.Module]:
-    """Name and module of the target layer, given as a module or a dotted name.
+#: Separates a module's name from the number of its call: ``_blocks.15._swish#2``.
+CALL_MARK = "#"
+
+
+@dataclass(frozen=True)
+class CallSite:
+    """One call of a module in the forward pass: the target layer.
+
+    ``call`` is 1-based (``name#2``: the module's second call in one forward pass), or
+    None for a module named plainly, which must run exactly once (EfficientNet-Lite's
+    ``_swish`` excepted: its plain name is its last call). ``label`` is the layer's name as
+    the user writes it and the results files record it.
+    """
+
+    name: str
+    module: nn.Module
+    call: int | None = None
+
+    @property
+    def label(self) -> str:
+        return self.name if self.call is None else f"{self.name}{CALL_MARK}{self.call}"
+
+
+def parse_layer_name(layer: str) -> tuple[str, int | None]:
+    """``"a.b#2"`` -> ``("a.b", 2)``; ``"a.b"`` -> ``("a.b", None)``; a bad call number is a
+    one-line error."""
+    name, mark, number = layer.partition(CALL_MARK)
+    if not mark:
+        return layer, None
+    if not (number.isdigit() and number.isascii() and int(number) >= 1):
+        raise FdcamError(f"layer {layer!r} names call {number!r} of {name!r}; expected "
+                         f"{name}{CALL_MARK}k with k = 1, 2, … (the module's k-th call in one "
+                         f"forward pass)")
+    return name, int(number)
+
+
+def call_names(name: str, runs: int) -> str:
+    """``"m#1, m#2"``: the call-site names of a module that runs `runs` times."""
+    return ", ".join(f"{name}{CALL_MARK}{k}" for k in range(1, runs + 1))
+
+
+def call_site_problem(name: str, call: int | None, runs: int) -> str | None:
+    """Why call `call` of the module `name`, which runs `runs` times in one forward pass,
+    is not a target layer (one line), or None when it is."""
+    if call is None:
+        if runs == 1:
+            return None
+        if runs == 0:
+            return f"layer {name!r} does not run in the forward pass"
+        return (f"layer {name!r} runs {runs} times in one forward pass; name one call: "
+                f"{call_names(name, runs)}")
+    if call <= runs:
+        return None
+    label = f"{name}{CALL_MARK}{call}"
+    if runs == 0:
+        return f"layer {label!r}: {name!r} does not run in the forward pass"
+    return (f"layer {label!r} is out of range: {name!r} runs {runs} time{'s' * (runs > 1)} "
+            f"in one forward pass; expected {call_names(name, runs)}")
+
+
+def resolve_call_site(model: nn.Module, layer: str | nn.Module | None) -> CallSite:
+    """The target layer given as a module, a dotted name or a call site ``name#k``.
 
     An unknown name is reported with the children of its deepest valid prefix
-    ("unknown layer 'features.31'; available under 'features': features.0, …").
+    ("unknown layer 'features.31'; available under 'features': features.0, …"). Whether
+    the call exists is checked where the model runs (`call_site_problem`).
     """
     if isinstance(layer, str):
+        name, call = parse_layer_name(layer)
         try:
-            return layer, model.get_submodule(layer)
+            return CallSite(name, model.get_submodule(name), call)
         except AttributeError:
-            raise FdcamError(_unknown_layer_message(model, layer)) from None
+            raise FdcamError(_unknown_layer_message(model, name)) from None
     if isinstance(layer, nn.Module):
         for name, module in model.named_modules():
             if module is layer:
-                return name, module
+                return CallSite(name, module)
         raise FdcamError(f"target layer {type(layer).__name__} is not a submodule of the model; "
                          f"pass one of its modules or a dotted name")
     raise FdcamError(f"target_layer must be a module or a dotted name; got {type(layer).__name__}")
+
+
+def resolve_layer(model: nn.Module, layer: str | nn.Module | None) -> tuple[str, nn.Module]:
+    """Label (``name`` or ``name#k``) and module of the target layer (`resolve_call_site`)."""
+    site = resolve_call_site(model, layer)
+    return site.label, site.module
 
 
 def _unknown_layer_message(model: nn.Module, name: str) -> str:
@@ -165,14 +242,17 @@ def default_layer(model: nn.Module) -> str:
 
 
 def _last_4d_layers(model: nn.Module, count: int = 4, size: int = 224) -> list[str]:
-    """The last `count` modules whose output is [1, K, h, w] on a blank 224×224 image."""
-    outputs: list[str] = []
+    """The last `count` layers whose output is [1, K, h, w] on a blank 224×224 image, a
+    module that runs several times named by its call (``name#k``)."""
+    outputs: list[tuple[str, int]] = []  # (module name, call number), in execution order
+    runs: dict[str, int] = {}
     handles = []
     for name, module in model.named_modules():
         if name:
             def keep(_m: nn.Module, _i: object, out: object, name: str = name) -> None:
-                if isinstance(out, Tensor) and out.dim() == 4 and name not in outputs:
-                    outputs.append(name)
+                runs[name] = runs.get(name, 0) + 1
+                if isinstance(out, Tensor) and out.dim() == 4:
+                    outputs.append((name, runs[name]))
             handles.append(module.register_forward_hook(keep))
     try:
         with torch.no_grad(), eval_mode(model):
@@ -182,27 +262,30 @@ def _last_4d_layers(model: nn.Module, count: int = 4, size: int = 224) -> list[s
     finally:
         for handle in handles:
             handle.remove()
-    return outputs[-count:]
+    return [name if runs[name] == 1 else f"{name}{CALL_MARK}{call}"
+            for name, call in outputs[-count:]]
 
 
 def split_model(model: nn.Module, layer: str | nn.Module | None = None) -> Split:
-    """Split `model` at `layer` (default: the family's conventional target layer)."""
+    """Split `model` at `layer` (default: the family's conventional target layer): a module,
+    a dotted name, or a call site ``name#k`` of a module that runs several times."""
     from fdcam.graph_cut import CutError, check_context, cut_graph
     from fdcam.head import describe_head
 
-    name, module = resolve_layer(model, default_layer(model) if layer is None else layer)
+    site = resolve_call_site(model, default_layer(model) if layer is None else layer)
+    name, module = site.name, site.module
     if module is model:
         raise FdcamError("the target layer cannot be the whole model; pick a convolutional "
                          "layer inside it")
-    if is_efficientnet_lite(model) and name == "_swish":
-        return _split_efficientnet_lite(model)
+    if is_efficientnet_lite_head_activation(model, site):
+        return _split_efficientnet_lite(model, site.label)
     try:
-        cut = cut_graph(model, name)
+        cut = cut_graph(model, name, site.call)
     except CutError as error:
-        warnings.warn(f"FD-CAM at {name!r} of {type(model).__name__} uses the slow hook split "
-                      f"({error}): every channel mask reruns the whole model, about 2K forward "
-                      f"passes per image for a layer of K channels", stacklevel=2)
-        return _split_hook(model, name, module)
+        warnings.warn(f"FD-CAM at {site.label!r} of {type(model).__name__} uses the slow hook "
+                      f"split ({error}): every channel mask reruns the whole model, about 2K "
+                      f"forward passes per image for a layer of K channels", stacklevel=2)
+        return _split_hook(model, site)
     try:
         stages = describe_head(cut.head)
     except ValueError:
@@ -213,30 +296,40 @@ def split_model(model: nn.Module, layer: str | nn.Module | None = None) -> Split
         problem = check_context(tuple(context), x.shape[0])
         if problem is None:
             return a, tuple(context)
-        warnings.warn(f"FD-CAM at {name!r} of {type(model).__name__} falls back to the slow "
-                      f"hook split ({problem}): every channel mask reruns the whole model",
+        warnings.warn(f"FD-CAM at {site.label!r} of {type(model).__name__} falls back to the "
+                      f"slow hook split ({problem}): every channel mask reruns the whole model",
                       stacklevel=3)
-        hook = _split_hook(model, name, module)
+        hook = _split_hook(model, site)
         split._body, split._head, split.stages = hook._body, hook._head, None
         split.needs_images, split.kind = True, "hook"
         return hook._body(x)
 
-    split = Split(model, name, body, cut.head, stages, needs_images=bool(cut.context_names))
+    split = Split(model, site.label, body, cut.head, stages,
+                  needs_images=bool(cut.context_names))
     return split
 
 
-def _split_efficientnet_lite(model: nn.Module) -> Split:
+def is_efficientnet_lite_head_activation(model: nn.Module, site: CallSite) -> bool:
+    """EfficientNet-Lite's ``_swish`` at its head call (``_swish`` or ``_swish#2``): the
+    output of ``extract_features``. (The stem call ``_swish#1`` is an ordinary call site.)"""
+    return is_efficientnet_lite(model) and site.module is getattr(model, "_swish", None) \
+        and site.call in (None, 2)
+
+
+def _split_efficientnet_lite(model: nn.Module, label: str = "_swish") -> Split:
     # `_swish` runs twice (stem and head); its head call is what extract_features returns.
     from fdcam.head import stages_of_modules
 
     head, stages = stages_of_modules(
         [model._avg_pooling, nn.Flatten(1), model._dropout, model._fc])  # type: ignore[list-item]
-    return Split(model, "_swish", lambda x: (model.extract_features(x), ()), head, stages,
+    return Split(model, label, lambda x: (model.extract_features(x), ()), head, stages,
                  kind="explicit")
 
 
-def _split_hook(model: nn.Module, name: str, module: nn.Module) -> Split:
-    """Hook split: works for any module that runs exactly once per forward pass."""
+def _split_hook(model: nn.Module, site: CallSite) -> Split:
+    """Hook split: the output of the module's call `site.call` (its only call when None)
+    is kept, then replaced at that call only."""
+    name, module, call = site.name, site.module, site.call
 
     def body(x: Tensor) -> tuple[Tensor, Context]:
         calls: list[object] = []
@@ -249,14 +342,17 @@ def _split_hook(model: nn.Module, name: str, module: nn.Module) -> Split:
             model(x)
         finally:
             handle.remove()
-        if len(calls) != 1:
-            raise FdcamError(f"layer {name!r} runs {len(calls)} times in one forward pass; "
-                             f"choose a module that runs exactly once")
-        return calls[0], (x,)  # type: ignore[return-value]
+        problem = call_site_problem(name, call, len(calls))
+        if problem is not None:
+            raise FdcamError(problem)
+        return calls[(call or 1) - 1], (x,)  # type: ignore[return-value]
 
     def head(a: Tensor, x: Tensor) -> Tensor:
-        def replace(_m: nn.Module, _inputs: object, _output: object) -> Tensor:
-            return a
+        seen = [0]
+
+        def replace(_m: nn.Module, _inputs: object, output: object) -> object:
+            seen[0] += 1
+            return a if seen[0] == (call or 1) else None
 
         handle = module.register_forward_hook(replace)
         try:
@@ -264,7 +360,7 @@ def _split_hook(model: nn.Module, name: str, module: nn.Module) -> Split:
         finally:
             handle.remove()
 
-    return Split(model, name, body, head, None, needs_images=True, kind="hook")
+    return Split(model, site.label, body, head, None, needs_images=True, kind="hook")
 
 
 def is_efficientnet_lite(model: nn.Module) -> bool:

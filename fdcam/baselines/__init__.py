@@ -96,7 +96,9 @@ def make_explainer(name: str, model: Any, target_layer: Layer | None = None,
     """Build the method `name` (one of `METHODS`) for `model`.
 
     `model` is an ``nn.Module`` or a `fdcam.models.LoadedModel` (its network, its target
-    layer unless `target_layer` is given, and for ``xrai`` its normalisation). `options`
+    layer unless `target_layer` is given, and for ``xrai`` its normalisation).
+    `target_layer` is a module, a dotted name, or ``name#k``: the k-th call of a module that
+    runs several times in one forward pass (`fdcam.baselines.base.CallSiteModel`). `options`
     are the method's keyword arguments (e.g. ``batch_size`` for ``scorecam``); the FD-CAM
     entries build `fdcam.cam.FDCAM` with the variant's arguments (`FDCAM_VARIANTS`).
     The result is called as ``explainer(x, target=...)`` and returns an `Explanation`.

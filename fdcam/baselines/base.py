@@ -1,5 +1,6 @@
 """What every baseline shares: the target layer, eval mode, target classes, one map per
-class in [0, 1] (`BaseExplainer`), and EfficientNet-Lite0 as a module the libraries can hook."""
+class in [0, 1] (`BaseExplainer`), EfficientNet-Lite0 as a module the libraries can hook,
+and one call of a module that runs several times as a module of its own (`CallSiteModel`)."""
 
 from __future__ import annotations
 
@@ -13,7 +14,14 @@ from torch import Tensor, nn
 
 from fdcam.errors import FdcamError
 from fdcam.explanation import Explanation
-from fdcam.split import default_layer, eval_mode, is_efficientnet_lite, resolve_layer
+from fdcam.split import (
+    CallSite,
+    call_site_problem,
+    default_layer,
+    eval_mode,
+    is_efficientnet_lite_head_activation,
+    resolve_call_site,
+)
 from fdcam.targets import Target, check_images, resolve_targets
 
 Layer = str | nn.Module
@@ -59,24 +67,65 @@ class EfficientNetLiteClassifier(nn.Module):
         return self.fc(self.dropout(pooled))
 
 
+class CallSiteModel(nn.Module):
+    """`net` with one call of one of its modules routed through ``self.site``, so that a
+    library that hooks (or replaces) a module sees that call, and only that one.
+
+    The module ``net.<name>`` runs several times in one forward pass; on its call number
+    `call` (1-based) its output y becomes ``self.site(y)``, an identity module by default.
+    pytorch-grad-cam hooks ``site`` for the activations and gradients of that call;
+    Ablation-CAM replaces ``site`` by its ablation layer, which is then called instead.
+    Same parameters as `net` (nothing is copied), same logits as ``net(x)``.
+    """
+
+    def __init__(self, net: nn.Module, name: str, call: int) -> None:
+        super().__init__()
+        self.net = net
+        self.site: nn.Module = nn.Identity()
+        self.layer_name = name
+        self.call = call
+
+    def forward(self, x: Tensor) -> Tensor:
+        seen = [0]
+
+        def route(_module: nn.Module, _inputs: object, output: Tensor) -> Tensor | None:
+            seen[0] += 1
+            return self.site(output) if seen[0] == self.call else None
+
+        handle = self.net.get_submodule(self.layer_name).register_forward_hook(route)
+        try:
+            logits = self.net(x)
+        finally:
+            handle.remove()
+        problem = call_site_problem(self.layer_name, self.call, seen[0])
+        if problem is not None:
+            raise FdcamError(problem)
+        return logits
+
+
 def resolve_target_layer(
     model: nn.Module, target_layer: Layer | None
 ) -> tuple[str, nn.Module, nn.Module]:
     """``(name, layer, forward_model)``: the layer to hook and the module to run.
 
-    `target_layer` is a submodule of `model` or its dotted name (None: the family's
-    default). `forward_model` is `model` itself, except for EfficientNet-Lite's ``_swish``,
-    where it is an `EfficientNetLiteClassifier` and `layer` its ``features``.
+    `target_layer` is a submodule of `model`, its dotted name, or a call site ``name#k``
+    (None: the family's default). `forward_model` is `model` itself, except for a call site,
+    where it is a `CallSiteModel` and `layer` its ``site``, and for EfficientNet-Lite's
+    ``_swish`` (= ``_swish#2``), where it is an `EfficientNetLiteClassifier` and `layer` its
+    ``features``. `name` is the layer's label (``name`` or ``name#k``).
     """
-    name, layer = resolve_layer(model, default_layer(model) if target_layer is None
-                                else target_layer)
-    if layer is model:
+    site: CallSite = resolve_call_site(model, default_layer(model) if target_layer is None
+                                       else target_layer)
+    if site.module is model:
         raise FdcamError("the target layer cannot be the whole model; pick a convolutional "
                          "layer inside it")
-    if is_efficientnet_lite(model) and layer is model._swish:
+    if is_efficientnet_lite_head_activation(model, site):
         wrapper = EfficientNetLiteClassifier(model)
-        return "_swish", wrapper.features, wrapper
-    return name, layer, model
+        return site.label, wrapper.features, wrapper
+    if site.call is not None:
+        routed = CallSiteModel(model, site.name, site.call)
+        return site.label, routed.site, routed
+    return site.name, site.module, model
 
 
 # --------------------------------------------------------------------------------------
@@ -163,8 +212,7 @@ class BaseExplainer(ABC):
             if handle is not None:
                 handle.remove()
         if handle is not None and len(calls) != 1:
-            raise FdcamError(f"target layer {self.layer_name!r} ran {len(calls)} times in one "
-                             f"forward pass; pick a layer that runs exactly once")
+            raise FdcamError(call_site_problem(self.layer_name, None, len(calls)) or "")
         _check_logits(logits)
         return logits.detach()
 

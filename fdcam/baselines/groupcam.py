@@ -19,7 +19,7 @@ from fdcam.checks import check_positive_int
 from fdcam.combine import min_max_maps
 from fdcam.errors import FdcamError
 from fdcam.explanation import Explanation
-from fdcam.split import is_efficientnet_lite
+from fdcam.split import call_site_problem, is_efficientnet_lite
 from fdcam.targets import Target
 
 # --------------------------------------------------------------------------------------
@@ -155,8 +155,7 @@ class GroupCAM(BaseExplainer):
         finally:
             handle.remove()
         if len(held) != 1:
-            raise FdcamError(f"target layer {self.layer_name!r} ran {len(held)} times in one "
-                             f"forward pass; pick a layer that runs exactly once")
+            raise FdcamError(call_site_problem(self.layer_name, None, len(held)) or "")
         _check_logits(logits)
         with torch.no_grad():
             blurred = gaussian_blur(x, self.blur_kernel, self.blur_sigma)

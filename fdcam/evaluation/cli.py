@@ -87,7 +87,8 @@ def add_evaluate_parser(subparsers: Any) -> argparse.ArgumentParser:
                         help="DEFAULT, a torchvision weights name, or a state-dict file "
                              "(weights_only=True); default: the model's usual weights")
     parser.add_argument("--layer", default=None,
-                        help="target layer (a dotted module name; default: the model's "
+                        help="target layer (a dotted module name, or name#k for the k-th "
+                             "call of a module that runs several times; default: the model's "
                              "conventional layer, e.g. _swish for EfficientNet-Lite0)")
     parser.add_argument("--images", required=True, type=Path, nargs="+",
                         help="image files, or folders of images (every non-hidden file, "

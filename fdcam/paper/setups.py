@@ -258,7 +258,8 @@ def freeze_body(loaded: LoadedModel) -> LoadedModel:
     models are left as they are. Gradients w.r.t. the target layer do not change."""
     family = "vgg16" if loaded.name.startswith("vgg16") else loaded.name
     keep = _TRAINABLE_PREFIXES.get(family)
-    block = re.fullmatch(r"_blocks\.(\d+)", loaded.target_layer)
+    # A block's output or a call site inside the block (`_blocks.15._swish#2`).
+    block = re.fullmatch(r"_blocks\.(\d+)(\..+)?", loaded.target_layer)
     if family == "efficientnet-lite0" and block is not None:  # the block and all after it
         n_blocks = len(loaded.model._blocks)  # type: ignore[arg-type]
         keep = (*(f"_blocks.{i}." for i in range(int(block.group(1)), n_blocks)),

@@ -395,7 +395,8 @@ def test_bad_target_layers_are_refused() -> None:
     twice = nn.Sequential(nn.Conv2d(3, 4, 3), shared, nn.Conv2d(4, 4, 3), shared,
                           nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 2))
     for name in ("gradcam", "groupcam"):
-        with pytest.raises(FdcamError, match="ran 2 times"):
+        with pytest.raises(FdcamError, match="runs 2 times in one forward pass; name one call: "
+                                              "1#1, 1#2"):
             make_explainer(name, twice, "1")(images(), target=0)
         assert hook_count(twice) == 0
 
