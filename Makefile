@@ -183,11 +183,11 @@ clean:
 	rm -rf _build .pytest_cache .ruff_cache
 
 # The imagenet-sample evaluation (book/results.md), resumable across sessions:
-#   make evaluate-imagenet-sample [IMAGENET_SAMPLE=DIR] [THREADS=1] [DEVICE=cpu] [STAGES=1,3,4,2]
+#   make evaluate-imagenet-sample [IMAGENET_SAMPLE=DIR] [THREADS=1] [DEVICE=cpu] [STAGES=1,3,5,6,2]
 #                                 [METHODS='gradcam*,scorecam']   (default: every method)
 #                                 [RECOMPUTE='fdcam*']   (delete these rows first, remake them)
 THREADS ?= 1
-STAGES ?= 1,3,4,2
+STAGES ?= 1,3,5,6,2
 METHODS ?= *
 .PHONY: evaluate-imagenet-sample
 evaluate-imagenet-sample: setup

@@ -7,14 +7,18 @@ Every stage appends rows to the profile's CSVs (`fdcam.paper.runs`), so a stoppe
 resumes where it stopped (rows that hold an error are tried again); within a stage, images
 are done one after another with all their methods, in a seeded order, so the rows already
 written are always a complete, seeded sample of what is to come. The default order
-(1, 3, 4, 2) gives every table a first answer before the long stage 2 grows Table I to all
-photos:
+(1, 3, 5, 6, 2; stage 4 is done) gives every table a first answer before the long stage 2
+grows Table I to all photos:
 
 1. Tables I, III, IV at the main layer (`settings.SAMPLE_LAYER`): every method,
    Score-CAM and Ablation-CAM included, on the first 250 photos of the seeded order;
 2. the same tables' other methods on the remaining 750 photos;
 3. Table II: the pointing game on the 250 mosaics (the heavy methods on the first 63);
-4. Table I at the last activation ``_swish`` on the first `SAMPLE_SWISH_IMAGES` photos.
+4. Table I at the last activation ``_swish`` on the first `SAMPLE_SWISH_IMAGES` photos;
+5. the verdict by layer: Table I's light methods on the first `SAMPLE_BY_LAYER_IMAGES`
+   photos at each further layer of `SAMPLE_BY_LAYER` (inside the premise A ≥ 0);
+6. the replication: Table I with EfficientNet-Lite2 (`SAMPLE_REPLICATION_MODEL`) at the layer
+   its own survey chose, on the first `SAMPLE_REPLICATION_IMAGES` photos.
 
 ``--upgrade`` (once, after fdcam's results format 3): binds every row of the profile's
 results CSVs to the content of the image it was made from (the photos and mosaics this
@@ -67,16 +71,36 @@ def run_stage(stage: int, photos: str | None, device: str,
             setups.setup("imagenet-sample", imagenet_sample=photos, device=device),
             imagenet_sample=photos)
         methods = runs.table_methods(made, "I")
+    elif stage == 5:
+        for layer in settings.SAMPLE_BY_LAYER:
+            made = setups.setup("imagenet-sample", imagenet_sample=photos, device=device,
+                                layer=layer, n_images=settings.SAMPLE_BY_LAYER_IMAGES)
+            light = [m for m in runs.table_methods(made, "I") if m not in made.heavy_methods]
+            _run_chosen(made, light, patterns, faithfulness=True, engine=engine)
+        return made
+    elif stage == 6:
+        made = setups.setup("imagenet-sample", imagenet_sample=photos, device=device,
+                            model=settings.SAMPLE_REPLICATION_MODEL,
+                            layer=settings.SAMPLE_REPLICATION_LAYER,
+                            n_images=settings.SAMPLE_REPLICATION_IMAGES,
+                            heavy_limits={"faithfulness":
+                                          settings.SAMPLE_REPLICATION_HEAVY_IMAGES})
+        methods = runs.table_methods(made, "I")
     else:
-        raise ValueError(f"unknown stage {stage}; expected 1, 2, 3 or 4")
+        raise ValueError(f"unknown stage {stage}; expected 1 to 6")
+    _run_chosen(made, methods, patterns, faithfulness=stage != 3, engine=engine)
+    return made
+
+
+def _run_chosen(made: setups.Setup, methods: Sequence[str], patterns: Sequence[str], *,
+                faithfulness: bool, engine: str) -> None:
     chosen = [m for m in methods if any(fnmatch.fnmatchcase(m, p) for p in patterns)]
     if not chosen:
-        return made
-    if stage == 3:
-        runs.run_pointing(made, chosen, retry_failed=True, engine=engine)
-    else:
+        return
+    if faithfulness:
         runs.run_faithfulness(made, chosen, retry_failed=True, engine=engine)
-    return made
+    else:
+        runs.run_pointing(made, chosen, retry_failed=True, engine=engine)
 
 
 def drop_rows(patterns: Sequence[str], folder: Path | None = None) -> dict[Path, int]:
@@ -236,7 +260,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                              "data/downloads/imagenet-sample)")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--stages", default="1,3,4,2")
+    parser.add_argument("--stages", default="1,3,5,6,2")
     parser.add_argument("--methods", default="*",
                         help="comma list of the methods to run (shell patterns, e.g. "
                              "'gradcam*,scorecam'); default: all of each stage's")
