@@ -54,7 +54,8 @@ bench: setup
 #   make reproduce IMAGENET_VAL=… VOC_ROOT=… [DEVICE=cuda] [VOC_DOWNLOAD=1] [SHARD=i/n]
 #   make reproduce DRY_RUN=1        # offline CPU rehearsal: random weights, stand-in data
 # Also: VOC_CHECKPOINT (weights fine-tuned elsewhere), RESULTS_DIR, STEPS (a comma list),
-# N_IMAGES / N_VOC (the first N only).
+# N_IMAGES / N_VOC (the first N only), ENGINE (the protocol's forward passes: auto, compile,
+# eager, onnxruntime; default auto, eager for a dry run).
 .PHONY: reproduce bench-gpu
 DEVICE ?= auto
 reproduce: setup mathjax
@@ -68,6 +69,7 @@ reproduce: setup mathjax
 	  $(if $(N_VOC),--n-voc $(call q,$(N_VOC))) \
 	  $(if $(filter 1 yes true,$(VOC_DOWNLOAD)),--voc-download) \
 	  $(if $(filter 1 yes true,$(DRY_RUN)),--dry-run) \
+	  $(if $(ENGINE),--engine $(call q,$(ENGINE))) \
 	  --jb-flags $(call q,$(JB_FLAGS))
 
 # GPU timings of every part and the full run projected from them; on a CPU (CPU figures):
@@ -194,4 +196,5 @@ evaluate-imagenet-sample: setup
 	OMP_NUM_THREADS=$(THREADS) $(PY) -m scripts.sample_evaluation --threads $(THREADS) \
 	  --device $(call q,$(if $(filter auto,$(DEVICE)),cpu,$(DEVICE))) --stages $(call q,$(STAGES)) \
 	  --methods $(call q,$(METHODS)) $(if $(RECOMPUTE),--recompute $(call q,$(RECOMPUTE))) \
-	  $(if $(IMAGENET_SAMPLE),--photos $(call q,$(IMAGENET_SAMPLE)))
+	  $(if $(IMAGENET_SAMPLE),--photos $(call q,$(IMAGENET_SAMPLE))) \
+	  $(if $(ENGINE),--engine $(call q,$(ENGINE)))

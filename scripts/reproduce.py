@@ -54,6 +54,7 @@ import time
 from collections.abc import Sequence
 
 from fdcam.errors import FdcamError
+from fdcam.evaluation.engine import ENGINES
 from fdcam.paper import settings
 from scripts.reproduce_plan import (
     DRY_RESULTS,
@@ -135,6 +136,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--n-voc", type=int, default=None,
                         help="only the first N VOC2007 val images (default: all)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--engine", choices=ENGINES, default=None,
+                        help="the protocol's forward passes (fdcam.evaluation.engine): auto "
+                             "(torch.compile where a compiler is found), compile, eager or "
+                             "onnxruntime; default auto, eager for a dry run (its few images "
+                             "do not repay the compilation)")
     parser.add_argument("--dry-run", action="store_true",
                         help="offline on a CPU: random weights, stand-in data (DRY_RUN=1)")
     parser.add_argument("--jb-flags", default=None,

@@ -69,6 +69,7 @@ class Plan:
     standins_dir: Path | None = None
     notebooks_in: Path = ROOT / "notebooks"
     progress_every: float = 300.0  # seconds between row counts of a running evaluation
+    engine: str = "auto"  # the protocol's forward passes (fdcam.evaluation.engine)
     # papermill writes here first; kept when a notebook fails. None: notebooks.scratch_folder
     # ($FDCAM_PAPERMILL_SCRATCH or a new temporary folder, never inside the repository).
     scratch: Path | None = None
@@ -145,7 +146,7 @@ def make_plan(args: argparse.Namespace) -> Plan:
             n_images=args.n_images or DRY_IMAGENET_IMAGES, n_voc=args.n_voc,
             faithfulness_methods=None, pointing_methods=None, seed=args.seed,
             jb_flags=jb_flags, standins_dir=dry_root / "standins",
-            progress_every=60.0)
+            progress_every=60.0, engine=args.engine or "eager")
     imagenet_val = _path(args.imagenet_val)
     voc_root = _path(args.voc_root) or (VOC_DOWNLOAD_ROOT if args.voc_download else None)
     return Plan(
@@ -155,7 +156,8 @@ def make_plan(args: argparse.Namespace) -> Plan:
         results_dir=_path(args.results_dir) or PAPER_RESULTS,
         notebooks_out=ROOT / "book", book_source=ROOT, shard=shard, steps=steps,
         n_images=args.n_images, n_voc=args.n_voc, faithfulness_methods=None,
-        pointing_methods=None, seed=args.seed, jb_flags=jb_flags)
+        pointing_methods=None, seed=args.seed, jb_flags=jb_flags,
+        engine=args.engine or "auto")
 
 
 def check_plan(plan: Plan) -> None:

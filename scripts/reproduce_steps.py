@@ -212,7 +212,8 @@ def step_faithfulness(plan: Plan, state: State) -> None:
                    for m in methods)  # heavy methods may run on fewer images
     with _progress(runs.csv_path(setup, "faithfulness", plan.shard), expected,
                    plan.progress_every):
-        path = runs.run_faithfulness(setup, plan.faithfulness_methods, shard=plan.shard)
+        path = runs.run_faithfulness(setup, plan.faithfulness_methods, shard=plan.shard,
+                                     engine=plan.engine)
     _record_shard(plan, state, "faithfulness", finished=True)
     say(f"faithfulness rows (Tables I, III, IV), shard {index}/{count}: {path}")
 
@@ -222,7 +223,8 @@ def step_pointing(plan: Plan, state: State) -> None:
     _record_shard(plan, state, "pointing")
     with _progress(runs.csv_path(setup, "pointing", plan.shard), None,
                    plan.progress_every):
-        path = runs.run_pointing(setup, plan.pointing_methods, shard=plan.shard)
+        path = runs.run_pointing(setup, plan.pointing_methods, shard=plan.shard,
+                                 engine=plan.engine)
     _record_shard(plan, state, "pointing", finished=True)
     say(f"pointing-game rows (Table II), shard {plan.shard[0]}/{plan.shard[1]}: {path}")
 
