@@ -24,7 +24,7 @@ layers the nearest to the output. (`choose_layer` is issue 14's rule, sensitivit
 from __future__ import annotations
 
 import operator
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import pandas as pd
@@ -149,7 +149,9 @@ def head_is_linear(split: Split, a: Tensor, context: Context = ()) -> bool:
 
 
 def survey(model: nn.Module, images: Tensor, targets: Sequence[int],
-           layers: Sequence[str], names: Sequence[str] | None = None) -> pd.DataFrame:
+           layers: Sequence[str], names: Sequence[str] | None = None, *,
+           done: pd.DataFrame | None = None,
+           on_row: Callable[[pd.DataFrame], None] | None = None) -> pd.DataFrame:
     """One row per (layer, image): K, the premise, and how switch-on and grouping change
     the map.
 
@@ -157,10 +159,17 @@ def survey(model: nn.Module, images: Tensor, targets: Sequence[int],
     Columns: layer, image, channels, negative_share (the share of A's values below 0),
     head_linear (`head_is_linear`, one value per layer), on_correlation,
     on_max_difference, group_correlation, group_max_difference.
+
+    Resumable: rows of `done` (an earlier, interrupted survey's) are kept and their
+    (layer, image) pairs skipped; `on_row` is called with all rows so far after each new
+    one (to write them), so a stopped survey loses at most the pair in progress.
     """
     names = list(names) if names is not None else [str(i) for i in range(len(images))]
-    rows = []
+    rows = [] if done is None else done.to_dict("records")
+    finished = {(str(r["layer"]), str(r["image"])) for r in rows}
     for layer in layers:
+        if all((layer, name) in finished for name in names):
+            continue
         variants = {
             "full": FDCAM(model, layer),
             "g+off": FDCAM(model, layer, switch_on=False),
@@ -168,6 +177,8 @@ def survey(model: nn.Module, images: Tensor, targets: Sequence[int],
         }
         linear = None
         for i, (name, target) in enumerate(zip(names, targets, strict=True)):
+            if (layer, name) in finished:
+                continue
             x = images[i: i + 1]
             explained = {key: cam(x, target=int(target)) for key, cam in variants.items()}
             maps = {key: out.saliency[0] for key, out in explained.items()}
@@ -184,7 +195,17 @@ def survey(model: nn.Module, images: Tensor, targets: Sequence[int],
                          "head_linear": bool(linear),
                          "on_correlation": on[0], "on_max_difference": on[1],
                          "group_correlation": group[0], "group_max_difference": group[1]})
-    return pd.DataFrame(rows)
+            if on_row is not None:
+                on_row(pd.DataFrame(rows))
+    table = pd.DataFrame(rows)
+    if table.empty:
+        return table
+    # In survey order (layers input to output, photos as given), whatever order a resumed
+    # run found them in.
+    rank = {"layer": {layer: k for k, layer in enumerate(layers)},
+            "image": {name: k for k, name in enumerate(names)}}
+    return table.sort_values(["layer", "image"], key=lambda c: c.map(rank[str(c.name)]),
+                             ignore_index=True)
 
 
 def summarize_survey(rows: pd.DataFrame) -> pd.DataFrame:
@@ -327,14 +348,37 @@ def main(argv: Sequence[str] | None = None) -> int:
     with torch.no_grad():
         targets = loaded.model(x).argmax(1).tolist()
     layers = lite_candidates(loaded.model, x.shape[-1])
-    rows = survey(loaded.model, x, targets, layers, [sample.names[i] for i in chosen])
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    rows.to_csv(out, index=False, float_format="%.6g")
+    names = [sample.names[i] for i in chosen]
+    done = _resumable_rows(out, layers, names)
+
+    def write(rows: pd.DataFrame) -> None:
+        temporary = out.with_name(out.name + ".tmp")
+        rows.to_csv(temporary, index=False, float_format="%.6g")
+        temporary.replace(out)
+
+    rows = survey(loaded.model, x, targets, layers, names, done=done, on_row=write)
+    write(rows)
     summary = summarize_survey(rows)
     print(summary.round(3).to_string())
     print(f"chosen layer (issue 21's rule): {choose_premise_layer(summary)}  (rows: {out})")
     return 0
+
+
+def _resumable_rows(out: Path, layers: Sequence[str], names: Sequence[str]) -> pd.DataFrame | None:
+    """The rows of an earlier run of the same survey in `out` (its photos and layers), so a
+    stopped survey resumes; None when `out` is absent. A file of another survey (other
+    columns, photos or layers) is refused in one line rather than mixed in."""
+    if not out.exists():
+        return None
+    rows = pd.read_csv(out)
+    expected = {"layer", "image", "negative_share", "head_linear", "on_correlation"}
+    if not expected <= set(rows.columns) or not set(rows["image"]) <= set(names) \
+            or not set(rows["layer"]) <= set(layers):
+        raise FdcamError(f"{out} holds another survey (other columns, photos or layers); "
+                         f"move it away or pass another --out")
+    return rows
 
 
 if __name__ == "__main__":

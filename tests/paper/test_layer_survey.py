@@ -160,6 +160,17 @@ def test_survey_rows_have_the_premise_columns() -> None:
     assert summary.loc["3", "share negative"] == 0 and not summary.loc["3", "linear head"]
 
 
+def test_a_stopped_survey_resumes_where_it_stopped() -> None:
+    model = tiny_sequential()
+    x = torch.randn(2, 3, 8, 8, generator=torch.Generator().manual_seed(1))
+    whole = survey(model, x, [1, 2], ["1", "3"], ["a", "b"])
+    written: list[int] = []
+    resumed = survey(model, x, [1, 2], ["1", "3"], ["a", "b"], done=whole.iloc[[0, 1, 3]],
+                     on_row=lambda rows: written.append(len(rows)))
+    assert written == [4]  # only ("3", "a") was computed, then all four rows written
+    pd.testing.assert_frame_equal(resumed, whole)
+
+
 def summary_of(rows: list[tuple[str, float, bool, float, float]]) -> pd.DataFrame:
     return pd.DataFrame(
         [{"share negative": neg, "linear head": linear, "switch-on: share changed": on,
