@@ -50,6 +50,7 @@ import torch
 from fdcam.checks import check_device
 from fdcam.errors import FdcamError
 from fdcam.evaluation.engine import add_engine_arguments
+from fdcam.evaluation.results import IDENTITY_ATTR
 from fdcam.evaluation.results_file import _write_table, read_results
 from fdcam.paper import runs, settings, setups
 
@@ -230,15 +231,19 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def verify(recomputed: str | Path, layer: str = settings.SAMPLE_LAYER) -> pd.DataFrame:
-    """Compare rows recomputed by ``fdcam evaluate`` with the committed ones of `layer`.
+def verify(recomputed: str | Path, layer: str | None = None) -> pd.DataFrame:
+    """Compare rows recomputed by ``fdcam evaluate`` with the committed ones of `layer`
+    (default: the layer the recomputed file records, else `settings.SAMPLE_LAYER`).
 
     Rows are matched on (photo, method, target), the photo by its file stem; returns per
     method the number of matched rows and the largest absolute difference of each metric.
     """
+    fresh = read_results(recomputed)
+    if layer is None:
+        identity = fresh.attrs.get(IDENTITY_ATTR) or {}
+        layer = str(identity.get("layer") or settings.SAMPLE_LAYER)
     committed = read_results(settings.RESULTS_ROOT / "imagenet-sample" / layer
                              / "faithfulness.csv")
-    fresh = read_results(recomputed)
     fresh = fresh.assign(image=[Path(str(i)).stem for i in fresh["image"]])
     pairs = fresh.merge(committed, on=["image", "method", "target"], suffixes=("", "_committed"))
     if pairs.empty:
