@@ -18,7 +18,6 @@ Everything is written to a temporary folder; the last line says what passed.
 from __future__ import annotations
 
 import argparse
-import csv
 import shutil
 import subprocess
 import sys
@@ -131,12 +130,13 @@ def check_evaluation(folder: Path, photos: Sequence[Path]) -> None:
     print(run([*fdcam_cli, "evaluate", "--model", "resnet50", "--weights", str(weights),
                "--images", *map(str, photos), "--methods", "gradcam,fdcam", "--out",
                str(results), "--engine", "eager"], folder).strip())
-    with results.open(newline="") as file:
-        rows = list(csv.DictReader(file))
+    from fdcam.evaluation.results_file import read_results
+
+    rows = read_results(results)  # the file starts with its identity, then one row per map
     assert len(rows) == 2 * len(photos), len(rows)
-    for row in rows:
-        print(f"  {row['image']}: {row['method']} insertion {float(row['insertion']):.3f} "
-              f"deletion {float(row['deletion']):.3f}")
+    for row in rows.itertuples():
+        print(f"  {row.image}: {row.method} insertion {row.insertion:.3f} "
+              f"deletion {row.deletion:.3f}")
     check_imagenet_val(folder, photos)
 
 
