@@ -175,7 +175,7 @@ def test_repository_url_is_configured_in_one_place(config):
     assert citation["license"] == "MIT"
     assert "MIT License" in (ROOT / "LICENSE").read_text()
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
-    assert project["license"]["text"] == "MIT"
+    assert project["license"] == "MIT"  # a SPDX expression (PEP 639)
     assert "2206.08792" in (ROOT / "book" / "references.bib").read_text()
 
 
@@ -262,3 +262,16 @@ def test_python_kernel_is_this_interpreter():
     executable = spec.argv[0]
     assert executable in {"python", "python3", sys.executable} or Path(executable).resolve() == \
         Path(sys.executable).resolve()
+
+
+def test_the_core_job_runs_on_the_lowest_declared_and_the_pinned_torch():
+    """The workflow `package` tests the method on pyproject.toml's lower bounds of torch and
+    torchvision and on environment.yml's pins: the declared range is the tested range."""
+    workflow = yaml.safe_load((ROOT / ".github" / "workflows" / "package.yml").read_text())
+    matrix = {row["name"]: row for row in workflow["jobs"]["core"]["strategy"]["matrix"]["include"]}
+    core = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
+    lowest = dict(re.fullmatch(r"([\w-]+)>=([\d.]+)", r).groups() for r in core)
+    pins = environment_pins()
+    for name in ("torch", "torchvision"):
+        assert matrix["lowest"][name] == lowest[name]
+        assert matrix["newest"][name] == pins[name]

@@ -18,11 +18,13 @@ from torch.utils.data import Dataset
 from fdcam.errors import FdcamError
 from fdcam.evaluation.images import _IMAGE_SUFFIXES, open_rgb
 from fdcam.evaluation.photos import Mosaic, _compose_mosaic, quadrant_boxes
-from fdcam.paths import DATA_DIR
+from fdcam.paths import DATA_DIR, PACKAGE_DATA_DIR
 
-# Read by the library itself, so it ships inside the package (an installed wheel has no data/).
-IMAGENET_WNIDS_FILE = Path(__file__).resolve().parent.parent / "data" / "imagenet_wnids.txt"
-PAPER_MANIFEST_FILE = DATA_DIR / "imagenet_val_manifest.txt"
+# Read by the library itself, so they ship inside the package (an installed wheel has no
+# data/); data/imagenet_val_manifest.txt is the book's copy of the manifest, kept equal by a
+# test.
+IMAGENET_WNIDS_FILE = PACKAGE_DATA_DIR / "imagenet_wnids.txt"
+PAPER_MANIFEST_FILE = PACKAGE_DATA_DIR / "imagenet_val_manifest.txt"
 
 IMAGENET_VAL_SIZE = 50_000
 PAPER_MANIFEST_SEED = 0
@@ -187,7 +189,7 @@ def paper_manifest(seed: int = PAPER_MANIFEST_SEED, n: int = PAPER_MANIFEST_SIZE
     """The paper's "2,000 images randomly selected" from ILSVRC val, as a seeded sample.
 
     The authors did not publish their selection; ours is ``random.Random(seed).sample`` of
-    the 50,000 known file names, returned sorted. `data/imagenet_val_manifest.txt` holds
+    the 50,000 known file names, returned sorted. `PAPER_MANIFEST_FILE` holds
     the default (seed 0, n 2000).
     """
     if not 0 <= n <= IMAGENET_VAL_SIZE:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import csv
 import itertools
 import random
+import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass
 from importlib import resources
@@ -18,9 +19,12 @@ from PIL import Image
 from torch import Tensor
 
 from fdcam.errors import FdcamError
-from fdcam.paths import DATA_DIR
+from fdcam.paths import DATA_DIR, PACKAGE_DATA_DIR, in_checkout
 
-OFFLINE_PHOTOS_FILE = DATA_DIR / "offline_photos.csv"
+# Read by the library (`fdcam compare --example-photos`, the offline profile), so it ships
+# inside the package; data/offline_photos.csv is the book's copy of it, kept equal by a test.
+OFFLINE_PHOTOS_FILE = PACKAGE_DATA_DIR / "offline_photos.csv"
+BOOK_OFFLINE_PHOTOS_FILE = DATA_DIR / "offline_photos.csv"
 
 
 # ----------------------------------------------------------------------------------------
@@ -110,7 +114,7 @@ def load_package_photo(source: PhotoSource) -> Image.Image:
 def offline_photos(path: str | Path = OFFLINE_PHOTOS_FILE) -> list[Photo]:
     """The kept package photos with their recorded EfficientNet-Lite0 top-1 classes.
 
-    Reads `data/offline_photos.csv` (written by `write_offline_photos_csv`), loads each
+    Reads `OFFLINE_PHOTOS_FILE` (written by `write_offline_photos_csv`), loads each
     photo marked ``kept`` from its installed package and returns them in file order.
     """
     sources = {s.name: s for s in PHOTO_SOURCES}
@@ -128,7 +132,7 @@ def offline_photos(path: str | Path = OFFLINE_PHOTOS_FILE) -> list[Photo]:
 
 
 def read_offline_photos_csv(path: str | Path = OFFLINE_PHOTOS_FILE) -> list[dict[str, str]]:
-    """The rows of `data/offline_photos.csv` as dicts (all candidates, kept or not)."""
+    """The rows of `OFFLINE_PHOTOS_FILE` as dicts (all candidates, kept or not)."""
     path = Path(path)
     columns = {"name", "package", "loader", "label", "class_name", "probability", "kept"}
     try:
@@ -165,13 +169,19 @@ def predict_photos(model: Any = None) -> list[dict[str, str]]:
 
 
 def write_offline_photos_csv(path: str | Path = OFFLINE_PHOTOS_FILE, model: Any = None) -> Path:
-    """Regenerate `data/offline_photos.csv` from the model's predictions (`predict_photos`)."""
+    """Regenerate `OFFLINE_PHOTOS_FILE` from the model's predictions (`predict_photos`).
+
+    In a source checkout the default also refreshes the book's copy,
+    ``data/offline_photos.csv``, so that the two stay equal.
+    """
     rows = predict_photos(model)
     path = Path(path)
     with path.open("w", newline="") as file:
         writer = csv.DictWriter(file, fieldnames=list(rows[0]), lineterminator="\n")
         writer.writeheader()
         writer.writerows(rows)
+    if path == OFFLINE_PHOTOS_FILE and in_checkout():
+        shutil.copyfile(path, BOOK_OFFLINE_PHOTOS_FILE)
     return path
 
 

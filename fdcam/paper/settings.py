@@ -19,10 +19,13 @@ from dataclasses import dataclass, field
 from fdcam.evaluation.faithfulness import (
     STEP_FRACTION,
 )
-from fdcam.paths import REPO_ROOT
+from fdcam.paths import results_root
 
-RESULTS_ROOT = REPO_ROOT / "data" / "results"
-"""Default home of the results CSVs (ignored by git): ``data/results/<profile>/``."""
+RESULTS_ROOT = results_root()
+"""Default home of the results CSVs: ``<RESULTS_ROOT>/<profile>/``. ``$FDCAM_RESULTS`` when
+set as fdcam.paper is imported, else ``data/results`` in a source checkout (ignored by git but
+for the book's imagenet-sample rows), else ``./fdcam-results`` (`fdcam.paths.results_root`).
+`setup(results_dir=...)` chooses a folder per run."""
 
 FAITHFULNESS_METRICS = ("insertion", "deletion", "overall")
 

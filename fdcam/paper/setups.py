@@ -44,7 +44,7 @@ from fdcam.paper.settings import (
     SETTINGS,
     ProfileSettings,
 )
-from fdcam.paths import REPO_ROOT
+from fdcam.paths import base_dir, from_base
 
 
 @dataclass(frozen=True)
@@ -119,7 +119,7 @@ class Setup:
         """A one-column summary for the notebook: models, data, sizes (no temporary paths)."""
         heavy = {k: ("all" if v is None else str(v)) for k, v in self.heavy_limits.items()}
         try:
-            where = str(self.results_dir.relative_to(REPO_ROOT))
+            where = str(self.results_dir.relative_to(base_dir()))
         except ValueError:
             where = "a temporary folder" if self.profile == "smoke" else str(self.results_dir)
         rows = {
@@ -321,8 +321,9 @@ def _results_dir(profile: str, results_dir: str | Path | None, dry_run: bool,
 
 
 def _from_root(path: str | Path) -> Path:
-    path = Path(path).expanduser()
-    return path if path.is_absolute() else REPO_ROOT / path
+    # In a checkout, relative paths start at the repository root whatever the notebook's
+    # working directory; installed, at the working directory (fdcam.paths.from_base).
+    return from_base(path)
 
 
 def _existing(value: str | Path | None, name: str, expected: str, *, folder: bool) -> Path:
