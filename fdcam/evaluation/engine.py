@@ -30,6 +30,7 @@ from __future__ import annotations
 import argparse
 import copy
 import importlib.util
+import inspect
 import os
 import shutil
 import sys
@@ -86,7 +87,9 @@ class CompiledForward:
             raise FdcamError(f"network must be a torch.nn.Module; got {type(network).__name__}")
         inductor_cache_dir()
         dynamo = torch._dynamo.config
-        dynamo.recompile_limit = max(dynamo.recompile_limit, RECOMPILE_LIMIT)
+        # Named cache_size_limit before torch 2.6.
+        name = "recompile_limit" if hasattr(dynamo, "recompile_limit") else "cache_size_limit"
+        setattr(dynamo, name, max(getattr(dynamo, name), RECOMPILE_LIMIT))
         self.network = copy.deepcopy(network).eval().requires_grad_(False)
         # Freezing folds the weights into the graph as constants and pre-packs the
         # convolutions: 2.1x eager on EfficientNet-Lite0 here, 1.4x without it.
@@ -137,9 +140,13 @@ class OnnxRuntimeForward:
         try:
             with warnings.catch_warnings(), torch.no_grad():
                 warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation notes
+                # The TorchScript exporter: no onnxscript needed (the keyword is torch ≥ 2.5's;
+                # before, it was the only exporter).
+                legacy = ({"dynamo": False}
+                          if "dynamo" in inspect.signature(torch.onnx.export).parameters else {})
                 torch.onnx.export(self.network, (example,), buffer, input_names=["x"],
                                   output_names=["logits"], dynamic_axes={"x": {0: "batch"}},
-                                  dynamo=False)
+                                  **legacy)
         except Exception as error:
             first = str(error).strip().splitlines()[0] if str(error).strip() else ""
             raise FdcamError(f"cannot export {type(self.network).__name__} to ONNX at input "
