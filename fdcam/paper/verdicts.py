@@ -15,6 +15,7 @@ from fdcam.evaluation.statistics import (
     paired_verdicts,
 )
 from fdcam.paper.names import method_label
+from fdcam.paper.numbers import format_difference
 from fdcam.paper.runs import _results, hard_pairs, table_methods
 from fdcam.paper.settings import FAITHFULNESS_METRICS
 from fdcam.paper.setups import Setup
@@ -114,8 +115,8 @@ def claim_verdicts(setup: Setup, *, n_resamples: int = 2000,
                 advantage = advantage[candidates]
             closest = part.loc[advantage.idxmax()]
             evidence = (f"{method_label(str(closest['method']))} "
-                        f"{closest['mean_difference']:+.3f} [{closest['ci_low']:+.3f}, "
-                        f"{closest['ci_high']:+.3f}]")
+                        + format_difference(closest["mean_difference"], closest["ci_low"],
+                                            closest["ci_high"]))
             rows.append({"claim": claim, "metric": metric.replace("hit", "pointing_game"),
                          "verdict": verdict, "n": int(closest["n"]), "evidence": evidence})
     return pd.DataFrame(rows, columns=["claim", "metric", "verdict", "n", "evidence"])
@@ -189,7 +190,7 @@ def findings(table: pd.DataFrame, paired: pd.DataFrame | None = None) -> str:
                                      strict=True):
                 fd_better = (row.mean_difference > 0) if is_lower else (row.mean_difference < 0)
                 lines.append(f"  {row.label} {METRIC_NAMES.get(row.metric, row.metric)}: "
-                             f"{row.mean_difference:+.3f} "
-                             f"[{row.ci_low:+.3f}, {row.ci_high:+.3f}], FD-CAM "
+                             f"{format_difference(row.mean_difference, row.ci_low, row.ci_high)}"
+                             ", FD-CAM "
                              f"{'better' if fd_better else 'worse'}")
     return "\n".join(lines)

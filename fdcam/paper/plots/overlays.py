@@ -119,7 +119,8 @@ def method_grid(images: Tensor | Sequence[Tensor], saliency: Mapping[str, Tensor
                 name = "Input" if column == "input" else method_label(column)
                 if narrow:
                     name = SHORT_LABELS.get(column, name)
-                ax.set_title(name)
+                # broken to the cell's width: long labels of neighbours would overlap
+                ax.set_title(_wrap_label(name, cell * 0.9), fontsize=8)
         if row_labels is not None:
             axes[i, 0].set_ylabel(_wrap_label(row_labels[i], cell))
     fig.tight_layout(pad=0.3, h_pad=0.3, w_pad=0.2,
