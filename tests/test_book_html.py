@@ -299,7 +299,7 @@ def test_table_min_width_rule():
     narrow = bs4.BeautifulSoup("<table><tr><th>Method</th><td>0.563<br>[0.5, 0.6]</td>"
                                "</tr></table>", "html.parser").table
     assert table_min_width_px(narrow) == pytest.approx(6 * CHAR_PX + 5 * CHAR_PX + 24)
-    cells = "".join(f"<td>2.384e-07</td>" for _ in range(12))
+    cells = "".join("<td>2.384e-07</td>" for _ in range(12))
     wide = bs4.BeautifulSoup(f"<table><tr>{cells}</tr></table>", "html.parser").table
     assert table_min_width_px(wide) > COLUMN_PX
 

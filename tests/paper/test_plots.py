@@ -256,9 +256,9 @@ def test_figure_png_records_dpi_and_smallest_font(image, saliency):
 
 
 def _check_legible(fig) -> None:
-    """Every text at least MIN_FONT_PT and the figure no wider than the column (after the
+    """Every glyph at least MIN_GLYPH_PT and the figure no wider than the column (after the
     tight bounding box): on screen, at least 9.7 CSS px."""
-    assert plots.smallest_font(fig) >= plots.MIN_FONT_PT
+    assert plots.smallest_font(fig) >= plots.MIN_GLYPH_PT
     _, metadata = plots.figure_png(fig)
     assert metadata["width"] <= 100 * plots.COLUMN_WIDTH_IN + 15
 

@@ -33,6 +33,11 @@ headless Chromium). A figure this wide or narrower is shown at its own size, so 
 points is p·100/72 CSS px on screen; a wider one is scaled down to the column, its text
 with it (tests/test_book_html.py)."""
 
+MIN_GLYPH_PT = 6.5
+"""The smallest glyph any figure here may draw, mathtext scripts included: 6.5 pt is 9.0 CSS
+px at 100 px per inch (tests/test_plots.py checks every figure, tests/test_book_html.py the
+built book). Scripts are drawn at 70 % of their text, so a label with scripts needs 9.3 pt."""
+
 MIN_FONT_PT = 7.0
 """The smallest font of any figure here: 7 pt is 9.7 CSS px at 100 px per inch, legible at
 100 % zoom (tests/test_plots.py checks every figure; tests/test_book_html.py the built book)."""
