@@ -199,8 +199,9 @@ def styled_paired(paired: pd.DataFrame, *, caption: str | None = None,
         if metric == "pointing_game":
             header = "Pointing game (points) ↑"
         better = rows["fdcam_better"].fillna(False).astype(bool).tolist()
-        differences = [_format(v, places) for v in rows["mean_difference"]]
-        intervals = [_interval(lo, hi, places) for lo, hi in
+        # signed, as the findings and verdicts quote them ("+0.051 [+0.043, +0.060]")
+        differences = [format_number(v, places, signed=True) for v in rows["mean_difference"]]
+        intervals = [format_interval(lo, hi, places, signed=True) for lo, hi in
                      zip(rows["ci_low"], rows["ci_high"], strict=True)]
         columns[(header, "Δ vs FD-CAM")] = [
             _bold(d, b) + _small(i) for d, b, i in zip(differences, better, intervals,

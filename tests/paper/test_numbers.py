@@ -49,4 +49,5 @@ def test_tables_write_intervals_without_negative_zero():
                            "metric": ["insertion"], "n": [10], "mean_difference": [-0.002],
                            "ci_low": [-0.0041], "ci_high": [-0.0002], "fdcam_better": [True]})
     cell = styled_paired(paired, name="p").data.iloc[0, 0]
-    assert "[-0.004, 0.000]" in cell and "-0.000" not in cell
+    assert cell.startswith("<b>-0.002</b>") and "[-0.004, 0.000]" in cell
+    assert "-0.000" not in cell
