@@ -14,13 +14,14 @@ What is checked, page by page (every ``*.html`` of the book, the theme's own pag
   scripts, styles and code are set aside, no ``$…$`` or ``$$`` is left in the text;
 * no machine path (``/work/``, ``/root/``, ``/home/``, ``/tmp/``, ``file://``) in a page or in
   the notebooks offered for download (``_sources/``);
-* every figure's text is at least 9 CSS px on screen at 100 % zoom. Method, per ``<img>`` of
+* every figure's text, mathtext super- and subscripts included, is at least 9 CSS px on
+  screen at 100 % zoom. Method, per ``<img>`` of
   a notebook output (a PNG in ``_images/``):
 
   - the PNG's pixel width ``w_png`` and resolution ``dpi`` (its pHYs chunk), and the smallest
-    font of the figure in points, ``font_pt`` (the tEXt chunk ``fdcam-smallest-font-pt``
-    that `fdcam.paper.plots.figure_png` writes: the minimum over every visible text of the figure,
-    tick labels and legends included, after drawing);
+    glyph of the figure in points, ``font_pt`` (the tEXt chunk ``fdcam-smallest-glyph-pt``
+    that `fdcam.paper.plots.figure_png` writes: the minimum over every visible text of the
+    figure, tick labels, legends and mathtext scripts included, after drawing);
   - its displayed width: the ``width`` attribute (CSS px; `figure_png` sets it to half the
     PNG's pixels), no wider than the column, ``COLUMN_PX`` = 660 CSS px (a code cell's
     output in sphinx-book-theme 1.3 at a 1280 px window, measured in headless Chromium;
@@ -29,6 +30,20 @@ What is checked, page by page (every ``*.html`` of the book, the theme's own pag
     is 1/72 inch; the PNG has ``dpi`` pixels per inch; the browser scales the PNG's pixels by
     ``displayed / w_png``). With `fdcam.paper.plots`'s 100 px per inch and 7 pt fonts this is
     9.7 px for any figure up to the column's width.
+* no table wider than the column (``COLUMN_PX``). A table cannot be narrower than its
+  min-content width: per column the longest unbreakable run of characters in any of its
+  cells, at ``CHAR_PX`` CSS px per character, plus ``CELL_PADDING_PX``; the sum over the
+  columns must fit the column. A table inside a collapsed ``<details>`` (a cell tagged
+  ``hide-output``, opened on request) is a diagnostic the reader asks for and is not checked;
+* no pandas index column: no table whose row headers (``<th>`` in ``<tbody>``) are the
+  integers 0, 1, 2, … (a DataFrame shown with its default index);
+* no code cell on a page unless it is a chapter's deliberate example: a cell whose input is
+  rendered (not removed, not collapsed behind "Show code cell source" by ``hide-input``)
+  carries the tag ``example``;
+* the summary sentences agree with the tables they cite: every number in a paragraph or
+  list item of the results page and chapter 08 that quotes a paired difference with its
+  interval, "−0.004 [−0.009, +0.001]", appears in a table of the book (the chapter's paired
+  table it cites, or the page's own).
 """
 
 from __future__ import annotations
@@ -48,6 +63,9 @@ ROOT = Path(__file__).resolve().parent.parent
 HTML = ROOT / "_build" / "html"
 COLUMN_PX = 660
 MIN_TEXT_PX = 9.0
+CHAR_PX = 7.0  # a digit of the tables' 0.85 em type at 16 px is 0.55 em, 7.5 px; bold 8
+CELL_PADDING_PX = 12.0
+EXAMPLE_TAG = "tag_example"
 MACHINE_PATH = re.compile(r"(/work/|/root/|/home/|/tmp/|file://)")
 
 needs_build = pytest.mark.skipif(not (HTML / "index.html").is_file(),
@@ -229,9 +247,121 @@ def test_every_figure_has_text_of_at_least_9_px():
             png = (page.parent / src).resolve().read_bytes()
             info = png_info(png)
             name = f"{page.relative_to(HTML)}: {Path(src).name}"
-            assert SMALLEST_FONT_KEY in info["text"], f"{name}: not drawn by fdcam.paper.plots"
+            assert SMALLEST_FONT_KEY in info["text"], \
+                f"{name}: its smallest glyph (scripts included) is not recorded: not drawn " \
+                f"by fdcam.paper.plots.figure_png"
             assert info["dpi"], f"{name}: no resolution recorded"
             px = figure_text_px(png, _css_width(img))
             assert px >= MIN_TEXT_PX, f"{name}: smallest text {px:.1f} CSS px on screen"
             checked += 1
     assert checked >= 10, f"only {checked} figures found in the book"
+
+
+def test_smallest_font_counts_mathtext_scripts():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from fdcam.paper.plots import smallest_font
+
+    fig, ax = plt.subplots()
+    ax.tick_params(labelsize=9)
+    ax.set_xlabel(r"$s_c^{k-}$", fontsize=8)
+    assert smallest_font(fig) == pytest.approx(8 * 0.7)  # matplotlib's script shrink
+    ax.set_xlabel("plain", fontsize=8)
+    assert smallest_font(fig) == pytest.approx(8)
+    plt.close(fig)
+
+
+def _tables(soup):
+    main = soup.select_one("main") or soup
+    return [t for t in main.select("table") if not t.find_parent(class_="math")]
+
+
+def table_min_width_px(table) -> float:
+    """The min-content width of an HTML table as the module's docstring estimates it."""
+    widths: dict[int, int] = {}
+    for row in table.select("tr"):
+        column = 0
+        for cell in row.find_all(["td", "th"], recursive=False):
+            span = int(cell.get("colspan", 1) or 1)
+            words = cell.get_text(" ").split()
+            longest = max((len(w) for w in words), default=0)
+            if span == 1:
+                widths[column] = max(widths.get(column, 0), longest)
+            column += span
+    return sum(chars * CHAR_PX + CELL_PADDING_PX for chars in widths.values())
+
+
+def test_table_min_width_rule():
+    bs4 = pytest.importorskip("bs4")
+    narrow = bs4.BeautifulSoup("<table><tr><th>Method</th><td>0.563<br>[0.5, 0.6]</td>"
+                               "</tr></table>", "html.parser").table
+    assert table_min_width_px(narrow) == pytest.approx(6 * CHAR_PX + 5 * CHAR_PX + 24)
+    cells = "".join("<td>2.384e-07</td>" for _ in range(12))
+    wide = bs4.BeautifulSoup(f"<table><tr>{cells}</tr></table>", "html.parser").table
+    assert table_min_width_px(wide) > COLUMN_PX
+
+
+@needs_build
+def test_no_table_wider_than_the_column():
+    for page in _pages():
+        for i, table in enumerate(_tables(_soup(page))):
+            if table.find_parent("details") is not None:
+                continue
+            width = table_min_width_px(table)
+            assert width <= COLUMN_PX, (f"{page.relative_to(HTML)}: table {i + 1} needs "
+                                        f"{width:.0f} CSS px, the column has {COLUMN_PX}")
+
+
+def is_pandas_index(table) -> bool:
+    """Whether `table`'s row headers are 0, 1, 2, … (a DataFrame's default index)."""
+    heads = [row.find("th", recursive=False) for row in table.select("tbody > tr")]
+    if len(heads) < 2 or any(h is None for h in heads):
+        return False
+    texts = [h.get_text().strip() for h in heads]
+    return all(t.isdigit() for t in texts) and [int(t) for t in texts] == list(
+        range(int(texts[0]), int(texts[0]) + len(texts)))
+
+
+@needs_build
+def test_no_pandas_index_column():
+    for page in _pages():
+        for i, table in enumerate(_tables(_soup(page))):
+            assert not is_pandas_index(table), \
+                f"{page.relative_to(HTML)}: table {i + 1} shows a pandas index (0, 1, 2, …)"
+
+
+@needs_build
+def test_every_rendered_code_cell_is_a_deliberate_example():
+    for page in _pages():
+        for cell in _soup(page).select("div.cell"):
+            source = cell.select_one("div.cell_input")
+            if source is None or source.find_parent("details") is not None:
+                continue  # removed, or collapsed behind "Show code cell source"
+            assert EXAMPLE_TAG in cell.get("class", []), (
+                f"{page.relative_to(HTML)}: code shown that is not tagged `example`: "
+                f"{source.get_text(' ').split(chr(10))[0].strip()[:70]!r}")
+
+
+DIFFERENCE = re.compile(r"[+−-]?\d+\.\d+ \[[+−-]?\d+\.\d+, [+−-]?\d+\.\d+\]")
+
+
+@needs_build
+def test_summary_sentences_quote_numbers_of_their_tables():
+    checked = 0
+    tables = " ".join(t.get_text(" ") for page in _pages() for t in _tables(_soup(page)))
+    for name in ("results.html", "book/08_summary.html"):
+        page = HTML / name
+        if not page.is_file():
+            continue
+        soup = _soup(page)
+        main = soup.select_one("main") or soup
+        for node in main.select("p, li"):
+            if node.find_parent("table") is not None:
+                continue
+            for quoted in DIFFERENCE.findall(node.get_text(" ")):
+                assert quoted in tables, f"{name}: {quoted!r} is in no table of the book"
+                checked += 1
+    assert checked >= 0

@@ -12,6 +12,7 @@ import pandas as pd
 
 from fdcam.errors import FdcamError
 from fdcam.paper.names import METRICS, method_label
+from fdcam.paper.numbers import MISSING, format_interval, format_number, rounded
 
 # ------------------------------------------------------------------ tables for the reader
 
@@ -32,7 +33,7 @@ RHO_HTML = {
 }
 """Table IV's combination ρ of each FD-CAM variant, as HTML (hats and exponents in place)."""
 
-_MISSING = "—"
+_MISSING = MISSING
 
 # One small stylesheet per table: compact numbers, interval in grey, a rule under the header.
 _TABLE_STYLES: list[dict[str, Any]] = [
@@ -55,24 +56,22 @@ def _metric_direction(metric: str) -> str:
 
 
 def _format(value: Any, decimals: int) -> str:
-    return _MISSING if value is None or pd.isna(value) else f"{float(value):.{decimals}f}"
+    return format_number(value, decimals)
 
 
 def _interval(low: Any, high: Any, decimals: int) -> str:
-    if pd.isna(low) or pd.isna(high):
-        return _MISSING
-    return f"[{float(low):.{decimals}f}, {float(high):.{decimals}f}]"
+    return format_interval(low, high, decimals)
 
 
-def _best(values: pd.Series, metric: str) -> pd.Series:
-    """True where `values` is best in its column (ties all bold); nothing when all missing."""
-    numbers = pd.to_numeric(values, errors="coerce")
+def _best(values: pd.Series, metric: str, decimals: int) -> pd.Series:
+    """True where `values`, as written with `decimals` places, is best in its column: values
+    a reader sees as equal are bold alike; nothing when fewer than two are present."""
+    numbers = pd.Series([rounded(v, decimals) for v in pd.to_numeric(values, errors="coerce")],
+                        index=values.index)
     if numbers.notna().sum() < 2:
         return pd.Series(False, index=values.index)
     target = numbers.min() if _metric_direction(metric) == "lower" else numbers.max()
-    # A tolerance, not rounding both sides: pandas' and Python's rounding to 12 places can
-    # disagree in the last digit (100 · 223/252), which left a column's best unbolded.
-    return (numbers - target).abs() <= 1e-9 * max(1.0, abs(float(target)))
+    return numbers == target
 
 
 def paper_layout(table: pd.DataFrame, decimals: int | None = None, *,
@@ -145,8 +144,9 @@ def styled_table(table: pd.DataFrame, *, caption: str | None = None,
     for metric in metrics:
         header = METRIC_HEADERS.get(metric, metric.replace("_", " "))
         rows = table[table["metric"] == metric].set_index("method").reindex(methods)
-        paper_best = _best(rows["paper"], metric).to_numpy()
-        ours_best = _best(rows["ours"], metric).to_numpy()
+        places = decimals if decimals is not None else _decimals(metric)
+        paper_best = _best(rows["paper"], metric, places).to_numpy()
+        ours_best = _best(rows["ours"], metric, places).to_numpy()
         paper = frame[(header, "Paper")].tolist()
         ours = frame[(header, "Ours")].tolist()
         ci = frame[(header, "95 % CI")].tolist() if intervals else [""] * len(ours)
@@ -199,8 +199,9 @@ def styled_paired(paired: pd.DataFrame, *, caption: str | None = None,
         if metric == "pointing_game":
             header = "Pointing game (points) ↑"
         better = rows["fdcam_better"].fillna(False).astype(bool).tolist()
-        differences = [_format(v, places) for v in rows["mean_difference"]]
-        intervals = [_interval(lo, hi, places) for lo, hi in
+        # signed, as the findings and verdicts quote them ("+0.051 [+0.043, +0.060]")
+        differences = [format_number(v, places, signed=True) for v in rows["mean_difference"]]
+        intervals = [format_interval(lo, hi, places, signed=True) for lo, hi in
                      zip(rows["ci_low"], rows["ci_high"], strict=True)]
         columns[(header, "Δ vs FD-CAM")] = [
             _bold(d, b) + _small(i) for d, b, i in zip(differences, better, intervals,
@@ -278,7 +279,7 @@ def summary_markdown(table_1: pd.DataFrame, table_2: pd.DataFrame) -> str:
     best = {}
     for metric in metrics:
         rows = both[both["metric"] == metric].set_index("method").reindex(methods)
-        best[metric] = _best(rows["ours"], metric)
+        best[metric] = _best(rows["ours"], metric, _decimals(metric))
     for i, method in enumerate(methods):
         cells = [method_label(method)]
         for metric in metrics:

@@ -67,7 +67,9 @@ def table_4(setup: Setup) -> pd.DataFrame:
     """Table IV (weight combination), in `table_1`'s columns plus ``rho``, the formula.
 
     The paper's third row is labelled ρ = α̂e^(ŝ−0.5) while Eq. 10 says ρ = α̂e^ŝ − 0.5; we
-    run both (``fdcam-exp-shifted`` and ``fdcam``) and compare each with that row.
+    run both (``fdcam-exp-shifted`` and ``fdcam``) and compare each with that row: both rows'
+    ``difference`` and ``paper_in_ci`` refer to it, but its value is printed once, on the
+    ``fdcam`` row (``paper`` is missing on the other), so that the table does not repeat it.
     """
     frame = _faithfulness_table(setup, "IV")
     third = frame[frame["method"] == "fdcam"].set_index("metric")["paper"]
@@ -78,6 +80,7 @@ def table_4(setup: Setup) -> pd.DataFrame:
     known = frame[["paper", "ci_low", "ci_high"]].notna().all(axis=1)
     frame["paper_in_ci"] = pd.array([bool(v) if k else pd.NA for v, k in
                                      zip(inside, known, strict=True)], dtype="boolean")
+    frame.loc[shifted, "paper"] = float("nan")
     formulas = {"fdcam-product": "α̂·ŝ", "fdcam-exp": "α̂·e^ŝ",
                 "fdcam-exp-shifted": "α̂·e^(ŝ−0.5)  (Table IV's label)",
                 "fdcam": "α̂·e^ŝ − 0.5  (Eq. 10)"}

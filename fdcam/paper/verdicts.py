@@ -15,6 +15,7 @@ from fdcam.evaluation.statistics import (
     paired_verdicts,
 )
 from fdcam.paper.names import method_label
+from fdcam.paper.numbers import format_difference
 from fdcam.paper.runs import _results, hard_pairs, table_methods
 from fdcam.paper.settings import FAITHFULNESS_METRICS
 from fdcam.paper.setups import Setup
@@ -114,8 +115,8 @@ def claim_verdicts(setup: Setup, *, n_resamples: int = 2000,
                 advantage = advantage[candidates]
             closest = part.loc[advantage.idxmax()]
             evidence = (f"{method_label(str(closest['method']))} "
-                        f"{closest['mean_difference']:+.3f} [{closest['ci_low']:+.3f}, "
-                        f"{closest['ci_high']:+.3f}]")
+                        + format_difference(closest["mean_difference"], closest["ci_low"],
+                                            closest["ci_high"]))
             rows.append({"claim": claim, "metric": metric.replace("hit", "pointing_game"),
                          "verdict": verdict, "n": int(closest["n"]), "evidence": evidence})
     return pd.DataFrame(rows, columns=["claim", "metric", "verdict", "n", "evidence"])
@@ -137,13 +138,19 @@ METRIC_NAMES = {
 """How the findings name each metric in prose."""
 
 
+def _places(metric: str) -> int:
+    """Decimals of a metric as its tables print it: 1 for the pointing game (percent)."""
+    return 1 if str(metric).startswith("pointing_game") else 3
+
+
 def findings(table: pd.DataFrame, paired: pd.DataFrame | None = None) -> str:
     """What a table says, in a few lines: per metric, the best method by our numbers and
     FD-CAM's rank by ours and by the paper's; how often the paper's value lies in our 95 %
     interval; which methods rest on fewer images (heavy methods); and which paired
     differences with FD-CAM (`paired_vs_fdcam`) exclude zero.
 
-    Numbers are rounded (3 decimals), so the text is bit-stable across reruns (nbval).
+    Numbers are rounded as the tables print them (3 decimals, the pointing game's percent 1),
+    so the text is bit-stable across reruns (nbval) and quotes what the tables show.
     """
     order = ranks(table)
     lines = []
@@ -188,8 +195,10 @@ def findings(table: pd.DataFrame, paired: pd.DataFrame | None = None) -> str:
             for row, is_lower in zip(rows.itertuples(index=False), lower[significant],
                                      strict=True):
                 fd_better = (row.mean_difference > 0) if is_lower else (row.mean_difference < 0)
+                quoted = format_difference(row.mean_difference, row.ci_low, row.ci_high,
+                                           _places(row.metric))
                 lines.append(f"  {row.label} {METRIC_NAMES.get(row.metric, row.metric)}: "
-                             f"{row.mean_difference:+.3f} "
-                             f"[{row.ci_low:+.3f}, {row.ci_high:+.3f}], FD-CAM "
+                             f"{quoted}"
+                             ", FD-CAM "
                              f"{'better' if fd_better else 'worse'}")
     return "\n".join(lines)

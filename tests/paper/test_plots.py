@@ -256,9 +256,9 @@ def test_figure_png_records_dpi_and_smallest_font(image, saliency):
 
 
 def _check_legible(fig) -> None:
-    """Every text at least MIN_FONT_PT and the figure no wider than the column (after the
+    """Every glyph at least MIN_GLYPH_PT and the figure no wider than the column (after the
     tight bounding box): on screen, at least 9.7 CSS px."""
-    assert plots.smallest_font(fig) >= plots.MIN_FONT_PT
+    assert plots.smallest_font(fig) >= plots.MIN_GLYPH_PT
     _, metadata = plots.figure_png(fig)
     assert metadata["width"] <= 100 * plots.COLUMN_WIDTH_IN + 15
 
@@ -368,3 +368,28 @@ def test_styled_keeps_interactive_mode_switched_on_during_the_call():
         assert matplotlib.is_interactive()
     finally:
         matplotlib.interactive(was)
+
+
+def test_method_grid_wraps_columns_so_thumbnails_stay_150_px(image, saliency):
+    maps = {m: saliency[None] for m in ("gradcam", "scorecam", "groupcam", "layercam",
+                                        "xgradcam", "fdcam")}
+    fig = plots.method_grid(image[None], maps, size=1.6, per_row=4)
+    fig.canvas.draw()
+    shown = [ax for ax in fig.axes[:-1] if ax.get_visible()]  # the colour bar aside
+    assert len(shown) == 7 and len(fig.axes[:-1]) == 8  # input + 6 maps in 2 rows of 4
+    assert min(ax.get_window_extent().width for ax in shown) >= 150
+    _check_legible(fig)
+    plt.close(fig)
+
+
+def test_faithfulness_figure_thumbnails_are_150_px(image, saliency):
+    methods = ("gradcam", "gradcam++", "xgradcam", "scorecam", "ablationcam", "layercam",
+               "groupcam", "fdcam")
+    curve = torch.linspace(1, 0, 29)
+    fig = plots.faithfulness_figure(image, {m: saliency for m in methods},
+                                    {m: curve for m in methods}, {m: curve for m in methods})
+    fig.canvas.draw()
+    images = [ax for ax in fig.axes if ax.images]
+    assert len(images) == 9
+    assert min(ax.get_window_extent().width for ax in images) >= 150
+    plt.close(fig)

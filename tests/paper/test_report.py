@@ -243,7 +243,8 @@ def test_styled_paired_bolds_differences_that_exclude_zero():
     assert list(styler.data.index) == ["Grad-CAM", "Score-CAM"]
     column = styler.data[("Insertion ↑", "Δ vs FD-CAM")]
     assert column["Grad-CAM"].startswith("<b>-0.050</b><br>")
-    assert column["Score-CAM"].startswith("0.010<br>")
+    assert column["Score-CAM"].startswith("+0.010<br>")  # signed, as the prose quotes it
+    assert "[-0.020, +0.030]" in column["Score-CAM"]
     assert styler.data.loc["Score-CAM", ("", "n")] == "2"
 
 

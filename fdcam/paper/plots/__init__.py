@@ -23,6 +23,7 @@ from fdcam.paper.plots.overlays import SHORT_LABELS, blend, method_grid, overlay
 from fdcam.paper.plots.style import (
     COLUMN_WIDTH_IN,
     MIN_FONT_PT,
+    MIN_GLYPH_PT,
     SALIENCY_CMAP,
     SMALLEST_FONT_KEY,
     STYLE,
@@ -37,6 +38,7 @@ from fdcam.paper.plots.style import (
 __all__ = [
     "COLUMN_WIDTH_IN",
     "MIN_FONT_PT",
+    "MIN_GLYPH_PT",
     "SALIENCY_CMAP",
     "SHORT_LABELS",
     "SMALLEST_FONT_KEY",

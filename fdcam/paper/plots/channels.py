@@ -184,7 +184,7 @@ def similarity_histogram(similarity: Tensor | np.ndarray, *,
         if len(tau) != len(channels):
             tau = _vector(thresholds, "thresholds", sim.shape[0])[channels]
         ax.hist(tau, bins=edges, density=True, histtype="step", linewidth=1.4,
-                color=_FDCAM_COLOR, label=r"thresholds $\tau_\theta^k$")
+                color=_FDCAM_COLOR, label="thresholds τ, one per channel")
     if log:
         ax.set_yscale("log")
     ax.set_xlabel("cosine similarity")
@@ -224,10 +224,10 @@ def group_threshold_plot(row: Tensor | np.ndarray, theta: float, *, channel: int
     ax.plot(rank[~member], shown[~member], "o", markersize=2.2, color="#7f7f7f",
             label="not in the group")
     ax.axhline(tau, color="black", linewidth=0.8, linestyle="--",
-               label=rf"$\tau_\theta^k$ = {tau:.3f}")
+               label=f"threshold τ = {tau:.3f}")
     # The (1 − θ) quantile sits at ascending position (1 − θ)(K − 1): rank θ(K − 1) + 1.
     ax.axvline(theta * (k_total - 1) + 1, color="black", linewidth=0.6, linestyle=":",
-               label=rf"rank $\theta(K-1)+1$ = {theta * (k_total - 1) + 1:.2f}")
+               label=f"rank θ(K − 1) + 1 = {theta * (k_total - 1) + 1:.2f}")
     ax.set_xlabel("rank in the row (1 = most similar)")
     ax.set_ylabel(r"$\cos(A^k, A^l)$")
     name = f"channel {channel}" if channel is not None else "one channel"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 
 import matplotlib as mpl
@@ -13,7 +14,7 @@ from torch import Tensor
 
 from fdcam.errors import FdcamError
 from fdcam.paper.names import method_label
-from fdcam.paper.plots.overlays import SHORT_LABELS, _image_axes, _pixels, _vector, overlay
+from fdcam.paper.plots.overlays import _image_axes, _pixels, _vector, overlay
 from fdcam.paper.plots.style import COLUMN_WIDTH_IN, STYLE, _styled, method_color
 
 # ---------------------------------------------------------------------------------------
@@ -67,6 +68,10 @@ def auc_curves(curves: Mapping[str, Tensor], kind: str, ax: Axes | None = None,
     return ax
 
 
+THUMBNAILS_PER_ROW = 4
+"""Fig. 5's maps per row: four fit the column at 1.5 inches (150 CSS px) each."""
+
+
 @_styled
 def faithfulness_figure(image: Tensor, saliency: Tensor | Mapping[str, Tensor],
                         deletion: Mapping[str, Tensor], insertion: Mapping[str, Tensor], *,
@@ -84,25 +89,28 @@ def faithfulness_figure(image: Tensor, saliency: Tensor | Mapping[str, Tensor],
     if not maps:
         raise FdcamError("faithfulness_figure needs at least one map")
     order = [m for m in deletion if m in maps] + [m for m in maps if m not in deletion]
-    columns = 1 + len(order)
-    cell = min(0.95, width / columns)
-    narrow = cell < 1.0
+    # The maps in rows of at most THUMBNAILS_PER_ROW, so that each is at least 1.5 inches
+    # (150 CSS px) wide on the page.
+    columns = min(THUMBNAILS_PER_ROW, 1 + len(order))
+    map_rows = math.ceil((1 + len(order)) / columns)
+    cell = min(1.6, 0.97 * width / columns)
     head = 0.35 if title else 0.0
-    height = head + cell + 0.35 + 0.45 + 2.2
+    maps_height = map_rows * (cell + 0.35)
+    height = head + 0.25 + maps_height + 0.45 + 2.2 + 0.45
     fig = plt.figure(figsize=(width, height))
-    grid = fig.add_gridspec(2, 1, height_ratios=[cell + 0.35, 2.2], hspace=0.45 / 2.2,
-                            left=0.08, right=0.97, bottom=0.45 / height,
-                            top=1 - (head + 0.25) / height)
-    top = grid[0].subgridspec(1, columns, wspace=0.05)
-    ax = _image_axes(fig.add_subplot(top[0]))
+    maps_top = 1 - (head + 0.25) / height
+    maps_bottom = maps_top - maps_height / height
+    top = fig.add_gridspec(map_rows, columns, left=0.01, right=0.99, top=maps_top,
+                           bottom=maps_bottom, wspace=0.03, hspace=0.35 / cell)
+    grid = fig.add_gridspec(1, 1, left=0.08, right=0.97, bottom=0.45 / height,
+                            top=maps_bottom - 0.45 / height)
+    ax = _image_axes(fig.add_subplot(top[0, 0]))
     ax.imshow(_pixels(image))
     ax.set_title("Input")
     for j, name in enumerate(order, start=1):
-        label = method_label(name)
-        if narrow:
-            label = SHORT_LABELS.get(name, label)
-        overlay(image, maps[name], ax=fig.add_subplot(top[j]), title=label)
-    bottom = grid[1].subgridspec(1, 3, width_ratios=[1, 1, 0.95], wspace=0.35)
+        overlay(image, maps[name], ax=fig.add_subplot(top[j // columns, j % columns]),
+                title=method_label(name))
+    bottom = grid[0].subgridspec(1, 3, width_ratios=[1, 1, 0.95], wspace=0.35)
     deletion_ax = fig.add_subplot(bottom[0])
     insertion_ax = fig.add_subplot(bottom[1])
     auc_curves(deletion, "deletion", ax=deletion_ax, title="Deletion (lower is better)",

@@ -79,7 +79,7 @@ def _wrap_label(text: str, height: float) -> str:
 def method_grid(images: Tensor | Sequence[Tensor], saliency: Mapping[str, Tensor], *,
                 row_labels: Sequence[str] | None = None, show_input: bool = True,
                 size: float = 1.5, alpha: float = 0.5, width: float = COLUMN_WIDTH_IN,
-                colorbar: bool = True) -> Figure:
+                colorbar: bool = True, per_row: int | None = None) -> Figure:
     """Figs. 1, 4 and 6: one row per image, one column per method (and the input first).
 
     images: [N, 3, H, W] in [0, 1] (or N tensors [3, H, W]); saliency: method -> [N, H, W].
@@ -87,7 +87,8 @@ def method_grid(images: Tensor | Sequence[Tensor], saliency: Mapping[str, Tensor
     name the classes in `row_labels`. Column titles are the paper's method names
     (`SHORT_LABELS` where a column is narrow). Each cell is `size` inches, less when the
     columns would not fit `width` (the book's column); `colorbar`: the saliency scale under
-    the grid.
+    the grid. `per_row`: at most this many columns side by side; the rest continue below,
+    each block with its own titles (so that cells stay large: 4 per row is 1.5 inches).
     """
     rows = [images[i] for i in range(len(images))]
     if not rows:
@@ -101,16 +102,22 @@ def method_grid(images: Tensor | Sequence[Tensor], saliency: Mapping[str, Tensor
     if row_labels is not None and len(row_labels) != len(rows):
         raise FdcamError(f"{len(row_labels)} row labels for {len(rows)} images")
     columns = (["input"] if show_input else []) + list(saliency)
+    wide = len(columns) if per_row is None else max(1, min(per_row, len(columns)))
+    blocks = -(-len(columns) // wide)
     label_room = 0.3 if row_labels is not None else 0.0
-    cell = min(size, (width - label_room) / len(columns))
+    cell = min(size, (width - label_room) / wide)
     narrow = cell < 1.0
     bar_room = 0.45 if colorbar else 0.0
-    fig, axes = plt.subplots(len(rows), len(columns), squeeze=False,
-                             figsize=(cell * len(columns) + label_room,
-                                      cell * len(rows) + 0.35 + bar_room))
+    fig, grid_axes = plt.subplots(len(rows) * blocks, wide, squeeze=False,
+                                  figsize=(cell * wide + label_room,
+                                           (cell + 0.35 * (blocks > 1)) * len(rows) * blocks
+                                           + 0.35 + bar_room))
+    for ax in grid_axes.flat:
+        ax.set_visible(False)
     for i, image in enumerate(rows):
         for j, column in enumerate(columns):
-            ax = _image_axes(axes[i, j])
+            ax = _image_axes(grid_axes[(j // wide) * len(rows) + i, j % wide])
+            ax.set_visible(True)
             if column == "input":
                 ax.imshow(_pixels(image))
             else:
@@ -119,9 +126,12 @@ def method_grid(images: Tensor | Sequence[Tensor], saliency: Mapping[str, Tensor
                 name = "Input" if column == "input" else method_label(column)
                 if narrow:
                     name = SHORT_LABELS.get(column, name)
-                ax.set_title(name)
+                # broken to the cell's width: long labels of neighbours would overlap
+                ax.set_title(_wrap_label(name, cell * 0.9), fontsize=8)
         if row_labels is not None:
-            axes[i, 0].set_ylabel(_wrap_label(row_labels[i], cell))
+            for block in range(blocks):
+                grid_axes[block * len(rows) + i, 0].set_ylabel(
+                    _wrap_label(row_labels[i], cell))
     fig.tight_layout(pad=0.3, h_pad=0.3, w_pad=0.2,
                      rect=(0, bar_room / fig.get_figheight(), 1, 1))
     if colorbar:

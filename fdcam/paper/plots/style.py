@@ -33,6 +33,11 @@ headless Chromium). A figure this wide or narrower is shown at its own size, so 
 points is p·100/72 CSS px on screen; a wider one is scaled down to the column, its text
 with it (tests/test_book_html.py)."""
 
+MIN_GLYPH_PT = 6.5
+"""The smallest glyph any figure here may draw, mathtext scripts included: 6.5 pt is 9.0 CSS
+px at 100 px per inch (tests/test_plots.py checks every figure, tests/test_book_html.py the
+built book). Scripts are drawn at 70 % of their text, so a label with scripts needs 9.3 pt."""
+
 MIN_FONT_PT = 7.0
 """The smallest font of any figure here: 7 pt is 9.7 CSS px at 100 px per inch, legible at
 100 % zoom (tests/test_plots.py checks every figure; tests/test_book_html.py the built book)."""
@@ -44,15 +49,17 @@ STYLE: dict[str, Any] = {
     "savefig.dpi": 200,
     "savefig.bbox": "tight",
     "font.size": 8,
-    "axes.titlesize": 8,
-    "axes.labelsize": 8,
+    # Titles and axis labels carry mathtext, whose scripts are drawn at 70 %: 9.5 pt keeps a
+    # script at 6.65 pt, 9.2 CSS px (tests/test_book_html.py).
+    "axes.titlesize": 9.5,
+    "axes.labelsize": 9.5,
     "xtick.labelsize": 7,
     "ytick.labelsize": 7,
     "xtick.bottom": True,
     "ytick.left": True,
     "legend.fontsize": 7,
     "legend.title_fontsize": 7,
-    "figure.titlesize": 9,
+    "figure.titlesize": 10,
     "legend.frameon": False,
     "axes.spines.top": False,
     "axes.spines.right": False,
@@ -86,20 +93,35 @@ def use_style() -> None:
     shell.display_formatter.formatters["image/png"].for_type(Figure, figure_png)
 
 
-SMALLEST_FONT_KEY = "fdcam-smallest-font-pt"
-"""The PNG text chunk in which `figure_png` records a figure's smallest font (points)."""
+SMALLEST_FONT_KEY = "fdcam-smallest-glyph-pt"
+"""The PNG text chunk in which `figure_png` records a figure's smallest glyph (points),
+mathtext super- and subscripts included."""
 
 
 def smallest_font(fig: Figure) -> float:
-    """The smallest font size (points) among the visible, non-empty texts of `fig` (titles,
-    labels, tick labels, legends, annotations), after drawing it; `MIN_FONT_PT` if it has
-    no text."""
+    """The smallest glyph size (points) among the visible, non-empty texts of `fig` (titles,
+    labels, tick labels, legends, annotations), after drawing it: a text's font size, or for
+    mathtext (``$…$``) the size of its smallest glyph as laid out, super- and subscripts
+    included (matplotlib shrinks each script level to 70 %); `MIN_FONT_PT` if it has no
+    text."""
     from matplotlib.text import Text
 
     fig.canvas.draw()
-    sizes = [float(t.get_fontsize()) for t in fig.findobj(Text)
+    sizes = [_smallest_glyph(t) for t in fig.findobj(Text)
              if t.get_visible() and t.get_text().strip() and _shown(t)]
     return min(sizes, default=MIN_FONT_PT)
+
+
+def _smallest_glyph(text: Any) -> float:
+    """The smallest glyph of one matplotlib ``Text`` in points (its mathtext laid out)."""
+    from matplotlib.mathtext import MathTextParser
+
+    size = float(text.get_fontsize())
+    string, is_math = text._preprocess_math(text.get_text())
+    if not is_math:
+        return size
+    parsed = MathTextParser("path").parse(string, 72, text.get_fontproperties())
+    return min((float(glyph[1]) for glyph in parsed.glyphs), default=size)
 
 
 def _shown(text: Any) -> bool:
