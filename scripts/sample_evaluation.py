@@ -18,7 +18,8 @@ grows Table I to all photos:
 5. the verdict by layer: Table I's light methods on the first `SAMPLE_BY_LAYER_IMAGES`
    photos at each further layer of `SAMPLE_BY_LAYER` (inside the premise A ≥ 0);
 6. the replication: Table I with EfficientNet-Lite2 (`SAMPLE_REPLICATION_MODEL`) at the layer
-   its own survey chose, on the first `SAMPLE_REPLICATION_IMAGES` photos.
+   the same rule chooses from its own survey (`REPLICATION_SURVEY_CSV`), on the first
+   `SAMPLE_REPLICATION_IMAGES` photos (Score-CAM and Ablation-CAM on fewer).
 
 ``--upgrade`` (once, after fdcam's results format 3): binds every row of the profile's
 results CSVs to the content of the image it was made from (the photos and mosaics this
@@ -53,6 +54,7 @@ from fdcam.evaluation.engine import add_engine_arguments
 from fdcam.evaluation.results import IDENTITY_ATTR
 from fdcam.evaluation.results_file import _write_table, read_results
 from fdcam.paper import runs, settings, setups
+from fdcam.paper.layer_survey import REPLICATION_SURVEY_CSV, committed_survey
 
 
 def run_stage(stage: int, photos: str | None, device: str,
@@ -80,9 +82,14 @@ def run_stage(stage: int, photos: str | None, device: str,
             _run_chosen(made, light, patterns, faithfulness=True, engine=engine)
         return made
     elif stage == 6:
+        summary, layer = committed_survey(REPLICATION_SURVEY_CSV)
+        if layer is None or not summary["photos"].eq(summary["photos"].max()).all():
+            raise FdcamError(f"stage 6 needs the finished EfficientNet-Lite2 survey in "
+                             f"{REPLICATION_SURVEY_CSV} (python -m fdcam.paper.layer_survey "
+                             f"--model efficientnet-lite2 --out …; it resumes) and a layer "
+                             f"its rule chooses")
         made = setups.setup("imagenet-sample", imagenet_sample=photos, device=device,
-                            model=settings.SAMPLE_REPLICATION_MODEL,
-                            layer=settings.SAMPLE_REPLICATION_LAYER,
+                            model=settings.SAMPLE_REPLICATION_MODEL, layer=layer,
                             n_images=settings.SAMPLE_REPLICATION_IMAGES,
                             heavy_limits={"faithfulness":
                                           settings.SAMPLE_REPLICATION_HEAVY_IMAGES})

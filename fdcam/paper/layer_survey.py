@@ -261,14 +261,19 @@ def choose_premise_layer(summary: pd.DataFrame) -> str | None:
 SURVEY_CSV = RESULTS_ROOT / "imagenet-sample" / "layer_survey.csv"
 
 
-def committed_survey() -> tuple[pd.DataFrame, str | None]:
-    """The committed survey (`SURVEY_CSV`) summarised per layer, and the layer the rule
-    chooses from it: `choose_premise_layer` when the rows have the premise columns, else
-    issue 14's `choose_layer` (a survey made before issue 21)."""
-    if not SURVEY_CSV.exists():
-        raise FdcamError(f"no layer survey at {SURVEY_CSV}; run python -m "
+#: The replication's survey (EfficientNet-Lite2, its own candidates at 260 px).
+REPLICATION_SURVEY_CSV = (RESULTS_ROOT / "imagenet-sample" / "efficientnet-lite2"
+                          / "layer_survey.csv")
+
+
+def committed_survey(path: Path = SURVEY_CSV) -> tuple[pd.DataFrame, str | None]:
+    """A committed survey (default `SURVEY_CSV`) summarised per layer, and the layer the
+    rule chooses from it: `choose_premise_layer` when the rows have the premise columns,
+    else issue 14's `choose_layer` (a survey made before issue 21)."""
+    if not path.exists():
+        raise FdcamError(f"no layer survey at {path}; run python -m "
                          f"fdcam.paper.layer_survey first")
-    summary = summarize_survey(pd.read_csv(SURVEY_CSV))
+    summary = summarize_survey(pd.read_csv(path))
     rule = choose_premise_layer if "share negative" in summary.columns else choose_layer
     return summary, rule(summary)
 
