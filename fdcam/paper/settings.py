@@ -103,11 +103,26 @@ SETTINGS: dict[str, ProfileSettings] = {
 
 #: The imagenet-sample profile's main target layer, chosen by the layer survey
 #: (`fdcam.paper.layer_survey`, rows in data/results/imagenet-sample/layer_survey.csv) before the
-#: evaluation ran: the layer nearest the output where switch-on and grouping both change
-#: FD-CAM's maps on most photos. ``_swish`` (the last activation, a linear head) is the
-#: second layer of Table I, on `SAMPLE_SWISH_IMAGES` photos.
+#: evaluation ran, by `choose_premise_layer`: inside the method's premise (A ≥ 0: an
+#: activation output), a head that is not linear in A, switch-on and grouping both changing
+#: FD-CAM's maps on at least half the photos, and the nearest such layer to the output
+#: (tests/paper/test_layer_survey.py checks that the rule gives this name).
+#: ``_swish`` (the last activation, a linear head) is a second layer of Table I, on
+#: `SAMPLE_SWISH_IMAGES` photos; `SAMPLE_CONTRAST_LAYER`, the block output chosen before the
+#: premise was checked (half its values are negative), keeps its rows as the contrast.
 SAMPLE_MODEL = "efficientnet-lite0"
-SAMPLE_LAYER = "_blocks.14"
+SAMPLE_LAYER = "_blocks.15._swish#2"
+SAMPLE_CONTRAST_LAYER = "_blocks.14"
+#: The verdict by layer: Table I's light methods on the first `SAMPLE_BY_LAYER_IMAGES` photos
+#: at the other activation call sites of the last two blocks (inside the premise).
+SAMPLE_BY_LAYER = ("_blocks.14._swish#1", "_blocks.14._swish#2", "_blocks.15._swish#1")
+SAMPLE_BY_LAYER_IMAGES = 250
+#: The replication on a second real network: Table I at the layer the same rule chooses from
+#: its own survey, on the first `SAMPLE_REPLICATION_IMAGES` photos (the heavy methods on
+#: `SAMPLE_REPLICATION_HEAVY_IMAGES`).
+SAMPLE_REPLICATION_MODEL = "efficientnet-lite2"
+SAMPLE_REPLICATION_IMAGES = 250
+SAMPLE_REPLICATION_HEAVY_IMAGES = 100
 SAMPLE_SWISH_IMAGES = 300
 #: Score-CAM and Ablation-CAM at ``_swish`` cost 1,280 forward passes per map: on a CPU they
 #: run on the first 100 of those photos.

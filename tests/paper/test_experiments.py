@@ -435,7 +435,7 @@ def test_imagenet_sample_profile(tmp_path: Path) -> None:
     folder = _sample_folder(tmp_path / "photos")
     made = setups.setup("imagenet-sample", imagenet_sample=folder, n_mosaics=2,
                              results_dir=tmp_path / "results")
-    assert made.model.target_layer == settings.SAMPLE_LAYER == "_blocks.14"
+    assert made.model.target_layer == settings.SAMPLE_LAYER == "_blocks.15._swish#2"
     assert len(made.faithfulness_images) == 8 and list(made.pointing_images) == [
         "mosaic000", "mosaic001"]
     ids = made.image_ids("faithfulness")
@@ -443,10 +443,10 @@ def test_imagenet_sample_profile(tmp_path: Path) -> None:
     mosaic = made.pointing_images["mosaic001"]
     assert len(mosaic.boxes) == 4  # four classes, one quadrant each
     assert mosaic.image().shape == (3, 224, 224)  # type: ignore[operator]
-    # Only the target block and what follows it keep gradients (freeze_body).
+    # Only the target call site's block and what follows it keep gradients (freeze_body).
     grads = {n.split(".")[0] + ("." + n.split(".")[1] if n.startswith("_blocks") else "")
              for n, p in made.model.model.named_parameters() if p.requires_grad}
-    assert grads == {"_blocks.14", "_blocks.15", "_conv_head", "_bn1", "_fc"}
+    assert grads == {"_blocks.15", "_conv_head", "_bn1", "_fc"}
     swish = setups.setup("imagenet-sample", imagenet_sample=folder, layer="_swish",
                               n_images=2, n_mosaics=1)
     assert swish.results_dir.name == "_swish" and len(swish.faithfulness_images) == 2

@@ -191,3 +191,16 @@ def test_the_premise_rule() -> None:
     assert choose_premise_layer(summary.iloc[[0, 4]]) == "in premise, early"
     with pytest.raises(FdcamError, match="no premise columns"):
         choose_premise_layer(summary.drop(columns=["linear head"]))
+
+
+def test_the_committed_survey_chooses_the_profiles_layers() -> None:
+    # The main layer is what the rule gives on the committed survey; the by-layer layers are
+    # inside the premise too (no negative activation on any surveyed photo).
+    from fdcam.paper import settings
+    from fdcam.paper.layer_survey import committed_survey
+
+    summary, chosen = committed_survey()
+    assert chosen == settings.SAMPLE_LAYER
+    for layer in settings.SAMPLE_BY_LAYER:
+        assert summary.loc[layer, "share negative"] == 0, layer
+    assert summary.loc[settings.SAMPLE_CONTRAST_LAYER, "share negative"] > 0.3
