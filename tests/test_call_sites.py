@@ -315,7 +315,9 @@ def test_compat_takes_a_call_site_name() -> None:
     x = torch.randn(1, 3, 9, 9, generator=torch.Generator().manual_seed(1))
     with FDCAMCompat(model=model, target_layers=["act#2"]) as cam:
         maps = cam(input_tensor=x, targets=[3])
-    np.testing.assert_allclose(maps, FDCAM(model, "act#2")(x, target=3).saliency.numpy())
+    # Same map up to float32 rounding: the drop-in normalises in its own pass.
+    np.testing.assert_allclose(maps, FDCAM(model, "act#2")(x, target=3).saliency.numpy(),
+                               rtol=0, atol=1e-6)
 
 
 def test_cli_explains_a_call_site(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
