@@ -217,10 +217,3 @@ def add_engine_arguments(parser: argparse.ArgumentParser) -> None:
                         help="same as --engine compile")
     parser.add_argument("--no-compile", dest="engine", action="store_const", const="eager",
                         help="same as --engine eager")
-
-
-def engine_name(forward: Forward) -> str:
-    """``"compile"``, ``"onnxruntime"`` or ``"eager"``: what `forward_engine` chose."""
-    if isinstance(forward, CompiledForward):
-        return "compile"
-    return "onnxruntime" if isinstance(forward, OnnxRuntimeForward) else "eager"
