@@ -16,6 +16,7 @@ from torch import Tensor, nn
 
 from fdcam.baselines.base import BaseExplainer, Layer
 from fdcam.checks import check_positive_int
+from fdcam.split import Context, Split, expand_context, split_model
 
 # --------------------------------------------------------------------------------------
 # pytorch-grad-cam adapters
@@ -178,7 +179,12 @@ class AblationCAM(LibraryCAM):
     the layer's minimum is not 0). `batch_size` ablated copies per pass (default 32).
 
     The library swaps the target layer for an ablation layer during the call; if the call
-    fails half-way, the original layer is put back here.
+    fails half-way, the original layer is put back here. The library runs the whole model
+    once per batch of ablated copies, although its ablation layer discards what reaches it:
+    where the model splits at the layer (`fdcam.split.split_model`), it is given the model
+    as ``head(site(body(x)))`` instead (`BodyOnceClassifier`), so that the body runs once
+    per image and each copy costs only the head. The ablated activations reach the same
+    head either way, so the maps are the library's.
     """
 
     name = "ablationcam"
@@ -187,6 +193,12 @@ class AblationCAM(LibraryCAM):
                  batch_size: int = 32, progress: bool = False) -> None:
         super().__init__(model, target_layer, progress=progress)
         self.batch_size = check_positive_int(batch_size, "batch_size")
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # a hook split would save nothing: not used
+            split = split_model(model, self.layer_name)
+        if split.kind != "hook":
+            self.forward_model = BodyOnceClassifier(split)
+            self.layer = self.forward_model.site
 
     @staticmethod
     def _library_class() -> type:
@@ -215,3 +227,45 @@ class AblationCAM(LibraryCAM):
 
         if any(m is cam.ablation_layer for m in self.forward_model.modules()):
             replace_layer_recursive(self.forward_model, cam.ablation_layer, self.layer)
+        if isinstance(self.forward_model, BodyOnceClassifier):
+            self.forward_model.forget()
+
+
+class BodyOnceClassifier(nn.Module):
+    """A split model as ``head(site(body(x)))``, with the body's output kept for the images
+    of the last call: a batch whose rows are all one of those images (Ablation-CAM's copies
+    of one image) reuses it instead of running the body again.
+
+    ``site`` is an identity module on the target layer's activations A [N, K, h, w], for a
+    library to hook or replace. The same logits as the model (the invariant of
+    `fdcam.split.Split`); the model's parameters are this module's (nothing is copied).
+    """
+
+    def __init__(self, split: Split) -> None:
+        super().__init__()
+        self.net = split.model
+        self.site: nn.Module = nn.Identity()
+        self.split = split
+        self.kept: tuple[Tensor, Tensor, Context] | None = None
+
+    def forward(self, x: Tensor) -> Tensor:
+        a, context = self.body(x)
+        return self.split.head(self.site(a), context=context)
+
+    def body(self, x: Tensor) -> tuple[Tensor, Context]:
+        """A and the head's context for `x`, from the kept ones where every row of `x` is one
+        kept image."""
+        kept = self.kept
+        if kept is not None and x.shape[1:] == kept[0].shape[1:] and bool((x == x[:1]).all()):
+            same = (kept[0] == x[:1]).flatten(1).all(dim=1).nonzero()
+            if len(same):
+                i, rows = int(same[0]), x.shape[0]
+                a = kept[1][i: i + 1].expand(rows, *kept[1].shape[1:])
+                return a, expand_context(kept[2], i, rows)
+        a, context = self.split.forward_body(x)
+        self.kept = (x.detach(), a.detach(), tuple(v.detach() for v in context))
+        return a, context
+
+    def forget(self) -> None:
+        """Drop the kept images and activations."""
+        self.kept = None

@@ -132,6 +132,25 @@ def test_scorecam_batch_size_option_gives_the_same_map() -> None:
     torch.testing.assert_close(small.saliency, default.saliency)
 
 
+def test_ablationcam_runs_the_body_once_per_image() -> None:
+    """The library runs the whole model for every batch of ablated copies; here the layers
+    before the target run once per image (and once for the logits), the maps unchanged
+    (`test_adapter_matches_library_on_tiny_cnn` compares them with the library's)."""
+    net, x = tiny_cnn(channels=40), images(batch=2)
+    calls: list[int] = []
+    handle = net[0].register_forward_hook(lambda _m, inputs, _o: calls.append(inputs[0].shape[0]))
+    try:
+        make_explainer("ablationcam", net, "4", batch_size=4)(x, target=[1, 3])
+        # the explainer's logits, the library's forward, its scores: batches of the 2 images
+        assert calls == [2, 2, 2]
+        calls.clear()
+        direct_library_call("ablationcam", net, net[4], x, [1, 3])
+        # the library alone: also a body pass per batch of 32 copies of each image
+        assert calls == [2, 2, 32, 8, 32, 8]
+    finally:
+        handle.remove()
+
+
 def test_ablationcam_puts_the_layer_back_when_the_call_fails() -> None:
     class Refuse(nn.Module):
         def forward(self, a: Tensor) -> Tensor:
