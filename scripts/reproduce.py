@@ -85,7 +85,9 @@ def run(plan: Plan) -> State:
     if plan.dry_run:
         limits = settings.DRY_RUN_HEAVY_LIMITS
         heavy = ", ".join(settings.SETTINGS["paper"].heavy)
-        say(f"dry run: random-weight VGG16, stand-in data, {plan.n_images} ImageNet images; "
+        size = "×".join(map(str, settings.DRY_RUN_INPUT_SIZE))
+        say(f"dry run: random-weight VGG16 at {size} px, stand-in data, {plan.n_images} "
+            f"ImageNet images; "
             f"every method, {heavy} on the first {limits['faithfulness']} faithfulness and "
             f"{limits['pointing']} pointing-game image(s); curves with "
             f"{settings.DRY_RUN_STEP_FRACTION:.1%} of the image per step")

@@ -21,6 +21,7 @@ from fdcam.evaluation.runner import ImageSource
 from fdcam.models import LoadedModel
 from fdcam.paper.settings import (
     DRY_RUN_HEAVY_LIMITS,
+    DRY_RUN_INPUT_SIZE,
     DRY_RUN_STEP_FRACTION,
     SAMPLE_LAYER,
     SAMPLE_MODEL,
@@ -162,6 +163,9 @@ def paper_setup(settings: ProfileSettings, imagenet_val: str | Path | None,
                          f"the VOC2007 val ids in ImageSets/Main/val.txt")
     pointing_model = freeze_body(_voc_model(checkpoint, device, dry_run))
     model = freeze_body(load_model("vgg16", pretrained=not dry_run, device=device))
+    if dry_run:
+        model = dataclasses.replace(model, input_size=DRY_RUN_INPUT_SIZE)
+        pointing_model = dataclasses.replace(pointing_model, input_size=DRY_RUN_INPUT_SIZE)
     faithfulness: list[tuple[str, ImageSource]] = [
         (name, functools.partial(_imagenet_image, val, i, model))
         for i, name in enumerate(val.names)]

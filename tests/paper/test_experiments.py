@@ -147,11 +147,11 @@ def test_paper_dry_run_on_stand_in_trees(tmp_path: Path, standins) -> None:  # t
     assert len(paper.pointing_model.categories) == 20
     assert [i for i, _ in paper.faithfulness_images] == list(standins.imagenet_names[:2])
     x = paper.faithfulness_images[0][1]()  # type: ignore[operator]
-    assert x.shape == (3, 224, 224)
+    assert x.shape == (3, 112, 112)  # a dry run's images: a quarter of the pixels
     assert list(paper.pointing_images) == list(standins.voc_val_ids)
     for image_id in paper.pointing_images:
         item = paper.pointing_images[image_id]
-        assert item.image().shape == (3, 224, 224)  # type: ignore[operator]
+        assert item.image().shape == (3, 112, 112)  # type: ignore[operator]
         for boxes in item.boxes.values():  # original pixels, with the image's size
             assert boxes.image_size is not None
             height, width = boxes.image_size
