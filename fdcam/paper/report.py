@@ -295,9 +295,10 @@ def summary_markdown(table_1: pd.DataFrame, table_2: pd.DataFrame) -> str:
 
 def claims_markdown(verdicts: pd.DataFrame) -> str:
     """`fdcam.paper.verdicts.claim_verdicts` as a Markdown table for a page: one row per
-    claim, one column per metric, each cell the verdict in bold with the deciding rival's
-    paired difference and 95 % interval under it, and n (the images or pairs behind that
-    difference)."""
+    claim (under it, in italics, the paper's sentence that makes it, where the result has a
+    ``paper`` column), one column per metric, each cell the verdict in bold with the deciding
+    rival's paired difference and 95 % interval under it, and n (the images or pairs behind
+    that difference)."""
     needed = {"claim", "metric", "verdict", "n", "evidence"}
     if not needed <= set(verdicts.columns):
         raise FdcamError("claims_markdown needs a claim_verdicts result (columns "
@@ -315,5 +316,7 @@ def claims_markdown(verdicts: pd.DataFrame) -> str:
             row = by_metric.loc[metric]
             detail = f"<br>{row['evidence']}" if row["evidence"] else ""
             cells.append(f"**{row['verdict']}**{detail}<br>n = {int(row['n'])}")
-        lines.append(f"| {claim} | " + " | ".join(cells) + " |")
+        paper = rows["paper"].iloc[0] if "paper" in rows else ""
+        quote = f"<br>*{paper}*" if paper else ""
+        lines.append(f"| {claim}{quote} | " + " | ".join(cells) + " |")
     return "\n".join(lines)

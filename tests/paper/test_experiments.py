@@ -489,13 +489,13 @@ def test_claim_verdicts_by_hand(tmp_path: Path) -> None:
     write_faithfulness(setup, values)
     verdict_table = verdicts.claim_verdicts(setup, n_resamples=200, min_images=1).set_index(
         ["claim", "metric"])
-    table_1 = verdicts.CLAIMS[0][0]
+    table_1 = verdicts.CLAIMS[0].claim
     assert verdict_table.loc[(table_1, "insertion"), "verdict"] == "confirmed"
     assert verdict_table.loc[(table_1, "deletion"), "verdict"] == "refuted"
     assert verdict_table.loc[(table_1, "deletion"), "evidence"].startswith("Score-CAM -0.200 [")
     assert verdict_table.loc[(table_1, "overall"), "verdict"] == "undecided"
-    claims = {rivals[0] if rivals else table: claim
-              for claim, table, _, rivals in verdicts.CLAIMS}
+    assert verdict_table.loc[(table_1, "overall"), "paper"].startswith("“It can be observed")
+    claims = {c.rivals[0] if c.rivals else c.table: c.claim for c in verdicts.CLAIMS}
     switch_on = claims["fdcam-g-off"]  # full vs g+off: identical rows, a zero difference
     assert verdict_table.loc[(switch_on, "overall"), "verdict"] == "undecided"
     grouping = claims["fdcam-ng-off"]  # no ng+off rows yet
@@ -505,6 +505,26 @@ def test_claim_verdicts_by_hand(tmp_path: Path) -> None:
     assert set(only["verdict"]) == {"too few images"}  # 3 images < MIN_IMAGES
     with pytest.raises(FdcamError, match="unknown table"):
         verdicts.claim_verdicts(setup, tables=["V"])
+
+
+def test_table_1_deletion_is_claimed_second_after_group_cam(tmp_path: Path) -> None:
+    """The paper puts Group-CAM first in deletion and FD-CAM second: a Group-CAM that deletes
+    better refutes nothing; any other baseline that does, refutes."""
+    setup = made_up_setup(tmp_path)
+    setup.heavy_limits["faithfulness"] = None
+    values = {(image, "fdcam"): (0.6, 0.20 + k / 10) for k, image in enumerate("abc")}
+    values |= {(image, "groupcam"): (0.5, 0.10 + k / 10) for k, image in enumerate("abc")}
+    values |= {(image, "gradcam"): (0.5, 0.30 + k / 10) for k, image in enumerate("abc")}
+    write_faithfulness(setup, values)
+    row = verdicts.claim_verdicts(setup, n_resamples=200, tables=["I"], min_images=1).set_index(
+        "metric").loc["deletion"]
+    assert row["verdict"] == "confirmed"
+    assert row["evidence"] == "Grad-CAM +0.100 [+0.100, +0.100]"
+    values |= {(image, "gradcam"): (0.5, 0.15 + k / 10) for k, image in enumerate("abc")}
+    write_faithfulness(setup, values)
+    row = verdicts.claim_verdicts(setup, n_resamples=200, tables=["I"], min_images=1).set_index(
+        "metric").loc["deletion"]
+    assert row["verdict"] == "refuted" and row["evidence"].startswith("Grad-CAM -0.050")
 
 
 def test_a_verdict_shows_the_rival_that_decides_it(tmp_path: Path) -> None:

@@ -296,6 +296,10 @@ def test_claims_markdown_one_row_per_claim_one_column_per_metric():
     assert lines[3] == "| B |  |  | **no data**<br>n = 0 |"
     with pytest.raises(FdcamError, match="claims_markdown needs a claim_verdicts result"):
         claims_markdown(pd.DataFrame({"claim": ["A"]}))
+    quoted = verdicts.assign(paper=["“A holds” (§IV)", "“A holds” (§IV)", ""])
+    lines = claims_markdown(quoted).splitlines()
+    assert lines[2].startswith("| A<br>*“A holds” (§IV)* | **confirmed**")
+    assert lines[3].startswith("| B |  |")
 
 
 def test_update_readme_rewrites_only_its_block(tmp_path):
