@@ -161,8 +161,9 @@ def setup(profile: str, *, imagenet_val: str | Path | None = None,
     if given), `voc_checkpoint` the fine-tuned VGG16 of `fdcam.paper.finetune` (may be omitted
     for a dry run: a random 20-class head). ``dry_run=True`` loads VGG16 with random
     weights, writes to ``data/results/paper-dry-run/``, feeds both networks 112-px images
-    (`DRY_RUN_INPUT_SIZE`), uses coarse curves (`DRY_RUN_STEP_FRACTION`) and runs the heavy methods on one image of each run
-    (`DRY_RUN_HEAVY_LIMITS`): the pipeline of the paper profile in minutes on a CPU.
+    (`DRY_RUN_INPUT_SIZE`), uses coarse curves (`DRY_RUN_STEP_FRACTION`) and runs the
+    heavy methods on one image of each run (`DRY_RUN_HEAVY_LIMITS`): the pipeline of the
+    paper profile in minutes on a CPU.
 
     imagenet-sample: the 1,000 photos of EliSchwartz/imagenet-sample-images in
     `imagenet_sample` (default: ``$IMAGENET_SAMPLE`` or data/downloads/imagenet-sample) in a

@@ -19,6 +19,7 @@ from fdcam.paper.plots.channels import (
 )
 from fdcam.paper.plots.comparisons import compare_bars, compare_dots, teaser_figure
 from fdcam.paper.plots.curves import auc_curves, curve_auc, faithfulness_figure
+from fdcam.paper.plots.layers import by_layer_figure
 from fdcam.paper.plots.overlays import SHORT_LABELS, blend, method_grid, overlay
 from fdcam.paper.plots.style import (
     COLUMN_WIDTH_IN,
@@ -45,6 +46,7 @@ __all__ = [
     "STYLE",
     "auc_curves",
     "blend",
+    "by_layer_figure",
     "channel_grid",
     "compare_bars",
     "compare_dots",

@@ -1,0 +1,97 @@
+"""The verdict by layer: Table I's paired differences at every surveyed layer that has rows,
+beside the layer's premise columns (share of negative activations, linear head).
+
+FD-CAM's switching ("a channel off" = 0) and the CAM sum ReLU(Σ ω_k A^k) assume A ≥ 0, as
+after the ReLU of the paper's VGG16 layers. On EfficientNet-Lite0 the block outputs are linear
+projections with about half their values negative; the activation call sites inside a block
+are ≥ 0. This table shows how FD-CAM's advantage over each rival moves with the layer, and
+beside it why: the survey's share of negatives and whether the head is linear
+(`fdcam.paper.layer_survey`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import pandas as pd
+
+from fdcam.errors import FdcamError
+from fdcam.evaluation.statistics import MIN_IMAGES
+from fdcam.paper.names import METRICS
+from fdcam.paper.setups import Setup, setup
+from fdcam.paper.tables import paired_vs_fdcam
+
+BY_LAYER_COLUMNS = ["layer", "share_negative", "head_linear", "method", "label", "metric",
+                    "n", "fdcam_minus_rival", "ci_low", "ci_high", "verdict"]
+
+
+def layer_setups(main: Setup, layers: Sequence[str], *,
+                 imagenet_sample: str | Path | None = None) -> dict[str, Setup]:
+    """The imagenet-sample setups of `layers` (in that order) that have Table I rows beside
+    `main`'s: ``<results>/<layer>/faithfulness.csv`` next to `main`'s layer folder."""
+    base: Path = main.results_dir.parent
+    found = {}
+    for layer in layers:
+        folder = base / layer
+        if layer == main.model.target_layer:
+            found[layer] = main
+        elif (folder / "faithfulness.csv").exists():
+            found[layer] = setup(main.profile, layer=layer, device=main.device, seed=main.seed,
+                                 model=main.model.name, results_dir=folder,
+                                 imagenet_sample=imagenet_sample)
+    return found
+
+
+def by_layer(setups: Mapping[str, Setup], survey: pd.DataFrame, *,
+             metric: str = "overall") -> pd.DataFrame:
+    """FD-CAM minus each rival of Table I in `metric` at each layer of `setups` (in their
+    order), with the paired 95 % interval over the images both ran on (`paired_vs_fdcam`),
+    so that a positive value is FD-CAM ahead in insertion and overall, and behind in deletion
+    (lower is better there).
+
+    survey: `fdcam.paper.layer_survey.committed_survey`'s summary (index: layer), for the
+    columns ``share_negative`` and ``head_linear`` (NaN / None for a layer it lacks).
+    ``verdict``: "FD-CAM better", "rival better", "undecided" by the interval, or "too few
+    images" under `MIN_IMAGES` pairs.
+    """
+    lower_better = METRICS.get(metric) == "lower"
+    rows = []
+    for layer, made in setups.items():
+        try:
+            paired = paired_vs_fdcam(made, "I")
+        except FdcamError:  # no FD-CAM rows at this layer yet
+            continue
+        paired = paired[(paired["metric"] == metric) & (paired["method"] != "fdcam")]
+        negative = survey["share negative"].get(layer) if "share negative" in survey else None
+        linear = survey["head linear"].get(layer) if "head linear" in survey else None
+        for item in paired.itertuples(index=False):
+            value, low, high = -item.mean_difference, -item.ci_high, -item.ci_low
+            good, bad = (high < 0, low > 0) if lower_better else (low > 0, high < 0)
+            verdict = ("too few images" if item.n < MIN_IMAGES else
+                       "FD-CAM better" if good else "rival better" if bad else "undecided")
+            rows.append({"layer": layer,
+                         "share_negative": float("nan") if negative is None else negative,
+                         "head_linear": None if linear is None else bool(linear),
+                         "method": item.method, "label": item.label, "metric": metric,
+                         "n": int(item.n), "fdcam_minus_rival": value, "ci_low": low,
+                         "ci_high": high, "verdict": verdict})
+    return pd.DataFrame(rows, columns=BY_LAYER_COLUMNS)
+
+
+def premise_note(frame: pd.DataFrame) -> str:
+    """One sentence per layer of a `by_layer` frame, for the page: the share of negatives,
+    the head, and how many rivals FD-CAM beats and trails (by the interval)."""
+    parts = []
+    for layer, rows in frame.groupby("layer", sort=False):
+        share = rows["share_negative"].iloc[0]
+        head = {True: "a linear head", False: "a non-linear head"}.get(rows["head_linear"].iloc[0],
+                                                                      "a head not surveyed")
+        premise = ("outside the premise" if share > 0 else "inside the premise (A ≥ 0)"
+                   ) if share == share else "premise not surveyed"
+        wins = int((rows["verdict"] == "FD-CAM better").sum())
+        losses = int((rows["verdict"] == "rival better").sum())
+        share_text = f"{share:.0%} negative" if share == share else "share of negatives unknown"
+        parts.append(f"`{layer}` ({share_text}, {premise}, {head}; n = {rows['n'].max()}): "
+                     f"FD-CAM ahead of {wins} and behind {losses} of {len(rows)} rivals")
+    return "; ".join(parts) + "." if parts else ""

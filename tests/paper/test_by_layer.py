@@ -1,0 +1,88 @@
+"""The verdict by layer, on hand-made rows at two layers."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+
+from fdcam.evaluation.results import result_columns
+from fdcam.paper.by_layer import by_layer, premise_note
+from fdcam.paper.setups import Setup
+
+IMAGES = [f"i{k:02d}" for k in range(24)]
+
+
+def rows_at(folder: Path, values: dict[str, tuple[float, float]], spread: float) -> Setup:
+    """A Setup over `IMAGES` whose faithfulness.csv holds `values` (method -> insertion,
+    deletion) on every image, each image shifted by ± `spread` alike for all methods."""
+    folder.mkdir()
+    made = Setup(profile="offline", model=None, pointing_model=None,  # type: ignore[arg-type]
+                 device="cpu", results_dir=folder,
+                 faithfulness_images=[(i, torch.zeros(3, 2, 2)) for i in IMAGES],
+                 pointing_images={}, methods={"I": (*values,), "II": (), "III": (), "IV": ()},
+                 heavy_limits={"faithfulness": None, "pointing": None})
+    lines = [",".join(result_columns(False, content=False))]
+    for k, image in enumerate(IMAGES):
+        shift = spread * (1 if k % 2 else -1)
+        for method, (ins, dele) in values.items():
+            ins_k = ins + shift + (0.01 * (k % 3) if method == "gradcam++" else 0.0)
+            lines.append(f"{image},{method},1,0.9,{ins_k!r},{dele!r},{ins_k - dele!r},")
+    made.faithfulness_csv.write_text("\n".join(lines) + "\n")
+    return made
+
+
+def test_by_layer_signs_verdicts_and_premise_columns(tmp_path: Path) -> None:
+    # Block output: Grad-CAM ahead of FD-CAM by 0.1 overall on every image. Activation:
+    # FD-CAM ahead of Grad-CAM by 0.05; Grad-CAM++ ties on average (±0.01 per image).
+    block = rows_at(tmp_path / "block", {"fdcam": (0.5, 0.2), "gradcam": (0.6, 0.2)}, 0.02)
+    act = rows_at(tmp_path / "act", {"fdcam": (0.55, 0.2), "gradcam": (0.5, 0.2),
+                                     "gradcam++": (0.54, 0.2)}, 0.02)
+    survey = pd.DataFrame({"share negative": [0.49, 0.0], "head linear": [False, False]},
+                          index=pd.Index(["_blocks.14", "_blocks.15._swish#2"], name="layer"))
+    frame = by_layer({"_blocks.14": block, "_blocks.15._swish#2": act}, survey)
+    assert list(frame["layer"]) == ["_blocks.14", "_blocks.15._swish#2", "_blocks.15._swish#2"]
+    first = frame.iloc[0]
+    assert first["method"] == "gradcam" and first["n"] == len(IMAGES)
+    assert first["fdcam_minus_rival"] == pytest.approx(-0.1)
+    assert first["ci_low"] == pytest.approx(-0.1) and first["ci_high"] == pytest.approx(-0.1)
+    assert first["verdict"] == "rival better" and first["share_negative"] == 0.49
+    by_method = frame.iloc[1:].set_index("method")
+    assert by_method.loc["gradcam", "fdcam_minus_rival"] == pytest.approx(0.05)
+    assert by_method.loc["gradcam", "verdict"] == "FD-CAM better"
+    # Grad-CAM++ minus FD-CAM per image: -0.01, 0, +0.01 (k % 3): its interval holds 0.
+    assert by_method.loc["gradcam++", "verdict"] == "undecided"
+    assert by_method.loc["gradcam++", "ci_low"] < 0 < by_method.loc["gradcam++", "ci_high"]
+    assert by_method.loc["gradcam", "share_negative"] == 0.0
+    note = premise_note(frame)
+    assert note.startswith("`_blocks.14` (49% negative, outside the premise, a non-linear head;"
+                           " n = 24): FD-CAM ahead of 0 and behind 1 of 1 rivals; ")
+    assert "`_blocks.15._swish#2` (0% negative, inside the premise (A ≥ 0)" in note
+    # Deletion: lower is better, so FD-CAM minus a rival that deletes worse is negative.
+    deletion = by_layer({"act": rows_at(tmp_path / "d", {"fdcam": (0.5, 0.1),
+                                                         "gradcam": (0.5, 0.3)}, 0.0)},
+                        survey, metric="deletion")
+    assert deletion["fdcam_minus_rival"].iloc[0] == pytest.approx(-0.2)
+    assert deletion["verdict"].iloc[0] == "FD-CAM better"
+    assert math.isnan(deletion["share_negative"].iloc[0])  # "act" is not in the survey
+
+
+def test_by_layer_figure_is_legible_and_refuses_other_frames(tmp_path: Path) -> None:
+    from fdcam.errors import FdcamError
+    from fdcam.paper import plots
+
+    block = rows_at(tmp_path / "block", {"fdcam": (0.5, 0.2), "gradcam": (0.6, 0.2)}, 0.02)
+    act = rows_at(tmp_path / "act", {"fdcam": (0.55, 0.2), "gradcam": (0.5, 0.2)}, 0.02)
+    survey = pd.DataFrame({"share negative": [0.49, 0.0], "head linear": [False, False]},
+                          index=pd.Index(["_blocks.14", "_blocks.15._swish#2"], name="layer"))
+    frame = by_layer({"_blocks.14": block, "_blocks.15._swish#2": act}, survey)
+    fig = plots.by_layer_figure(frame)
+    texts = [t.get_text() for t in fig.axes[0].get_xticklabels()]
+    assert texts == ["_blocks.14\n49% neg.\nnon-linear head",
+                     "_blocks.15._swish#2\n0% neg.\nnon-linear head"]
+    assert plots.smallest_font(fig) >= plots.MIN_FONT_PT
+    with pytest.raises(FdcamError, match="by_layer_figure needs"):
+        plots.by_layer_figure(frame.iloc[:0])
