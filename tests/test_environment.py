@@ -172,6 +172,9 @@ def test_repository_url_is_configured_in_one_place(config):
     assert config["html"]["use_repository_button"] and config["html"]["use_issues_button"]
     citation = yaml.safe_load((ROOT / "CITATION.cff").read_text())
     assert citation["repository-code"] == url
+    # The README links the published book: GitHub Pages of that repository.
+    owner, name = url.removeprefix("https://github.com/").split("/")
+    assert f"<https://{owner.lower()}.github.io/{name}/>" in (ROOT / "README.md").read_text()
     assert citation["license"] == "MIT"
     assert "MIT License" in (ROOT / "LICENSE").read_text()
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
