@@ -329,15 +329,19 @@ def step_notebooks(plan: Plan, state: State) -> None:
 
 
 def _dry_book_source(plan: Plan) -> Path:
-    """A book source folder of the dry run: the repository's prose and configuration, and
-    the dry run's executed notebooks (the committed ones in book/ stay untouched)."""
+    """A book source folder of the dry run: the repository's prose, configuration and
+    book/'s folders (its local Sphinx extension, static files), and the dry run's executed
+    notebooks (the committed ones in book/ stay untouched)."""
     source = plan.book_source
     shutil.rmtree(source, ignore_errors=True)
     (source / "book").mkdir(parents=True)
     for name in ("_config.yml", "_toc.yml"):
         shutil.copy2(ROOT / name, source / name)
     for path in (ROOT / "book").iterdir():
-        if path.is_file() and path.suffix != ".ipynb":
+        if path.is_dir():  # _ext (the bibliography style, a local extension), _static
+            shutil.copytree(path, source / "book" / path.name,
+                            ignore=shutil.ignore_patterns("__pycache__"))
+        elif path.suffix != ".ipynb":
             shutil.copy2(path, source / "book" / path.name)
     for path in sorted(plan.notebooks_out.glob("*.ipynb")):
         shutil.copy2(path, source / "book" / path.name)

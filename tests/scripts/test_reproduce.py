@@ -17,6 +17,7 @@ import nbformat
 import pandas as pd
 import pytest
 import torch
+import yaml
 
 from fdcam.errors import FdcamError
 from fdcam.evaluation.imagenet import ImageNetVal
@@ -417,3 +418,22 @@ def test_makefile_writes_mathjax_where_the_book_loads_it() -> None:
     assert written, "the Makefile names its MathJax script in MATHJAX"
     loaded = reproduce_steps.mathjax_script(reproduce_plan.ROOT)
     assert loaded == reproduce_plan.ROOT / written.group(1)
+
+
+def test_the_dry_run_book_source_has_what_the_config_loads(tmp_path: Path) -> None:
+    """The dry run builds the book from a copy: every local Sphinx extension and static
+    folder that _config.yml names must be in it (book/_ext was missing, and the build failed
+    after every notebook had run)."""
+    plan = replace(plan_for("--dry-run"), notebooks_out=tmp_path / "executed",
+                               book_source=tmp_path / "source")
+    plan.notebooks_out.mkdir()
+    (plan.notebooks_out / "01_channel_similarity.ipynb").write_text("{}")
+    source = reproduce_steps._dry_book_source(plan)
+    config = yaml.safe_load((source / "_config.yml").read_text())
+    for folder in config["sphinx"]["local_extensions"].values():
+        assert (source / folder).is_dir(), folder
+        assert list((source / folder).glob("*.py"))
+    for path in (reproduce_plan.ROOT / "book").iterdir():
+        if path.suffix != ".ipynb" and path.name != "__pycache__":
+            assert (source / "book" / path.name).exists(), path.name
+    assert [p.name for p in (source / "book").glob("*.ipynb")] == ["01_channel_similarity.ipynb"]
