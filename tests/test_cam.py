@@ -10,7 +10,7 @@ from torchvision.models import resnet50, vgg16
 from fdcam import FDCAM, FdcamError
 from fdcam.cam import class_activation_map, gradcam_weights
 from fdcam.split import count_hooks, split_model
-from fdcam.switching import linear_terms
+from fdcam.staged import linear_terms
 from tests.literal import literal_fdcam
 from tests.models import tiny_sequential, tiny_skip
 

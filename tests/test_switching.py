@@ -9,9 +9,8 @@ from torch import Tensor, nn
 
 from fdcam.similarity import channel_similarity, similarity_groups
 from fdcam.split import split_model
+from fdcam.paper.grouped_switching import grouped_from_single, mask_census
 from fdcam.switching import (
-    grouped_from_single,
-    mask_census,
     switch_off_score,
     switch_scores,
     switching_masks,
@@ -123,7 +122,7 @@ def test_convolutional_head_with_mostly_zero_channels_matches_masked_heads() -> 
 
 
 def test_unique_rows_is_exact_even_when_row_keys_collide() -> None:
-    from fdcam.switching import _unique_rows
+    from fdcam.staged import _unique_rows
 
     rows = torch.randint(0, 4, (300, 3), generator=torch.Generator().manual_seed(0))
     unique, first, inverse = _unique_rows(rows)
