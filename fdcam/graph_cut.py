@@ -31,8 +31,9 @@ from dataclasses import dataclass
 import torch
 from torch import fx, nn
 
+from fdcam.call_sites import call_site_problem
 from fdcam.errors import FdcamError
-from fdcam.split import call_site_problem, eval_mode
+from fdcam.model_state import eval_mode
 
 
 @dataclass(frozen=True)

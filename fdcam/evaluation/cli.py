@@ -140,7 +140,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
     _check_not_an_input(out, [Path(p) for p in args.images], files)
     _check_writable_folder(out)  # --out is checked before the model loads
     _foreign_check(out)
-    from fdcam.cli import check_model_arguments
+    from fdcam.model_arguments import check_model_arguments
 
     name, _ = check_model_arguments(args.model, args.layer, None, args.weights)
     loaded = load_model(name, device=device, weights=args.weights)

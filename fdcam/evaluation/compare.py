@@ -63,7 +63,7 @@ def load_user_model(spec: str, weights: str | None,
     from fdcam.models import _IMAGENET_MEAN, _IMAGENET_STD, load_model, load_state_dict_file
 
     if ":" not in spec:
-        from fdcam.cli import check_model_arguments
+        from fdcam.model_arguments import check_model_arguments
 
         name, _ = check_model_arguments(spec, None, None, weights)
         return load_model(name, device=device, weights=weights)
