@@ -207,7 +207,7 @@ class BaseExplainer(ABC):
                 handle.remove()
         if handle is not None and len(calls) != 1:
             raise FdcamError(call_site_problem(self.layer_name, None, len(calls)) or "")
-        _check_logits(logits)
+        check_logits(logits)
         return logits.detach()
 
     def _keep(self, key: str, value: Tensor) -> None:
@@ -218,7 +218,7 @@ class BaseExplainer(ABC):
         """Saliency [B, H, W] in [0, 1] for class ``classes[b]`` of image b."""
 
 
-def _check_logits(logits: object) -> None:
+def check_logits(logits: object) -> None:
     if not isinstance(logits, Tensor) or logits.dim() != 2:
         shape = tuple(logits.shape) if isinstance(logits, Tensor) else type(logits).__name__
         raise FdcamError(f"the model must return logits [B, num_classes]; got {shape}")

@@ -50,13 +50,13 @@ from fdcam.evaluation.results import (
     tensor_content,
 )
 from fdcam.evaluation.results_file import (
-    _open_locked,
-    _parse,
-    _render,
-    _replace_locked,
-    _report,
-    _ResultsFile,
+    ResultsFile,
     check_identity,
+    open_locked,
+    parse_results,
+    render_results,
+    replace_locked,
+    report_problems,
     resolved,
     row_problem,
 )
@@ -151,7 +151,7 @@ def evaluate(
     path = Path(out_csv)
     identity = results_identity(model, step_fraction=step_fraction if curves else None,
                                 shard=(shard_index, shard_count), settings=settings)
-    table = _ResultsFile(path, result_columns(pointing), identity, retry_failed)
+    table = ResultsFile(path, result_columns(pointing), identity, retry_failed)
     checked: list[bool] = []  # whether `check_before_work` has run
     layer = identity.get("layer")
     explainers: dict[str, Explainer] = {}
@@ -208,7 +208,7 @@ def _evaluate_image(image_id: str, source: ImageSource, content: str | None,
                     image_boxes: Mapping[int, ClassBoxes | Tensor] | None, pointing: bool,
                     device: str | torch.device, batch_size: int | None,
                     step_fraction: float | None,
-                    table: _ResultsFile, on_explained: OnExplained | None = None,
+                    table: ResultsFile, on_explained: OnExplained | None = None,
                     check: tuple[list[bool], str | None] | None = None) -> None:
     try:
         x = _load(image_id, source).to(device)
@@ -385,17 +385,17 @@ def upgrade_results(out_csv: str | os.PathLike[str],
     path = resolved(out_csv)
     if not path.is_file():
         raise FdcamError(f"results file {path} does not exist")
-    fd = _open_locked(path)
+    fd = open_locked(path)
     try:
         with os.fdopen(os.dup(fd), "rb") as reader:
-            parsed = _parse(path, reader.read())
+            parsed = parse_results(path, reader.read())
         if parsed.version == RESULTS_FORMAT:
             return len(parsed.rows), len(parsed.rows)
         if parsed.identity is None:
             raise FdcamError(f"{path} has no identity line (format 1): its rows cannot be "
                              f"matched to a model and weights, so they are not upgraded")
         identity = check_identity(path, parsed.identity)
-        _report(path, parsed.problems, "left out (a rerun recomputes them)")
+        report_problems(path, parsed.problems, "left out (a rerun recomputes them)")
         wanted = dict.fromkeys(str(row[0]) for row in parsed.rows)
         contents: dict[str, str | None] = {}
         failure = ""
@@ -420,7 +420,7 @@ def upgrade_results(out_csv: str | os.PathLike[str],
                              f"rows were made from; {path} is unchanged")
         pointing = "hit" in parsed.columns
         rows = [[*row[:-1], contents[str(row[0])], row[-1]] for row in parsed.rows]
-        fd = _replace_locked(path, _render(identity, result_columns(pointing), rows), fd)
+        fd = replace_locked(path, render_results(identity, result_columns(pointing), rows), fd)
     finally:
         os.close(fd)
     return len(parsed.rows), len(rows)

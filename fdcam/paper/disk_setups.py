@@ -101,11 +101,11 @@ class _SampleMosaics(Mapping[str, PointingImage]):
             {label: ClassBoxes(boxes[q:q + 1]) for q, label in enumerate(labels)})
 
     def _image(self, image_id: str) -> Tensor:
-        from fdcam.evaluation.photos import _compose_mosaic
+        from fdcam.evaluation.photos import compose_mosaic
 
         group = self.groups[self.ids.index(image_id)]
-        canvas, _ = _compose_mosaic([self.sample.image(i) for i in group],
-                                    self.model.input_size)
+        canvas, _ = compose_mosaic([self.sample.image(i) for i in group],
+                                   self.model.input_size)
         return self.model.preprocess(canvas)
 
     def __iter__(self) -> Iterator[str]:
@@ -179,13 +179,13 @@ def paper_setup(settings: ProfileSettings, imagenet_val: str | Path | None,
 
 def _voc_model(checkpoint: Path | None, device: str, dry_run: bool) -> LoadedModel:
     from fdcam.evaluation.voc import VOC_CLASSES
-    from fdcam.models import _IMAGENET_MEAN, _IMAGENET_STD
+    from fdcam.models import IMAGENET_MEAN, IMAGENET_STD
     from fdcam.paper.finetune import build_voc_model, voc_loaded_model
 
     if checkpoint is None:  # dry run without a checkpoint: a random 20-class VGG16
         network = build_voc_model("vgg16", pretrained=False).to(device).eval()
-        return LoadedModel("vgg16-voc2007 (random)", network, "features.30", _IMAGENET_MEAN,
-                           _IMAGENET_STD, list(VOC_CLASSES))
+        return LoadedModel("vgg16-voc2007 (random)", network, "features.30", IMAGENET_MEAN,
+                           IMAGENET_STD, list(VOC_CLASSES))
     try:
         return voc_loaded_model(checkpoint, device)
     except FdcamError as error:

@@ -30,7 +30,7 @@ from torch import Tensor
 from fdcam.errors import FdcamError
 from fdcam.evaluation.pointing import pointing_hit, saliency_peak
 from fdcam.models import LoadedModel
-from fdcam.paper.figure_data import _image_tensor
+from fdcam.paper.figure_data import image_tensor
 from fdcam.paper.names import method_label
 from fdcam.paper.settings import SAMPLE_LAYER
 from fdcam.paper.setups import Setup
@@ -193,7 +193,7 @@ def sample_fig1(setup: Setup, dominant: float = FIG1_DOMINANT,
     model, ids = setup.pointing_model, setup.image_ids("pointing")
 
     def image(image_id: str) -> Tensor:
-        return _image_tensor(setup.pointing_images[image_id].image).to(setup.device)
+        return image_tensor(setup.pointing_images[image_id].image).to(setup.device)
 
     def quadrant_probabilities() -> Iterable[Tensor]:
         for image_id in ids:
@@ -250,7 +250,7 @@ def sample_fig4(setup: Setup, k: int = FIG4_PHOTOS) -> Fig4Images:
     images = setup.faithfulness_images
 
     def image(index: int) -> Tensor:
-        return _image_tensor(images[index][1]).to(setup.device)
+        return image_tensor(images[index][1]).to(setup.device)
 
     def predictions() -> Iterable[tuple[int, int]]:
         for index, (image_id, _) in enumerate(images):
