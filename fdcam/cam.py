@@ -20,11 +20,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from fdcam.checks import check_positive_int
+from fdcam.checks import check_fraction, check_positive_int
 from fdcam.combine import BIAS, Combination, check_combination, combine_weights, min_max_maps
 from fdcam.explanation import Explanation
 from fdcam.gradients import class_gradients
-from fdcam.similarity import THETA, channel_similarity, check_theta, similarity_groups
+from fdcam.similarity import THETA, channel_similarity, similarity_groups
 from fdcam.split import Context, Split, eval_mode, split_model
 from fdcam.staged import LinearTerms, linear_terms, staged_gradients, staged_logits
 from fdcam.switching import switch_scores
@@ -111,7 +111,7 @@ class FDCAM:
         batch_size: int = 64,
         name: str = "fdcam",
     ) -> None:
-        check_theta(theta)
+        check_fraction(theta, "theta")
         check_combination(combination)
         check_positive_int(batch_size, "batch_size")
         self.model = model

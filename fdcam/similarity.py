@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from fdcam.checks import check_positive_int
+from fdcam.checks import check_fraction, check_positive_int
 from fdcam.errors import FdcamError
 
 THETA = 0.05  # the paper's θ = 5 %: the top 5 % most similar channels form a group
@@ -55,7 +55,7 @@ def group_thresholds(similarity: Tensor, theta: float = THETA) -> Tensor:
 
     similarity: [..., K, K] -> τ: [..., K]
     """
-    check_theta(theta)
+    check_fraction(theta, "theta")
     k = similarity.shape[-1]
     position = torch.tensor((1.0 - theta) * (k - 1), dtype=similarity.dtype)
     lower = int(position.floor())
@@ -73,12 +73,6 @@ def similarity_groups(similarity: Tensor, theta: float = THETA) -> Tensor:
     all 0 and nothing exceeds 0); the strict ">" also leaves out ties at the threshold.
     """
     return similarity > group_thresholds(similarity, theta).unsqueeze(-1)
-
-
-def check_theta(theta: float) -> None:
-    """θ is a fraction of channels in (0, 1]."""
-    if not (isinstance(theta, int | float) and 0.0 < float(theta) <= 1.0):
-        raise FdcamError(f"theta must be a fraction in (0, 1] (the paper uses 0.05); got {theta!r}")
 
 
 def closest_similarity(similarity: Tensor) -> Tensor:
