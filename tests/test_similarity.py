@@ -8,13 +8,8 @@ import pytest
 import torch
 
 from fdcam import FdcamError
-from fdcam.similarity import (
-    channel_similarity,
-    closest_similarity,
-    group_thresholds,
-    representative_channels,
-    similarity_groups,
-)
+from fdcam.paper.similar_channels import closest_similarity, representative_channels
+from fdcam.similarity import channel_similarity, group_thresholds, similarity_groups
 from tests.literal import cosine_matrix
 
 
