@@ -20,14 +20,15 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from fdcam.checks import check_positive_int
+from fdcam.checks import check_fraction, check_positive_int
 from fdcam.combine import BIAS, Combination, check_combination, combine_weights, min_max_maps
-from fdcam.errors import FdcamError
 from fdcam.explanation import Explanation
-from fdcam.similarity import THETA, channel_similarity, check_theta, similarity_groups
+from fdcam.gradients import class_gradients
+from fdcam.similarity import THETA, channel_similarity, similarity_groups
 from fdcam.split import Context, Split, eval_mode, split_model
-from fdcam.switching import LinearTerms, linear_terms, switch_scores
-from fdcam.targets import Target, check_images, resolve_targets
+from fdcam.staged import LinearTerms, linear_terms, staged_gradients, staged_logits
+from fdcam.switching import switch_scores
+from fdcam.targets import Target, check_model_input, resolve_targets
 
 
 @dataclass(frozen=True)
@@ -52,57 +53,19 @@ def gradcam_weights(split: Split, a: Tensor, targets: Tensor, context: Context =
 
     Gradients flow through the head only (A is a leaf), for all C classes of each image in
     one batched backward pass. a: [B, K, h, w], targets: long [B, C], context: the split's
-    context for these images -> (α [B, C, K], logits [B, classes])
-
-    With the per-batch `terms` of a head whose first stage is a Linear layer
-    (`fdcam.switching.linear_terms`), the first layer's output is already known
-    (b₁ + W₁·Z + Σ_k D_k), so the chain rule is applied by hand there: ∂f/∂h₁ by autograd
-    through the later layers, ∂f/∂P = (∂f/∂h₁)ᵀ W₁, then ∂f/∂A through the channel-wise
-    stage. When that stage only pools, the spatial sum of ∂f/∂A^k is
-    ``Σ_h (∂f/∂h₁)_h Σ_j W₁[h, k, j]``: no pass over W₁ at all.
+    context for these images -> (α [B, C, K], logits [B, classes]). With the engine's
+    per-batch `terms`, a head whose first stage is a Linear layer takes the chain rule by
+    hand (`fdcam.staged.staged_gradients`): the same α.
     """
-    stages = split.stages
+    if split.stages is not None and terms is not None:
+        staged = staged_gradients(split.stages, terms, a, targets, context)
+        if staged is not None:
+            return staged
     with torch.enable_grad():
-        if stages is not None and stages.first is not None and terms is not None \
-                and terms.contributions is not None:
-            hidden = terms.first_layer().detach().requires_grad_(True)  # h₁: [B, H]
-            logits = stages.rest(hidden.clone(), context)  # clone: VGG's ReLU works in place
-            dh = _class_gradients(logits, hidden, targets.to(logits.device))  # [C, B, H]
-            weight = stages.first.weight
-            if stages.pooling_only:
-                spatial = a.shape[-2] * a.shape[-1]
-                alpha = (dh.detach() @ stages.first.block_sums(a.shape[1])) / spatial
-                return alpha.transpose(0, 1), logits.detach()
-            leaf = a.detach().requires_grad_(True)
-            pooled = stages.channel_wise(leaf.clone())
-            dp = (dh @ weight).view(dh.shape[0], *pooled.shape)
-            grads = _vjp(pooled, leaf, dp)
-        else:
-            leaf = a.detach().requires_grad_(True)
-            logits = split.head(leaf, context=context)
-            grads = _class_gradients(logits, leaf, targets.to(logits.device))
+        leaf = a.detach().requires_grad_(True)
+        logits = split.head(leaf, context=context)
+        grads = class_gradients(logits, leaf, targets.to(logits.device))
     return grads.mean(dim=(-2, -1)).transpose(0, 1), logits.detach()
-
-
-def _class_gradients(logits: Tensor, leaf: Tensor, targets: Tensor) -> Tensor:
-    """∂ logits[b, targets[b, j]] / ∂ leaf for every class column j: [C, *leaf.shape]."""
-    c = targets.shape[1]
-    select = torch.zeros(c, *logits.shape, dtype=logits.dtype, device=logits.device)
-    select.scatter_(2, targets.T.unsqueeze(-1), 1.0)  # select[j, i, targets[i, j]] = 1
-    return _vjp(logits, leaf, select)
-
-
-def _vjp(output: Tensor, leaf: Tensor, cotangents: Tensor) -> Tensor:
-    """Vector-Jacobian products for a stack of cotangents [C, *output.shape]."""
-    c = cotangents.shape[0]
-    if c == 1:
-        return torch.autograd.grad(output, leaf, cotangents[0], retain_graph=True)[0][None]
-    try:
-        return torch.autograd.grad(output, leaf, cotangents, is_grads_batched=True,
-                                   retain_graph=True)[0]
-    except RuntimeError:  # an op without a batching rule: one backward pass per class
-        return torch.stack([torch.autograd.grad(output, leaf, cotangents[j], retain_graph=True)[0]
-                            for j in range(c)])
 
 
 def class_activation_map(a: Tensor, weights: Tensor, size: tuple[int, int]) -> Tensor:
@@ -148,7 +111,7 @@ class FDCAM:
         batch_size: int = 64,
         name: str = "fdcam",
     ) -> None:
-        check_theta(theta)
+        check_fraction(theta, "theta")
         check_combination(combination)
         check_positive_int(batch_size, "batch_size")
         self.model = model
@@ -168,10 +131,7 @@ class FDCAM:
 
     def __call__(self, x: Tensor, target: Target | None = None) -> FDCAMExplanation:
         """Explain `x` [B, C, H, W] (any C) for `target` (default: each image's top-1 class)."""
-        x = check_images(x)
-        _check_device(self.model, x)
-        if not torch.isfinite(x).all():
-            raise FdcamError("x contains NaN or infinite values; expected finite pixels")
+        x = check_model_input(self.model, x)
         with eval_mode(self.model):
             return self._explain(x, target)
 
@@ -218,11 +178,12 @@ class FDCAM:
 
 
 def _top1(split: Split, a: Tensor, context: Context, terms: LinearTerms | None) -> list[int]:
-    """Each image's top-1 class, reusing the linear-head terms when there are any."""
-    with torch.no_grad():
-        if split.stages is not None and terms is not None and terms.contributions is not None:
-            logits = split.stages.rest(terms.first_layer(), context)
-        else:
+    """Each image's top-1 class, from the engine's terms when they give the logits."""
+    logits = None
+    if split.stages is not None and terms is not None:
+        logits = staged_logits(split.stages, terms, context)
+    if logits is None:
+        with torch.no_grad():
             logits = split.head(a, context=context)
     return logits.argmax(dim=1).tolist()
 
@@ -234,10 +195,3 @@ def _num_classes(split: Split, a: Tensor, context: Context) -> int:
         return known
     with torch.no_grad():
         return split.head(a[:1], context=tuple(v[:1] for v in context)).shape[1]
-
-
-def _check_device(model: nn.Module, x: Tensor) -> None:
-    parameter = next(model.parameters(), None)
-    if parameter is not None and parameter.device != x.device:
-        raise FdcamError(f"x is on {x.device} but the model is on {parameter.device}; "
-                         f"move one of them")

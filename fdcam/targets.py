@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from fdcam.errors import FdcamError
 
@@ -43,6 +43,18 @@ def check_images(x: object, name: str = "x", channels: int | None = None) -> Ten
         raise FdcamError(f"{name} must be a float tensor; got dtype {x.dtype}")
     if x.shape[0] == 0:
         raise FdcamError(f"{name} is an empty batch; expected at least one image")
+    return x
+
+
+def check_model_input(model: nn.Module, x: object, channels: int | None = None) -> Tensor:
+    """`check_images`, then: `x` is on the model's device and holds finite pixels."""
+    x = check_images(x, channels=channels)
+    parameter = next(model.parameters(), None)
+    if parameter is not None and parameter.device != x.device:
+        raise FdcamError(f"x is on {x.device} but the model is on {parameter.device}; "
+                         f"move one of them")
+    if not torch.isfinite(x).all():
+        raise FdcamError("x contains NaN or infinite values; expected finite pixels")
     return x
 
 

@@ -87,17 +87,17 @@ def exact_fp32(device: torch.device) -> None:
 def stand_in_images(n: int, seed: int = 0) -> Tensor:
     """`n` normalised [3, 224, 224] tensors from crops of the package photos at the
     datasets' typical sizes (as `scripts.standins` writes them, but never saved)."""
-    from fdcam.models import _IMAGENET_MEAN, _IMAGENET_STD, preprocess_image
+    from fdcam.models import IMAGENET_MEAN, IMAGENET_STD, preprocess_image
     from scripts.standins import IMAGENET_SIZES, canvas
 
     rng = random.Random(seed)
     return torch.stack([preprocess_image(canvas(rng, rng.choice(IMAGENET_SIZES), "photos"),
-                                         _IMAGENET_MEAN, _IMAGENET_STD) for _ in range(n)])
+                                         IMAGENET_MEAN, IMAGENET_STD) for _ in range(n)])
 
 
 def decode_time(rounds: int = 21) -> float:
     """Median seconds to decode and preprocess one 500×375 JPEG (in memory)."""
-    from fdcam.models import _IMAGENET_MEAN, _IMAGENET_STD, preprocess_image
+    from fdcam.models import IMAGENET_MEAN, IMAGENET_STD, preprocess_image
     from scripts.standins import canvas
 
     buffer = io.BytesIO()
@@ -108,7 +108,7 @@ def decode_time(rounds: int = 21) -> float:
         from PIL import Image
 
         with Image.open(io.BytesIO(data)) as image:
-            preprocess_image(image, _IMAGENET_MEAN, _IMAGENET_STD)
+            preprocess_image(image, IMAGENET_MEAN, IMAGENET_STD)
 
     decode()
     return statistics.median(_timed(decode, torch.device("cpu")) for _ in range(rounds))

@@ -43,7 +43,7 @@ from pathlib import Path
 from typing import Any
 
 from fdcam.errors import FdcamError
-from fdcam.paper.parameters import _CHECKS, check_parameters
+from fdcam.paper.parameters import PARAMETER_CHECKS, check_parameters
 from fdcam.paths import REPO_ROOT
 
 ROOT = REPO_ROOT
@@ -283,7 +283,7 @@ def run(notebooks: Sequence[Path], into: Path, parameters: Mapping[str, Any],
     declared = {source: declared_parameters(source) for source in notebooks}
     shares = _split(declared, parameters)
     for source, share in shares.items():  # the values too, before anything runs
-        check_parameters(**{k: v for k, v in share.items() if k in _CHECKS})
+        check_parameters(**{k: v for k, v in share.items() if k in PARAMETER_CHECKS})
         if share.get("profile") == "paper" and "imagenet_val" in declared[source]:
             from fdcam.paper.disk_setups import check_paper_paths
 

@@ -63,10 +63,10 @@ from scripts.reproduce_plan import (
     STEPS,
     Plan,
     State,
-    _write_run_record,
     check_plan,
     make_plan,
     say,
+    write_run_record,
 )
 from scripts.reproduce_steps import STEP_FUNCTIONS
 
@@ -77,7 +77,7 @@ def run(plan: Plan) -> State:
     if plan.dry_run:
         os.environ["FDCAM_OFFLINE"] = "1"  # a download attempt fails at once, in one line
     if set(plan.steps) & {"faithfulness", "pointing", "merge"}:
-        _write_run_record(plan)
+        write_run_record(plan)
     state = State()
     say(f"{plan.kind} run on {plan.device}: steps {', '.join(plan.steps)}; results in "
         f"{plan.results_dir}" + (f"; shard {plan.shard[0]}/{plan.shard[1]}"

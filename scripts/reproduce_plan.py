@@ -217,7 +217,7 @@ def _check_results_kind(plan: Plan) -> None:
                          f"a {plan.kind} run never writes there: use another RESULTS_DIR")
 
 
-def _write_run_record(plan: Plan) -> None:
+def write_run_record(plan: Plan) -> None:
     plan.results_dir.mkdir(parents=True, exist_ok=True)
     record = plan.results_dir / RUN_RECORD
     if not record.is_file():

@@ -52,7 +52,7 @@ from fdcam.checks import check_device
 from fdcam.errors import FdcamError
 from fdcam.evaluation.engine import add_engine_arguments
 from fdcam.evaluation.results import IDENTITY_ATTR
-from fdcam.evaluation.results_file import _write_table, read_results
+from fdcam.evaluation.results_file import read_results, write_table
 from fdcam.paper import runs, settings, setups
 from fdcam.paper.layer_survey import REPLICATION_SURVEY_CSV, committed_survey
 
@@ -123,7 +123,7 @@ def drop_rows(patterns: Sequence[str], folder: Path | None = None) -> dict[Path,
         if gone.any():
             kept = table[~gone].reset_index(drop=True)
             kept.attrs = table.attrs
-            _write_table(kept, path)
+            write_table(kept, path)
             dropped[path] = int(gone.sum())
     return dropped
 

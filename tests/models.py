@@ -42,3 +42,17 @@ def tiny_skip(seed: int = 0) -> TinySkip:
     model.bn.running_mean.uniform_(-0.1, 0.1)
     model.bn.running_var.uniform_(0.5, 1.5)
     return model.eval()
+
+
+def tiny_voc_cnn(pretrained: bool) -> nn.Module:
+    """The fine-tuning tests' stand-in for VGG16 (`fdcam.paper.finetune.ARCHS`, as
+    ``"tiny-cnn"``): conv features, pooled, a linear classifier; it has no weights."""
+    from fdcam.errors import FdcamError
+
+    if pretrained:
+        raise FdcamError("arch 'tiny-cnn' has no pretrained weights; use pretrained=False")
+    return nn.Sequential(
+        nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Conv2d(8, 16, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+        nn.Linear(16, 1000),
+    )

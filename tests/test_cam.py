@@ -10,7 +10,7 @@ from torchvision.models import resnet50, vgg16
 from fdcam import FDCAM, FdcamError
 from fdcam.cam import class_activation_map, gradcam_weights
 from fdcam.split import count_hooks, split_model
-from fdcam.switching import linear_terms
+from fdcam.staged import linear_terms
 from tests.literal import literal_fdcam
 from tests.models import tiny_sequential, tiny_skip
 
@@ -41,10 +41,9 @@ def _assert_matches(out, lit, i: int, j: int | None) -> None:  # type: ignore[no
     def pick(t: Tensor) -> Tensor:
         return t[i] if j is None else t[i, j]
 
-    k = out.groups.shape[1]
-    ours = [torch.nonzero(out.groups[i, r]).flatten().tolist() for r in range(k)]
-    if out.scores is not None and lit["groups"] is not None:
-        assert ours == lit["groups"] or not torch.equal(out.groups[i], torch.eye(k).bool())
+    # The groups of Eq. 5 (or the singletons without grouping), as the literal code lists them.
+    ours = [torch.nonzero(row).flatten().tolist() for row in out.groups[i]]
+    assert ours == lit["groups"]
     scale = max(1.0, float(lit["score"].abs().max()))
     torch.testing.assert_close(pick(out.scores).float(), lit["score"], atol=2e-4 * scale,
                                rtol=1e-4)
@@ -254,8 +253,10 @@ def test_bad_layer_and_options() -> None:
         FDCAM(model, "feature.30")
     with pytest.raises(FdcamError, match="not a submodule"):
         FDCAM(model, nn.Conv2d(1, 1, 1))
-    with pytest.raises(FdcamError, match="theta must be a fraction"):
+    with pytest.raises(FdcamError, match="theta must be a number in"):
         FDCAM(model, "3", theta=0)
+    with pytest.raises(FdcamError, match="theta must be a number in"):
+        FDCAM(model, "3", theta=True)  # a bool is not a fraction
     with pytest.raises(FdcamError, match="unknown combination 'sum'; available"):
         FDCAM(model, "3", combination="sum")  # type: ignore[arg-type]
 

@@ -1,6 +1,6 @@
-"""Chapter 04's choice of images (`fdcam.paper.figure_choice`) and its computed sentences, on
-tiny synthetic inputs: hand-computed probabilities and maps, a model that reads its logits
-from the image, no photos and no real weights."""
+"""Chapter 04's choice of images (`fdcam.paper.figure_choice`) and its computed sentences
+(`fdcam.paper.figure_findings`), on tiny synthetic inputs: hand-computed probabilities and
+maps, a model that reads its logits from the image, no photos and no real weights."""
 
 import json
 import math
@@ -16,6 +16,7 @@ from fdcam.evaluation.photos import quadrant_boxes
 from fdcam.evaluation.pointing import ClassBoxes
 from fdcam.models import LoadedModel
 from fdcam.paper import figure_choice as fc
+from fdcam.paper import figure_findings as ff
 from fdcam.paper.parameters import check_parameters
 from fdcam.paper.setups import PointingImage, Setup
 
@@ -126,7 +127,7 @@ def test_sample_fig1_applies_the_rule_to_the_setups_mosaics() -> None:
     assert "`mosaic001`, the first of the profile's 3 pointing-game mosaics" in fig1.chosen_by
     assert "p ≥ 50 %" in fig1.chosen_by and "p < 1 %" in fig1.chosen_by
     assert "1 mosaic before it did not meet it" in fig1.chosen_by
-    table = fc.quadrant_table(fig1, setup.model.categories)
+    table = ff.quadrant_table(fig1, setup.model.categories)
     assert list(table.columns) == ["class", "probability (%)"]  # one photo per class
     assert table["probability (%)"].tolist() == [4.5, 70.0, 0.5, 25.0]
 
@@ -158,12 +159,12 @@ def test_peaks_and_shares() -> None:
     saliency[1, 6] = 3.0  # top right
     saliency[6, 1] = 1.0  # bottom left
     boxes = quadrant_boxes(8)
-    assert fc.peak_quadrant(saliency, boxes) == 1
-    assert fc.box_share(saliency, boxes[1]) == pytest.approx(0.75)
-    assert fc.box_share(saliency, boxes[2]) == pytest.approx(0.25)
-    assert fc.box_share(torch.zeros(8, 8), boxes[0]) == 0.0
-    assert fc.peak_cell(saliency, (4, 4)) == (0, 3)
-    assert fc.peak_cell(saliency, (2, 2)) == (0, 1)
+    assert ff.peak_quadrant(saliency, boxes) == 1
+    assert ff.box_share(saliency, boxes[1]) == pytest.approx(0.75)
+    assert ff.box_share(saliency, boxes[2]) == pytest.approx(0.25)
+    assert ff.box_share(torch.zeros(8, 8), boxes[0]) == 0.0
+    assert ff.peak_cell(saliency, (4, 4)) == (0, 3)
+    assert ff.peak_cell(saliency, (2, 2)) == (0, 1)
 
 
 def _point_map(row: int, col: int, size: int = 8) -> Tensor:
@@ -188,7 +189,7 @@ def test_fig1_finding_names_the_methods_and_the_papers_contrast() -> None:
             "scorecam": torch.stack([dominant, dominant]),  # stays on the dominant object
             "fdcam": torch.stack([dominant, weak])}
     categories = [f"class{c}" for c in range(CLASSES)]
-    text = fc.fig1_finding(fig1, maps, categories)
+    text = ff.fig1_finding(fig1, maps, categories)
     assert "For **class10** (97.12 %, top left quadrant), all 3 maps peak inside its " \
            "quadrant" in text
     assert "For **class13** (0.68 %, bottom right quadrant), Grad-CAM and FD-CAM peak inside " \
@@ -196,25 +197,25 @@ def test_fig1_finding_names_the_methods_and_the_papers_contrast() -> None:
            "the quadrant is" in text
     assert text.endswith("As in the paper's Fig. 1, for the weak class, Grad-CAM and FD-CAM "
                          "peak in its quadrant and Score-CAM does not.")
-    table = fc.peak_table(fig1, maps, categories)
+    table = ff.peak_table(fig1, maps, categories)
     assert table["hit"].tolist() == [True, True, True, False, True, True]
     assert table["peak in"].tolist()[3] == "top left"
 
     maps["scorecam"] = maps["gradcam"]
     assert "The paper's contrast (Grad-CAM and FD-CAM move to the weak class's object, " \
            "Score-CAM does not) does not appear here: for the weak class, Grad-CAM, Score-CAM " \
-           "and FD-CAM peak in its quadrant." in fc.fig1_finding(fig1, maps, categories)
+           "and FD-CAM peak in its quadrant." in ff.fig1_finding(fig1, maps, categories)
 
 
 def test_fig1_finding_without_score_cam_has_no_contrast() -> None:
     fig1 = _fig1({10: 0.5, 13: 0.001})
     maps = {m: torch.stack([_point_map(1, 1), _point_map(6, 6)]) for m in ("gradcam", "fdcam")}
-    text = fc.fig1_finding(fig1, maps, [f"class{c}" for c in range(CLASSES)])
+    text = ff.fig1_finding(fig1, maps, [f"class{c}" for c in range(CLASSES)])
     assert "both maps peak inside its quadrant" in text and "paper" not in text
     maps["fdcam"] = torch.stack([_point_map(1, 1), _point_map(1, 6)])  # weak: top right
     maps["gradcam"] = torch.stack([_point_map(1, 1), _point_map(6, 1)])  # weak: bottom left
     assert "no map peaks inside its quadrant: Grad-CAM peaks in the bottom left quadrant, " \
-           "FD-CAM peaks in the top right quadrant;" in fc.fig1_finding(
+           "FD-CAM peaks in the top right quadrant;" in ff.fig1_finding(
                fig1, maps, [f"class{c}" for c in range(CLASSES)])
 
 
@@ -225,7 +226,7 @@ def test_fig4_finding_counts_agreeing_peaks_and_ranks_correlations() -> None:
             # Score-CAM: a neighbouring cell on the first photo, far on the second.
             "scorecam": torch.stack([_point_map(3, 3, 14), _point_map(1, 1, 14)]),
             "fdcam": a}
-    text = fc.fig4_finding(maps, ["goldfish", "tench"], (7, 7))
+    text = ff.fig4_finding(maps, ["goldfish", "tench"], (7, 7))
     assert text.startswith("The peaks of the 4 CAM methods (Grad-CAM, Grad-CAM++, Score-CAM "
                            "and FD-CAM) fall in the same or a neighbouring cell of a 7 × 7 "
                            "grid (the target layer's resolution) on 1 of 2 photos. Methods "
@@ -233,7 +234,7 @@ def test_fig4_finding_counts_agreeing_peaks_and_ranks_correlations() -> None:
                            "tench.")
     assert "FD-CAM's maps are closest to Grad-CAM's (mean Pearson correlation 1.00 over " \
            "the photos) and farthest from Score-CAM's" in text
-    assert fc.fig4_finding({"ig": a, "fdcam": a}, ["goldfish", "tench"]) == ""
+    assert ff.fig4_finding({"ig": a, "fdcam": a}, ["goldfish", "tench"]) == ""
 
 
 # ------------------------------------------------------------------------------- the head
@@ -248,18 +249,18 @@ def _tiny(pool: nn.Module, layer: str) -> LoadedModel:
 
 
 def test_pooling_linear_head() -> None:
-    assert fc.pooling_linear_head(_tiny(nn.AdaptiveAvgPool2d(1), "1"))
-    assert not fc.pooling_linear_head(_tiny(nn.AdaptiveAvgPool2d(1), "0"))  # ReLU first
-    assert not fc.pooling_linear_head(_tiny(nn.AdaptiveMaxPool2d(1), "1"))  # not an average
-    assert "so these identities hold" in fc.head_statement(_tiny(nn.AdaptiveAvgPool2d(1), "1"))
-    assert "do not hold" in fc.head_statement(_tiny(nn.AdaptiveMaxPool2d(1), "1"))
+    assert ff.pooling_linear_head(_tiny(nn.AdaptiveAvgPool2d(1), "1"))
+    assert not ff.pooling_linear_head(_tiny(nn.AdaptiveAvgPool2d(1), "0"))  # ReLU first
+    assert not ff.pooling_linear_head(_tiny(nn.AdaptiveMaxPool2d(1), "1"))  # not an average
+    assert "so these identities hold" in ff.head_statement(_tiny(nn.AdaptiveAvgPool2d(1), "1"))
+    assert "do not hold" in ff.head_statement(_tiny(nn.AdaptiveMaxPool2d(1), "1"))
 
 
 def test_run_statement_names_the_layer_and_its_shape() -> None:
     loaded = _tiny(nn.AdaptiveAvgPool2d(1), "1")
-    assert fc.activation_shape(loaded) == (4, 8, 8)
-    assert fc.model_at_layer(loaded) == "tiny at `1`"
-    assert fc.run_statement("offline", loaded) == (
+    assert ff.activation_shape(loaded) == (4, 8, 8)
+    assert ff.model_at_layer(loaded) == "tiny at `1`"
+    assert ff.run_statement("offline", loaded) == (
         "**This page** was built with the `offline` profile: tiny, target layer `1` "
         "(4 × 8 × 8); the images are photos that ship inside installed Python packages.")
 

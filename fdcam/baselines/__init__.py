@@ -40,18 +40,10 @@ from fdcam.baselines.groupcam import GroupCAM
 from fdcam.errors import FdcamError
 from fdcam.explanation import Explanation
 
-#: The methods that `make_explainer` knows: Table I's order, then Fig. 4's IG and XRAI,
-#: then FD-CAM and its variants (Tables III, IV).
-METHODS: tuple[str, ...] = (
-    "gradcam", "gradcam++", "xgradcam", "scorecam", "ablationcam", "layercam", "groupcam",
-    "ig", "xrai",
-    "fdcam", "fdcam-ng-off", "fdcam-g-off", "fdcam-product", "fdcam-exp", "fdcam-exp-shifted",
-)
-
 #: Pixel-attribution methods, shown only qualitatively (Fig. 4): slow, not in Tables I–II.
 QUALITATIVE_METHODS: tuple[str, ...] = ("ig", "xrai")
 
-#: Keyword arguments of `fdcam.cam.FDCAM` for each FD-CAM entry of `METHODS` (Tables III, IV).
+#: Keyword arguments of `fdcam.cam.FDCAM` for each FD-CAM method (Tables III, IV).
 FDCAM_VARIANTS: dict[str, dict[str, Any]] = {
     "fdcam": {},
     "fdcam-ng-off": {"grouping": False, "switch_on": False},
@@ -66,10 +58,15 @@ FDCAM_VARIANTS: dict[str, dict[str, Any]] = {
 # Registry
 # --------------------------------------------------------------------------------------
 
+#: The baselines by name, in Table I's order, then Fig. 4's IG and XRAI.
 BASELINES: dict[str, type[BaseExplainer]] = {
     cls.name: cls for cls in (GradCAM, GradCAMPlusPlus, XGradCAM, ScoreCAM, AblationCAM,
                               LayerCAM, GroupCAM, IntegratedGradients, XRAI)
 }
+
+#: The methods that `make_explainer` knows: the baselines, then FD-CAM and its variants
+#: (Tables III, IV).
+METHODS: tuple[str, ...] = (*BASELINES, *FDCAM_VARIANTS)
 
 
 # Masked or ablated copies per forward pass of the heavy methods and Group-CAM. The maps do

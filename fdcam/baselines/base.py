@@ -22,7 +22,7 @@ from fdcam.split import (
     is_efficientnet_lite_head_activation,
     resolve_call_site,
 )
-from fdcam.targets import Target, check_images, resolve_targets
+from fdcam.targets import Target, check_model_input, resolve_targets
 
 Layer = str | nn.Module
 
@@ -177,13 +177,7 @@ class BaseExplainer(ABC):
 
     def __call__(self, x: Tensor, target: Target | None = None) -> Explanation:
         """Explain `x` [B, 3, H, W] for `target` (default: each image's top-1 class)."""
-        x = check_images(x, channels=3).detach()
-        parameter = next(self.model.parameters(), None)
-        if parameter is not None and parameter.device != x.device:
-            raise FdcamError(f"x is on {x.device} but the model is on {parameter.device}; "
-                             f"move one of them")
-        if not torch.isfinite(x).all():
-            raise FdcamError("x contains NaN or infinite values; expected finite pixels")
+        x = check_model_input(self.model, x, channels=3).detach()
         with _explaining(self.model):
             logits = self._logits(x)
             if target is None:
@@ -213,7 +207,7 @@ class BaseExplainer(ABC):
                 handle.remove()
         if handle is not None and len(calls) != 1:
             raise FdcamError(call_site_problem(self.layer_name, None, len(calls)) or "")
-        _check_logits(logits)
+        check_logits(logits)
         return logits.detach()
 
     def _keep(self, key: str, value: Tensor) -> None:
@@ -224,7 +218,7 @@ class BaseExplainer(ABC):
         """Saliency [B, H, W] in [0, 1] for class ``classes[b]`` of image b."""
 
 
-def _check_logits(logits: object) -> None:
+def check_logits(logits: object) -> None:
     if not isinstance(logits, Tensor) or logits.dim() != 2:
         shape = tuple(logits.shape) if isinstance(logits, Tensor) else type(logits).__name__
         raise FdcamError(f"the model must return logits [B, num_classes]; got {shape}")

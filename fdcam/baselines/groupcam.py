@@ -13,7 +13,7 @@ from torch import Tensor, nn
 from fdcam.baselines.base import (
     BaseExplainer,
     Layer,
-    _check_logits,
+    check_logits,
 )
 from fdcam.checks import check_positive_int
 from fdcam.combine import min_max_maps
@@ -89,8 +89,8 @@ class GroupCAM(BaseExplainer):
        blurred by a 51×51, σ = 50 Gaussian (reflect border) and p the softmax.
     5. ``L = minmax(ReLU(Σ_g s_g M'_g))``.
 
-    The paper also "de-noises" each group map; the reference behaviour recorded in
-    DESIGN.md has no such step, so it is off by default. `denoise_percentile` = θ turns
+    The paper also "de-noises" each group map; Group-CAM's reference code has no such
+    step, so it is off by default. `denoise_percentile` = θ turns
     it on: values of ``ReLU(Σ_{k∈g} α_k A^k)`` at or below their θ-th percentile -> 0.
 
     ``Explanation.alpha`` holds α [B, K] and ``Explanation.scores`` the group scores s_g
@@ -156,7 +156,7 @@ class GroupCAM(BaseExplainer):
             handle.remove()
         if len(held) != 1:
             raise FdcamError(call_site_problem(self.layer_name, None, len(held)) or "")
-        _check_logits(logits)
+        check_logits(logits)
         with torch.no_grad():
             blurred = gaussian_blur(x, self.blur_kernel, self.blur_sigma)
             base = torch.softmax(self.forward_model(blurred), dim=1)

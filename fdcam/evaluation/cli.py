@@ -19,9 +19,9 @@ from fdcam.evaluation.engine import add_engine_arguments
 from fdcam.evaluation.pointing import ClassBoxes
 from fdcam.evaluation.results import file_content
 from fdcam.evaluation.results_file import (
-    _check_writable_folder,
-    _foreign_check,
+    check_writable_folder,
     read_results,
+    refuse_foreign_file,
     resolved,
 )
 from fdcam.evaluation.runner import evaluate, upgrade_results
@@ -59,7 +59,7 @@ def read_voc_boxes(path: str | os.PathLike[str], categories: Sequence[str],
     return voc_class_boxes(annotation, categories, size)
 
 
-def _argument(parse: Callable[[str], Any]) -> Callable[[str], Any]:
+def argument_type(parse: Callable[[str], Any]) -> Callable[[str], Any]:
     """An argparse type from a `fdcam.checks` parser: its one line becomes argparse's."""
     def convert(text: str) -> Any:
         try:
@@ -69,7 +69,7 @@ def _argument(parse: Callable[[str], Any]) -> Callable[[str], Any]:
     return convert
 
 
-def _positive(name: str) -> Callable[[str], int]:
+def positive_int_argument(name: str) -> Callable[[str], int]:
     return functools.partial(parse_positive_int, name=name)
 
 
@@ -96,15 +96,16 @@ def add_evaluate_parser(subparsers: Any) -> argparse.ArgumentParser:
     parser.add_argument("--methods", required=True,
                         help="comma-separated method names, or 'all'")
     parser.add_argument("--out", required=True, type=Path, help="results CSV (appended to)")
-    parser.add_argument("--limit", type=_argument(_positive("--limit")),
+    parser.add_argument("--limit", type=argument_type(positive_int_argument("--limit")),
                         help="only the first N images")
     parser.add_argument("--device", default="cpu", help="cpu (default), cuda or cuda:N")
     parser.add_argument("--boxes", type=Path,
                         help="folder of VOC XML files (<image stem>.xml): adds the pointing "
                              "game and explains the annotated classes")
-    parser.add_argument("--shard", type=_argument(parse_shard), default=(0, 1), metavar="i/n",
+    parser.add_argument("--shard", type=argument_type(parse_shard), default=(0, 1), metavar="i/n",
                         help="evaluate only images whose index is i modulo n")
-    parser.add_argument("--batch-size", type=_argument(_positive("--batch-size")), default=None,
+    parser.add_argument("--batch-size",
+                        type=argument_type(positive_int_argument("--batch-size")), default=None,
                         help="perturbed images per forward pass (default: 4 on a CPU, 64 on "
                              "CUDA)")
     add_engine_arguments(parser)
@@ -132,15 +133,15 @@ def run_evaluate(args: argparse.Namespace) -> int:
     if not names or unknown:
         raise FdcamError(f"unknown method {(unknown or [args.methods])[0]!r}; "
                          f"available: {', '.join(known)} (or 'all')")
-    files = _image_files([Path(p) for p in args.images])
+    files = image_files([Path(p) for p in args.images])
     if args.limit is not None:
         files = files[: args.limit]
     device = check_device(args.device)
     out = resolved(args.out)
     _check_not_an_input(out, [Path(p) for p in args.images], files)
-    _check_writable_folder(out)  # --out is checked before the model loads
-    _foreign_check(out)
-    from fdcam.cli import check_model_arguments
+    check_writable_folder(out)  # --out is checked before the model loads
+    refuse_foreign_file(out)
+    from fdcam.model_arguments import check_model_arguments
 
     name, _ = check_model_arguments(args.model, args.layer, None, args.weights)
     loaded = load_model(name, device=device, weights=args.weights)
@@ -156,7 +157,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
                  for p in files if (box_dir / f"{p.stem}.xml").is_file()}
     # Each row records the SHA-256 of its image file: a rerun on other files with the same
     # names recomputes them instead of reusing their rows.
-    items = [(p.name, functools.partial(_read_image, p, loaded), file_content(p))
+    items = [(p.name, functools.partial(read_image, p, loaded), file_content(p))
              for p in files]
     if args.upgrade:
         before, after = upgrade_results(out, items)
@@ -192,7 +193,7 @@ def _check_not_an_input(out: Path, given: list[Path], files: list[Path]) -> None
                              f"next run would read it as an image; write it elsewhere")
 
 
-def _image_files(paths: list[Path]) -> list[Path]:
+def image_files(paths: list[Path]) -> list[Path]:
     """The files named, and those of the folders named (sorted by name), in that order."""
     files: list[Path] = []
     for path in paths:
@@ -222,7 +223,7 @@ def _image_size(path: Path) -> tuple[int, int] | None:
     return height, width
 
 
-def _read_image(path: Path, loaded: LoadedModel) -> Tensor:
+def read_image(path: Path, loaded: LoadedModel) -> Tensor:
     from fdcam.evaluation.images import open_rgb  # upright (EXIF), 16-bit scaled, bombs refused
 
     return loaded.preprocess(open_rgb(path))

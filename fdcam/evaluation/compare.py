@@ -60,10 +60,10 @@ def load_user_model(spec: str, weights: str | None,
     ``nn.Module``; `weights` is then a state-dict file loaded into it (strict, tensors only).
     A user model is preprocessed as torchvision's ImageNet models (224×224, ImageNet mean
     and standard deviation); its classes are named by their index."""
-    from fdcam.models import _IMAGENET_MEAN, _IMAGENET_STD, load_model, load_state_dict_file
+    from fdcam.models import IMAGENET_MEAN, IMAGENET_STD, load_model, load_state_dict_file
 
     if ":" not in spec:
-        from fdcam.cli import check_model_arguments
+        from fdcam.model_arguments import check_model_arguments
 
         name, _ = check_model_arguments(spec, None, None, weights)
         return load_model(name, device=device, weights=weights)
@@ -97,7 +97,7 @@ def load_user_model(spec: str, weights: str | None,
         probe = torch.zeros(1, 3, 224, 224, device=device,
                             dtype=torch.float32 if parameter is None else parameter.dtype)
         classes = int(model(probe).shape[1])
-    return LoadedModel(spec, model, "", _IMAGENET_MEAN, _IMAGENET_STD,
+    return LoadedModel(spec, model, "", IMAGENET_MEAN, IMAGENET_STD,
                        [str(c) for c in range(classes)])
 
 
@@ -258,7 +258,7 @@ def results_file(out: Path, layer: str) -> Path:
 
 def add_compare_parser(subparsers: Any) -> argparse.ArgumentParser:
     """Add ``compare`` to an argparse sub-command group; its ``func`` is `run_compare`."""
-    from fdcam.evaluation.cli import _argument, _positive
+    from fdcam.evaluation.cli import argument_type, positive_int_argument
 
     parser = subparsers.add_parser(
         "compare",
@@ -287,15 +287,17 @@ def add_compare_parser(subparsers: Any) -> argparse.ArgumentParser:
                         help="the method the others are compared with (default: fdcam)")
     parser.add_argument("--out", required=True, type=Path,
                         help="folder for the results files, paired.csv and paired.png")
-    parser.add_argument("--limit", type=_argument(_positive("--limit")),
+    parser.add_argument("--limit", type=argument_type(positive_int_argument("--limit")),
                         help="only the first N images")
     parser.add_argument("--device", default="cpu", help="cpu (default), cuda or cuda:N")
-    parser.add_argument("--batch-size", type=_argument(_positive("--batch-size")), default=None,
+    parser.add_argument("--batch-size",
+                        type=argument_type(positive_int_argument("--batch-size")), default=None,
                         help="perturbed images per forward pass of the metrics")
     add_engine_arguments(parser)
-    parser.add_argument("--n-resamples", type=_argument(_positive("--n-resamples")),
+    parser.add_argument("--n-resamples", type=argument_type(positive_int_argument("--n-resamples")),
                         default=2000, help="bootstrap resamples (default 2000)")
-    parser.add_argument("--min-images", type=_argument(_positive("--min-images")), default=None,
+    parser.add_argument("--min-images",
+                        type=argument_type(positive_int_argument("--min-images")), default=None,
                         help="fewer shared images than this give 'too few images' "
                              "(default 20, the book's rule)")
     parser.set_defaults(func=run_compare)
@@ -325,10 +327,10 @@ def _images(args: argparse.Namespace,
         photos = offline_photos()
         items = [(p.name, functools.partial(loaded.preprocess, p.image)) for p in photos]
     else:
-        from fdcam.evaluation.cli import _image_files, _read_image
+        from fdcam.evaluation.cli import image_files, read_image
 
-        files = _image_files([Path(p) for p in args.images])
-        items = [(p.name, functools.partial(_read_image, p, loaded)) for p in files]
+        files = image_files([Path(p) for p in args.images])
+        items = [(p.name, functools.partial(read_image, p, loaded)) for p in files]
     return items[: args.limit] if args.limit is not None else items
 
 
@@ -337,7 +339,7 @@ def run_compare(args: argparse.Namespace) -> int:
     figure and the negative-share lines."""
     from fdcam import baselines
     from fdcam.checks import check_device
-    from fdcam.evaluation.results_file import _check_writable_folder, read_results
+    from fdcam.evaluation.results_file import check_writable_folder, read_results
     from fdcam.evaluation.runner import evaluate
 
     methods = _methods(str(args.methods), str(args.reference))
@@ -345,7 +347,7 @@ def run_compare(args: argparse.Namespace) -> int:
     out = Path(args.out)
     if out.exists() and not out.is_dir():
         raise FdcamError(f"--out {out} is a file; expected a folder (made if missing)")
-    _check_writable_folder(out / "paired.csv")  # makes the folder
+    check_writable_folder(out / "paired.csv")  # makes the folder
     loaded = load_user_model(str(args.model), args.weights, device)
     layers = check_layers(loaded, [s.strip() for s in str(args.layers).split(",") if s.strip()])
     items = _images(args, loaded)

@@ -16,8 +16,8 @@ from PIL import Image
 from torch.utils.data import Dataset
 
 from fdcam.errors import FdcamError
-from fdcam.evaluation.images import _IMAGE_SUFFIXES, open_rgb
-from fdcam.evaluation.photos import Mosaic, _compose_mosaic, quadrant_boxes
+from fdcam.evaluation.images import IMAGE_SUFFIXES, open_rgb
+from fdcam.evaluation.photos import Mosaic, compose_mosaic, quadrant_boxes
 from fdcam.paths import DATA_DIR, PACKAGE_DATA_DIR
 
 # Read by the library itself, so they ship inside the package (an installed wheel has no
@@ -151,7 +151,7 @@ def imagenet_sample_mosaics(sample: ImageNetSample, n: int | None = None,
         if len(set(labels)) != 4:
             raise FdcamError(f"mosaic of {', '.join(names)} repeats a class; expected one "
                              f"photo per ImageNet class in {sample.root}")
-        canvas, boxes = _compose_mosaic([sample.image(i) for i in group], size)
+        canvas, boxes = compose_mosaic([sample.image(i) for i in group], size)
         items.append(Mosaic(canvas, labels, boxes, names))
     return items
 
@@ -293,7 +293,7 @@ class ImageNetVal(Dataset):
                     raise FdcamError(f"{folder} is not named by an ImageNet-1k WordNet id; "
                                      f"expected one of the 1000 classes")
                 for file in sorted(folder.iterdir()):
-                    if file.suffix.lower() in _IMAGE_SUFFIXES:
+                    if file.suffix.lower() in IMAGE_SUFFIXES:
                         found[file.name] = (file, index[folder.name])
             return found
         files = sorted(p for p in root.iterdir() if _VAL_NAME.fullmatch(p.name))

@@ -9,7 +9,7 @@ from PIL import Image, UnidentifiedImageError
 
 from fdcam.errors import FdcamError
 
-_IMAGE_SUFFIXES = {".jpeg", ".jpg", ".png"}
+IMAGE_SUFFIXES = {".jpeg", ".jpg", ".png"}
 
 
 def open_rgb(path: Path) -> Image.Image:

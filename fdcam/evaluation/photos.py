@@ -226,14 +226,14 @@ def mosaics(n: int, size: int | tuple[int, int] = 224, seed: int = 0,
     rgb = [photo.image.convert("RGB") for photo in photos]
     items = []
     for arrangement in arrangements[:n]:
-        canvas, boxes = _compose_mosaic([rgb[i] for i in arrangement], size)
+        canvas, boxes = compose_mosaic([rgb[i] for i in arrangement], size)
         items.append(Mosaic(canvas, [photos[i].label for i in arrangement], boxes,
                             [photos[i].name for i in arrangement]))
     return items
 
 
-def _compose_mosaic(images: Sequence[Image.Image],
-                    size: int | tuple[int, int]) -> tuple[Image.Image, Tensor]:
+def compose_mosaic(images: Sequence[Image.Image],
+                   size: int | tuple[int, int]) -> tuple[Image.Image, Tensor]:
     """Four images pasted in reading order into the quadrants of a mosaic of `size`, each
     resized (bilinear, aspect ratio not kept) to fill its quadrant: (canvas, boxes [4, 4])."""
     boxes = quadrant_boxes(size)

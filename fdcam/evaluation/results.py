@@ -54,8 +54,8 @@ from fdcam.models import LoadedModel
 KEY = ["image", "method", "target"]
 METRIC_COLUMNS = ["probability", "insertion", "deletion", "overall"]
 POINTING_COLUMNS = ["hit", "hit_tol15", "difficult"]
-_FLOAT_COLUMNS = set(METRIC_COLUMNS)
-_BOOL_COLUMNS = set(POINTING_COLUMNS)
+FLOAT_COLUMNS = set(METRIC_COLUMNS)
+BOOL_COLUMNS = set(POINTING_COLUMNS)
 
 
 def result_columns(pointing: bool, content: bool = True) -> list[str]:
@@ -73,7 +73,7 @@ RESULTS_FORMAT = 3
 _MAGIC = "# fdcam-results/"
 IDENTITY_ATTR = "fdcam_results"
 """``DataFrame.attrs`` key under which `read_results` puts the file's identity."""
-_TEXT_COLUMNS = {"image", "method", "content", "error"}
+TEXT_COLUMNS = {"image", "method", "content", "error"}
 # A text cell starting with one of these is a formula (or hides one) in a spreadsheet; the
 # quote that escapes them is escaped too, so that reading strips exactly one quote.
 _FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r", "'")
@@ -194,86 +194,86 @@ def _unescape(text: str) -> str:
     return text[1:] if text.startswith("'") else text
 
 
-class _BadRow(ValueError):
+class BadRow(ValueError):
     """A line that is not a valid row; its message says why."""
 
 
 @dataclass
-class _Parsed:
+class ParsedResults:
     """A results file as read: identity, columns, valid rows (Python values), problems."""
 
     identity: dict[str, Any] | None  # None: format 1 (a file of an older fdcam)
     columns: list[str]
     rows: list[list[Any]]
     problems: list[str]  # "line N: why", one per line that is not a valid row
-    clean: bool  # the bytes are exactly what `_render` writes for (identity, rows)
+    clean: bool  # the bytes are exactly what `render_results` writes for (identity, rows)
     version: int = RESULTS_FORMAT  # the file's format (1, 2 or 3)
     duplicates: list[str] = field(default_factory=list)  # "line N: …", a key seen before
 
 
-def _encode(columns: Sequence[str], values: Sequence[Any]) -> list[str]:
+def encode_row(columns: Sequence[str], values: Sequence[Any]) -> list[str]:
     """Python values -> the cells written to disk (floats as repr: an exact round-trip)."""
     cells = []
     for column, value in zip(columns, values, strict=True):
-        if _missing(value):
+        if is_missing(value):
             cells.append("")
-        elif column in _TEXT_COLUMNS:
+        elif column in TEXT_COLUMNS:
             cells.append(_escape(str(value)))
-        elif column in _FLOAT_COLUMNS:
+        elif column in FLOAT_COLUMNS:
             cells.append(repr(float(value)))
-        elif column in _BOOL_COLUMNS:
+        elif column in BOOL_COLUMNS:
             cells.append(str(bool(value)))
         else:
-            cells.append(str(_plain(value)))
+            cells.append(str(plain_value(value)))
     return cells
 
 
-def _decode(columns: Sequence[str], cells: list[str], escaped: bool) -> list[Any]:
-    """Cells of one line -> Python values; `_BadRow` when the line is not a valid row."""
+def decode_row(columns: Sequence[str], cells: list[str], escaped: bool) -> list[Any]:
+    """Cells of one line -> Python values; `BadRow` when the line is not a valid row."""
     if len(cells) != len(columns):
-        raise _BadRow(f"{len(cells)} fields, expected {len(columns)}")
+        raise BadRow(f"{len(cells)} fields, expected {len(columns)}")
     row: dict[str, Any] = {}
     for column, cell in zip(columns, cells, strict=True):
-        if column in _TEXT_COLUMNS:
+        if column in TEXT_COLUMNS:
             row[column] = (_unescape(cell) if escaped else cell) if cell else None
         elif column == "target":
             if cell and not (cell.isascii() and cell.isdigit()):
-                raise _BadRow(f"target {cell[:40]!r} is not a class index")
+                raise BadRow(f"target {cell[:40]!r} is not a class index")
             row[column] = int(cell) if cell else None
-        elif column in _FLOAT_COLUMNS:
+        elif column in FLOAT_COLUMNS:
             try:
                 value = float(cell) if cell else None
             except ValueError:
-                raise _BadRow(f"{column} {cell[:40]!r} is not a number") from None
+                raise BadRow(f"{column} {cell[:40]!r} is not a number") from None
             if value is not None and not math.isfinite(value):
-                raise _BadRow(f"{column} {cell[:40]!r} is not finite")
+                raise BadRow(f"{column} {cell[:40]!r} is not finite")
             if value is not None and column != "overall" and not 0.0 <= value <= 1.0:
-                raise _BadRow(f"{column} {cell[:40]!r} is outside [0, 1]")
+                raise BadRow(f"{column} {cell[:40]!r} is outside [0, 1]")
             row[column] = value
-        elif column in _BOOL_COLUMNS:
+        elif column in BOOL_COLUMNS:
             if cell not in ("", "True", "False"):
-                raise _BadRow(f"{column} {cell[:40]!r} is not True or False")
+                raise BadRow(f"{column} {cell[:40]!r} is not True or False")
             row[column] = {"True": True, "False": False}.get(cell)
     if not row["image"] or not row["method"]:
-        raise _BadRow("empty image or method")
-    measured = [c for c in columns if c in _FLOAT_COLUMNS or c in _BOOL_COLUMNS]
+        raise BadRow("empty image or method")
+    measured = [c for c in columns if c in FLOAT_COLUMNS or c in BOOL_COLUMNS]
     if row["error"] is not None:
         if any(row[c] is not None for c in measured):
-            raise _BadRow("an error row with metric values")
+            raise BadRow("an error row with metric values")
     else:
         if row["target"] is None or row["probability"] is None:
-            raise _BadRow("a row without error, target or probability")
+            raise BadRow("a row without error, target or probability")
         if "content" in row and row["content"] is None:
-            raise _BadRow("a row without error or content")
+            raise BadRow("a row without error or content")
         curve = [row["insertion"], row["deletion"], row["overall"]]
         if any(v is None for v in curve) and any(v is not None for v in curve):
-            raise _BadRow("insertion, deletion and overall must be all filled or all empty")
+            raise BadRow("insertion, deletion and overall must be all filled or all empty")
         if curve[0] is not None and curve[2] != curve[0] - curve[1]:
-            raise _BadRow("overall is not insertion - deletion (a cut number?)")
+            raise BadRow("overall is not insertion - deletion (a cut number?)")
     return [row[c] for c in columns]
 
 
-def _parse(path: Path, data: bytes) -> _Parsed:
+def parse_results(path: Path, data: bytes) -> ParsedResults:
     """Read and check every line of a results file; raise `FdcamError` when it is not one.
 
     Layout (format 3): line 1 is ``# fdcam-results/3 {identity JSON}``, line 2 the column
@@ -332,7 +332,7 @@ def _parse(path: Path, data: bytes) -> _Parsed:
                                or any(",".join(c).encode().startswith(torn)
                                       for c in headers)):
             # killed while the header was written: nothing was ever counted in it
-            return _Parsed(identity, [], [], [], False, version)
+            return ParsedResults(identity, [], [], [], False, version)
         shown = header if header is not None else torn.decode("utf-8", "replace")
         raise refuse(f"line {position + 1} is {shown[:60]!r}, not the results header "
                      f"{','.join(headers[0])}")
@@ -344,11 +344,11 @@ def _parse(path: Path, data: bytes) -> _Parsed:
     for number, raw in enumerate(lines[position + 1:], start=position + 2):
         try:
             cells = next(csv.reader([text(raw)], strict=True), [])
-            values = _decode(columns, cells, escaped=identity is not None)
+            values = decode_row(columns, cells, escaped=identity is not None)
         except UnicodeDecodeError:
             problems.append(f"line {number}: not UTF-8 text")
             continue
-        except (csv.Error, _BadRow) as error:
+        except (csv.Error, BadRow) as error:
             problems.append(f"line {number}: {error}")
             continue
         key = tuple(values[:3])
@@ -365,22 +365,22 @@ def _parse(path: Path, data: bytes) -> _Parsed:
     if torn:
         problems.append(f"line {len(lines) + 1}: incomplete (no line end; a run killed "
                         f"while writing it?)")
-    return _Parsed(identity, columns, rows, problems, clean and not problems and not duplicates,
-                   version, duplicates)
+    return ParsedResults(identity, columns, rows, problems,
+                         clean and not problems and not duplicates, version, duplicates)
 
 
-def _render(identity: Mapping[str, Any], columns: Sequence[str],
+def render_results(identity: Mapping[str, Any], columns: Sequence[str],
             rows: Iterable[Sequence[Any]]) -> str:
     buffer = io.StringIO()
     # A table without the content column (a format-2 file's, rewritten) stays format 2.
     buffer.write(_identity_line(identity, RESULTS_FORMAT if "content" in columns else 2))
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(columns)
-    writer.writerows(_encode(columns, row) for row in rows)
+    writer.writerows(encode_row(columns, row) for row in rows)
     return buffer.getvalue()
 
 
-def _report(path: Path, problems: list[str], action: str,
+def report_problems(path: Path, problems: list[str], action: str,
             what: str = "line(s) not counted") -> None:
     if problems:
         more = f" (and {len(problems) - 3} more)" if len(problems) > 3 else ""
@@ -389,11 +389,11 @@ def _report(path: Path, problems: list[str], action: str,
 
 
 
-def _missing(value: object) -> bool:
+def is_missing(value: object) -> bool:
     return value is None or value is pd.NA or (isinstance(value, float) and math.isnan(value))
 
 
-def _plain(value: object) -> object:
+def plain_value(value: object) -> object:
     if isinstance(value, np.generic):
         return value.item()
     return value

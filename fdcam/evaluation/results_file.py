@@ -9,7 +9,7 @@
 * one writer at a time: the run holds an exclusive ``fcntl`` lock on the file (POSIX); a
   second run on the same file stops with one line;
 * every write is checked: a rewrite (repairs, ``retry_failed``, changed content,
-  `merge_results` via `_write_table`) goes to a temporary file that is written whole and
+  `merge_results` via `write_table`) goes to a temporary file that is written whole and
   fsynced before an atomic rename, so a kill, a full disk or a read-only folder leaves the
   old file byte for byte (and one line); an append that fails is cut back to the last
   complete row;
@@ -45,23 +45,23 @@ try:  # the lock that keeps a second writer off a results file (POSIX)
 except ImportError:  # pragma: no cover - Windows
     fcntl = None  # type: ignore[assignment]
 from fdcam.evaluation.results import (
-    _BOOL_COLUMNS,
-    _FLOAT_COLUMNS,
-    _TEXT_COLUMNS,
+    BOOL_COLUMNS,
+    FLOAT_COLUMNS,
     IDENTITY_ATTR,
     KEY,
     RESULTS_FORMAT,
+    TEXT_COLUMNS,
+    BadRow,
+    ParsedResults,
     ResultsWarning,
-    _BadRow,
-    _decode,
-    _encode,
-    _missing,
-    _parse,
-    _Parsed,
-    _plain,
-    _render,
-    _report,
     check_identity,
+    decode_row,
+    encode_row,
+    is_missing,
+    parse_results,
+    plain_value,
+    render_results,
+    report_problems,
     result_columns,
 )
 
@@ -71,7 +71,7 @@ UPGRADE_HINT = ("upgrade it once with the images its rows were made from: fdcam 
                 "files: python -m scripts.sample_evaluation --upgrade")
 
 
-def _check_writable_folder(path: Path) -> None:
+def check_writable_folder(path: Path) -> None:
     """One line when `path` cannot be a file: it is a folder, or a file is in its way."""
     check_file_name(path, str(path), f"a results file name (e.g. {path / 'results.csv'})")
     try:
@@ -93,7 +93,7 @@ def _lock(fd: int, path: Path) -> None:
                          f"file") from None
 
 
-def _open_locked(path: Path) -> int:
+def open_locked(path: Path) -> int:
     """Open (create) `path` for appending with an exclusive lock held; the fd is returned.
 
     The lock belongs to the file, not the name: when the name was replaced by another file
@@ -114,7 +114,7 @@ def _open_locked(path: Path) -> int:
         os.close(fd)
 
 
-def _replace_locked(path: Path, text: str, old_fd: int | None) -> int:
+def replace_locked(path: Path, text: str, old_fd: int | None) -> int:
     """Write `text` to a locked temporary file and rename it over `path` (`replace_file`);
     returns the new file's locked fd (the old one is closed only on success)."""
     fd = replace_file(path, text.encode("utf-8"), before_rename=_lock, keep_open=True)
@@ -124,7 +124,7 @@ def _replace_locked(path: Path, text: str, old_fd: int | None) -> int:
     return fd
 
 
-def _foreign_check(path: Path) -> None:
+def refuse_foreign_file(path: Path) -> None:
     """Refuse an existing file that is not a results file, before opening it for writing."""
     if not path.exists() or path.is_dir():
         return
@@ -136,21 +136,21 @@ def _foreign_check(path: Path) -> None:
     if head and b"\n" in head:
         # Only the first lines matter here; the rows are checked under the lock.
         upto = head.split(b"\n")
-        _parse(path, b"\n".join(upto[:2]) + b"\n")
+        parse_results(path, b"\n".join(upto[:2]) + b"\n")
 
 
 def row_problem(columns: Sequence[str], row: Sequence[Any]) -> str | None:
     """Why `row` would not read back as a valid row (NaN, a probability outside [0, 1], …),
     or None: what `evaluate` writes is checked by the reader's own rules first."""
     try:
-        _decode(columns, _encode(columns, row), escaped=True)
-    except _BadRow as error:
+        decode_row(columns, encode_row(columns, row), escaped=True)
+    except BadRow as error:
         return str(error)
     return None
 
 
 @dataclass
-class _ResultsFile:
+class ResultsFile:
     """The CSV on disk, locked while a run appends to it, and the rows it already holds."""
 
     path: Path
@@ -166,19 +166,20 @@ class _ResultsFile:
     changed: list[str] = field(default_factory=list)  # images whose rows were remade
     fd: int | None = None
 
-    def __enter__(self) -> _ResultsFile:
+    def __enter__(self) -> ResultsFile:
         self.path = resolved(self.path)
-        _check_writable_folder(self.path)
-        _foreign_check(self.path)  # a foreign file is refused before it is opened to write
-        fd = _open_locked(self.path)
+        check_writable_folder(self.path)
+        refuse_foreign_file(self.path)  # a foreign file is refused before it is opened to write
+        fd = open_locked(self.path)
         try:
             with os.fdopen(os.dup(fd), "rb") as reader:
-                parsed = _parse(self.path, reader.read())
+                parsed = parse_results(self.path, reader.read())
             rows = self._adopt(parsed)
             if (not parsed.clean or len(rows) != len(parsed.rows)
                     or parsed.identity != self.identity or parsed.columns != self.columns
                     or parsed.version != RESULTS_FORMAT):
-                fd = _replace_locked(self.path, _render(self.identity, self.columns, rows), fd)
+                text = render_results(self.identity, self.columns, rows)
+                fd = replace_locked(self.path, text, fd)
         except BaseException:
             os.close(fd)
             raise
@@ -194,7 +195,7 @@ class _ResultsFile:
         for values in rows:
             self._remember(values)
 
-    def _adopt(self, parsed: _Parsed) -> list[list[Any]]:
+    def _adopt(self, parsed: ParsedResults) -> list[list[Any]]:
         """Check the file's identity against this run's; the rows to keep."""
         held = bool(parsed.rows or parsed.problems or parsed.duplicates)
         if parsed.identity is None and held:
@@ -235,9 +236,9 @@ class _ResultsFile:
         # the full run.
         self.identity = {**self.identity, "shard": old["shard"]}
         rows = parsed.rows
-        _report(self.path, parsed.problems, "they will be recomputed")
-        _report(self.path, parsed.duplicates, "removed (the first one is kept)",
-                "duplicated row(s)")
+        report_problems(self.path, parsed.problems, "they will be recomputed")
+        report_problems(self.path, parsed.duplicates, "removed (the first one is kept)",
+                        "duplicated row(s)")
         if self.retry_failed:
             rows = [r for r in rows if r[-1] is None]
         return rows
@@ -266,8 +267,8 @@ class _ResultsFile:
                           ResultsWarning, stacklevel=3)
         self.changed.append(image)
         assert self.fd is not None
-        self.fd = _replace_locked(self.path, _render(self.identity, self.columns, kept),
-                                  self.fd)
+        self.fd = replace_locked(self.path, render_results(self.identity, self.columns, kept),
+                                 self.fd)
         self._reset(kept)
 
     def pending(self, image: str, methods: list[str],
@@ -293,7 +294,7 @@ class _ResultsFile:
         assert self.fd is not None
         buffer = io.StringIO()
         csv.writer(buffer, lineterminator="\n").writerows(
-            _encode(self.columns, row) for row in rows)
+            encode_row(self.columns, row) for row in rows)
         end = os.fstat(self.fd).st_size
         try:
             write_all(self.fd, buffer.getvalue().encode("utf-8"))  # a method's rows together
@@ -325,21 +326,21 @@ def _shown(value: object) -> str:
     return repr(value) if isinstance(value, str) else json.dumps(value)
 
 
-def _write_table(df: pd.DataFrame, path: Path) -> None:
+def write_table(df: pd.DataFrame, path: Path) -> None:
     """Write a results table (e.g. `merge_results`) atomically, under the file's lock.
 
     Its identity is ``df.attrs[IDENTITY_ATTR]`` (set by `read_results`/`merge_results`).
     """
     path = resolved(path)
-    _check_writable_folder(path)
-    _foreign_check(path)
+    check_writable_folder(path)
+    refuse_foreign_file(path)
     identity = dict(df.attrs.get(IDENTITY_ATTR) or {})
     columns = list(df.columns)
-    rows = [[None if _missing(v) else _plain(v) for v in row]
+    rows = [[None if is_missing(v) else plain_value(v) for v in row]
             for row in df.itertuples(index=False)]
-    fd = _open_locked(path)
+    fd = open_locked(path)
     try:
-        fd = _replace_locked(path, _render(identity, columns, rows), fd)
+        fd = replace_locked(path, render_results(identity, columns, rows), fd)
     finally:
         os.close(fd)
 
@@ -365,9 +366,9 @@ def read_results(path: str | os.PathLike[str]) -> pd.DataFrame:
     if not data:
         raise FdcamError(f"results file {path} is empty; expected the lines written by "
                          f"fdcam evaluate")
-    parsed = _parse(path, data)
-    _report(path, parsed.problems, "left out")
-    _report(path, parsed.duplicates, "counted once", "duplicated row(s)")
+    parsed = parse_results(path, data)
+    report_problems(path, parsed.problems, "left out")
+    report_problems(path, parsed.duplicates, "counted once", "duplicated row(s)")
     columns = parsed.columns or result_columns(False)
     raw = pd.DataFrame([_raw_cells(columns, row) for row in parsed.rows], columns=columns,
                        dtype=str)
@@ -376,9 +377,9 @@ def read_results(path: str | os.PathLike[str]) -> pd.DataFrame:
         cells = raw[column]
         if column == "target":
             df[column] = pd.array([int(c) if c else pd.NA for c in cells], dtype="Int64")
-        elif column in _FLOAT_COLUMNS:
+        elif column in FLOAT_COLUMNS:
             df[column] = [float(c) if c else math.nan for c in cells]  # exact round-trip
-        elif column in _BOOL_COLUMNS:
+        elif column in BOOL_COLUMNS:
             df[column] = pd.array([{"True": True, "False": False}.get(c, pd.NA)
                                    for c in cells], dtype="boolean")
         else:
@@ -389,8 +390,8 @@ def read_results(path: str | os.PathLike[str]) -> pd.DataFrame:
 
 def _raw_cells(columns: Sequence[str], values: Sequence[Any]) -> list[str]:
     """Values as unescaped text cells (what a format-1 file held), for the typed columns."""
-    return ["" if v is None else (str(v) if c in _TEXT_COLUMNS else cell)
-            for c, v, cell in zip(columns, values, _encode(columns, values), strict=True)]
+    return ["" if v is None else (str(v) if c in TEXT_COLUMNS else cell)
+            for c, v, cell in zip(columns, values, encode_row(columns, values), strict=True)]
 
 
 def merge_results(paths: Iterable[str | os.PathLike[str]]) -> pd.DataFrame:

@@ -42,21 +42,19 @@ from fdcam.evaluation.faithfulness import (
 )
 from fdcam.evaluation.pointing import ClassBoxes, pointing_record
 from fdcam.evaluation.results import (
-    METRIC_COLUMNS,
-    POINTING_COLUMNS,
     RESULTS_FORMAT,
     result_columns,
     results_identity,
     tensor_content,
 )
 from fdcam.evaluation.results_file import (
-    _open_locked,
-    _parse,
-    _render,
-    _replace_locked,
-    _report,
-    _ResultsFile,
+    ResultsFile,
     check_identity,
+    open_locked,
+    parse_results,
+    render_results,
+    replace_locked,
+    report_problems,
     resolved,
     row_problem,
 )
@@ -151,7 +149,7 @@ def evaluate(
     path = Path(out_csv)
     identity = results_identity(model, step_fraction=step_fraction if curves else None,
                                 shard=(shard_index, shard_count), settings=settings)
-    table = _ResultsFile(path, result_columns(pointing), identity, retry_failed)
+    table = ResultsFile(path, result_columns(pointing), identity, retry_failed)
     checked: list[bool] = []  # whether `check_before_work` has run
     layer = identity.get("layer")
     explainers: dict[str, Explainer] = {}
@@ -208,13 +206,13 @@ def _evaluate_image(image_id: str, source: ImageSource, content: str | None,
                     image_boxes: Mapping[int, ClassBoxes | Tensor] | None, pointing: bool,
                     device: str | torch.device, batch_size: int | None,
                     step_fraction: float | None,
-                    table: _ResultsFile, on_explained: OnExplained | None = None,
+                    table: ResultsFile, on_explained: OnExplained | None = None,
                     check: tuple[list[bool], str | None] | None = None) -> None:
     try:
         x = _load(image_id, source).to(device)
     except Exception as error:  # an unreadable image must not stop a long run
         for method in pending:
-            table.write([_error_row(image_id, method, None, error, pointing, content)])
+            table.write([_error_row(table.columns, image_id, method, None, error, content)])
         return
     if check is not None:  # the first image that loads: the model and layer are tried on it
         from fdcam.preflight import check_before_work
@@ -228,7 +226,7 @@ def _evaluate_image(image_id: str, source: ImageSource, content: str | None,
                 top1 = int(network(x[None]).argmax(1)[0])
     except Exception as error:
         for method in pending:
-            table.write([_error_row(image_id, method, None, error, pointing, content)])
+            table.write([_error_row(table.columns, image_id, method, None, error, content)])
         return
     for method, method_targets in pending.items():
         classes = method_targets if method_targets is not None else [top1]
@@ -241,13 +239,13 @@ def _evaluate_image(image_id: str, source: ImageSource, content: str | None,
             rows = _evaluate_method(image_id, method, explainers[method], x, classes,
                                     forward, image_boxes, pointing, batch_size, step_fraction,
                                     on_explained)
-            rows = [[*row[:-1], content, None] for row in rows]
-            for row in rows:
+            rows = [_row(table.columns, {**cells, "content": content}) for cells in rows]
+            for row, cls in zip(rows, classes, strict=True):
                 why = row_problem(table.columns, row)
                 if why is not None:
-                    raise FdcamError(f"its row for class {row[2]} is not valid ({why})")
+                    raise FdcamError(f"its row for class {cls} is not valid ({why})")
         except Exception as error:  # the explainer's own failure: record it and go on
-            rows = [_error_row(image_id, method, c, error, pointing, content)
+            rows = [_error_row(table.columns, image_id, method, c, error, content)
                     for c in classes]
         table.write(rows)
 
@@ -256,8 +254,9 @@ def _evaluate_method(image_id: str, method: str, explainer: Explainer, x: Tensor
                      classes: list[int], forward: Forward,
                      image_boxes: Mapping[int, ClassBoxes | Tensor] | None, pointing: bool,
                      batch_size: int | None, step_fraction: float | None,
-                     on_explained: OnExplained | None = None) -> list[list[object]]:
-    """Rows of one (image, method); ``step_fraction=None``: no insertion/deletion curves."""
+                     on_explained: OnExplained | None = None) -> list[dict[str, object]]:
+    """The cells of each row of one (image, method), by column name (`_row` orders them);
+    ``step_fraction=None``: no insertion/deletion curves."""
     n = len(classes)
     target = torch.tensor(classes, dtype=torch.long, device=x.device)
     # A copy per class: an explainer that writes into its input must not touch the original.
@@ -289,29 +288,41 @@ def _evaluate_method(image_id: str, method: str, explainer: Explainer, x: Tensor
         overall = [a - b for a, b in zip(ins, dele, strict=True)]
     if on_explained is not None:
         on_explained(image_id, method, list(classes), saliency, curves)
-    rows: list[list[object]] = []
+    metrics = {"probability": probability, "insertion": ins, "deletion": dele,
+               "overall": overall}
+    rows: list[dict[str, object]] = []
     for i, cls in enumerate(classes):
-        row: list[object] = [image_id, method, cls, probability[i], ins[i], dele[i],
-                             overall[i]]
+        cells: dict[str, object] = {"image": image_id, "method": method, "target": cls}
+        cells.update({name: values[i] for name, values in metrics.items()})
         if pointing:
-            row += _pointing_cells(saliency[i], image_boxes, cls)
-        rows.append([*row, None])
+            cells.update(_pointing_cells(saliency[i], image_boxes, cls))
+        rows.append(cells)
     return rows
 
 
+def _row(columns: Sequence[str], cells: Mapping[str, object]) -> list[object]:
+    """A row in the file's column order, from its cells by name (a column without one is
+    empty): a new metric is a column of `fdcam.evaluation.results` and a cell here, with no
+    position to keep in step."""
+    unknown = set(cells) - set(columns)
+    if unknown:
+        raise FdcamError(f"cells {sorted(unknown)} have no column in the results file")
+    return [cells.get(column) for column in columns]
+
+
 def _pointing_cells(saliency: Tensor, image_boxes: Mapping[int, ClassBoxes | Tensor] | None,
-                    cls: int) -> list[object]:
+                    cls: int) -> dict[str, object]:
     if image_boxes is None or cls not in image_boxes:
-        return [None, None, None]
+        return {}
     record = pointing_record(saliency.cpu(), image_boxes[cls], target=cls)
-    return [record.hit, record.hit_tol15, record.difficult]
+    return {"hit": record.hit, "hit_tol15": record.hit_tol15, "difficult": record.difficult}
 
 
-def _error_row(image_id: str, method: str, cls: int | None, error: BaseException,
-               pointing: bool, content: str | None) -> list[object]:
+def _error_row(columns: Sequence[str], image_id: str, method: str, cls: int | None,
+               error: BaseException, content: str | None) -> list[object]:
     message = " ".join(f"{type(error).__name__}: {error}".split())  # one line in the CSV
-    return [image_id, method, cls, *[None] * len(METRIC_COLUMNS),
-            *([None] * len(POINTING_COLUMNS) if pointing else []), content, message]
+    return _row(columns, {"image": image_id, "method": method, "target": cls,
+                          "content": content, "error": message})
 
 
 def _load(image_id: str, source: ImageSource) -> Tensor:
@@ -385,17 +396,17 @@ def upgrade_results(out_csv: str | os.PathLike[str],
     path = resolved(out_csv)
     if not path.is_file():
         raise FdcamError(f"results file {path} does not exist")
-    fd = _open_locked(path)
+    fd = open_locked(path)
     try:
         with os.fdopen(os.dup(fd), "rb") as reader:
-            parsed = _parse(path, reader.read())
+            parsed = parse_results(path, reader.read())
         if parsed.version == RESULTS_FORMAT:
             return len(parsed.rows), len(parsed.rows)
         if parsed.identity is None:
             raise FdcamError(f"{path} has no identity line (format 1): its rows cannot be "
                              f"matched to a model and weights, so they are not upgraded")
         identity = check_identity(path, parsed.identity)
-        _report(path, parsed.problems, "left out (a rerun recomputes them)")
+        report_problems(path, parsed.problems, "left out (a rerun recomputes them)")
         wanted = dict.fromkeys(str(row[0]) for row in parsed.rows)
         contents: dict[str, str | None] = {}
         failure = ""
@@ -420,7 +431,7 @@ def upgrade_results(out_csv: str | os.PathLike[str],
                              f"rows were made from; {path} is unchanged")
         pointing = "hit" in parsed.columns
         rows = [[*row[:-1], contents[str(row[0])], row[-1]] for row in parsed.rows]
-        fd = _replace_locked(path, _render(identity, result_columns(pointing), rows), fd)
+        fd = replace_locked(path, render_results(identity, result_columns(pointing), rows), fd)
     finally:
         os.close(fd)
     return len(parsed.rows), len(rows)

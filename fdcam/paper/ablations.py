@@ -11,7 +11,7 @@ import torch
 
 from fdcam.checks import check_optional_int
 from fdcam.errors import FdcamError
-from fdcam.paper.figure_data import _image_tensor
+from fdcam.paper.figure_data import image_tensor
 from fdcam.paper.runs import faithfulness_results
 from fdcam.paper.setups import Setup
 
@@ -50,7 +50,7 @@ def combination_check(setup: Setup, n: int | None = None) -> pd.DataFrame:
         table = pd.DataFrame(columns=["image", "method", "insertion", "deletion"])
     rows = []
     for image_id, source in images:
-        x = _image_tensor(source).to(setup.device)[None]
+        x = image_tensor(source).to(setup.device)[None]
         out = {c: e(x) for c, e in explainers.items()}
         exp, shifted, eq10 = out["exp"], out["exp_shifted"], out["exp_minus_bias"]
         weights = (shifted.weights * math.exp(0.5) - exp.weights).abs().max()
@@ -93,7 +93,7 @@ def switch_on_check(setup: Setup, n: int | None = None) -> pd.DataFrame:
                                 switch_on=False)}
     rows = []
     for image_id, source in images:
-        x = _image_tensor(source).to(setup.device)[None]
+        x = image_tensor(source).to(setup.device)[None]
         out = {name: e(x) for name, e in variants.items()}
         full, off, single = out["full"], out["g-off"], out["ng-off"]
         s_full, s_off = min_max(full.scores.double()), min_max(off.scores.double())

@@ -27,7 +27,8 @@ from fdcam.paper.settings import (
     SAMPLE_MODEL,
     ProfileSettings,
 )
-from fdcam.paper.setups import PointingImage, Setup, _clip, _existing, _from_root, freeze_body
+from fdcam.paper.setup_types import PointingImage, Setup, clip_limit, freeze_body
+from fdcam.paths import from_base
 
 
 def sample_setup(settings: ProfileSettings, folder: str | Path | None, layer: str | None,
@@ -44,7 +45,7 @@ def sample_setup(settings: ProfileSettings, folder: str | Path | None, layer: st
     from fdcam.split import resolve_layer
 
     try:
-        sample = ImageNetSample(None if folder is None else _from_root(folder))
+        sample = ImageNetSample(None if folder is None else from_base(folder))
     except FdcamError as error:
         raise FdcamError(f"imagenet_sample: {error}") from None
     loaded = load_model(SAMPLE_MODEL if model_name is None else model_name, device=device)
@@ -65,8 +66,8 @@ def sample_setup(settings: ProfileSettings, folder: str | Path | None, layer: st
         (sample.names[i], functools.partial(_sample_image, sample, i, model))
         for i in order[:n_images]]
     pointing = _SampleMosaics(sample, n_pointing, model, seed)
-    heavy = {"faithfulness": _clip(settings.heavy_images, n_images),
-             "pointing": _clip(settings.heavy_pointing, n_pointing)}
+    heavy = {"faithfulness": clip_limit(settings.heavy_images, n_images),
+             "pointing": clip_limit(settings.heavy_pointing, n_pointing)}
     note = (f"{n_images} photos of EliSchwartz/imagenet-sample-images (one per ImageNet "
             f"class, seeded order {seed}); {n_pointing} 2×2 mosaics of them")
     made = Setup("imagenet-sample", model, model, device, Path(), faithfulness, pointing,
@@ -101,11 +102,11 @@ class _SampleMosaics(Mapping[str, PointingImage]):
             {label: ClassBoxes(boxes[q:q + 1]) for q, label in enumerate(labels)})
 
     def _image(self, image_id: str) -> Tensor:
-        from fdcam.evaluation.photos import _compose_mosaic
+        from fdcam.evaluation.photos import compose_mosaic
 
         group = self.groups[self.ids.index(image_id)]
-        canvas, _ = _compose_mosaic([self.sample.image(i) for i in group],
-                                    self.model.input_size)
+        canvas, _ = compose_mosaic([self.sample.image(i) for i in group],
+                                   self.model.input_size)
         return self.model.preprocess(canvas)
 
     def __iter__(self) -> Iterator[str]:
@@ -182,13 +183,13 @@ def paper_setup(settings: ProfileSettings, imagenet_val: str | Path | None,
 
 def _voc_model(checkpoint: Path | None, device: str, dry_run: bool) -> LoadedModel:
     from fdcam.evaluation.voc import VOC_CLASSES
-    from fdcam.models import _IMAGENET_MEAN, _IMAGENET_STD
+    from fdcam.models import IMAGENET_MEAN, IMAGENET_STD
     from fdcam.paper.finetune import build_voc_model, voc_loaded_model
 
     if checkpoint is None:  # dry run without a checkpoint: a random 20-class VGG16
         network = build_voc_model("vgg16", pretrained=False).to(device).eval()
-        return LoadedModel("vgg16-voc2007 (random)", network, "features.30", _IMAGENET_MEAN,
-                           _IMAGENET_STD, list(VOC_CLASSES))
+        return LoadedModel("vgg16-voc2007 (random)", network, "features.30", IMAGENET_MEAN,
+                           IMAGENET_STD, list(VOC_CLASSES))
     try:
         return voc_loaded_model(checkpoint, device)
     except FdcamError as error:
@@ -246,3 +247,14 @@ def _voc_image(path: Path, model: LoadedModel) -> Tensor:
     from fdcam.evaluation.images import open_rgb
 
     return model.preprocess(open_rgb(path))
+
+
+def _existing(value: str | Path | None, name: str, expected: str, *, folder: bool) -> Path:
+    """A given path (from the repository root) that is a folder, or a file."""
+    if value is None or (isinstance(value, str) and not value.strip()):
+        raise FdcamError(f"the paper profile needs {name}: {expected}")
+    path = from_base(value)
+    if not (path.is_dir() if folder else path.is_file()):
+        raise FdcamError(f"{name} {path} is not a {'folder' if folder else 'file'}; "
+                         f"expected {expected}")
+    return path

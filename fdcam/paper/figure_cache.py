@@ -18,7 +18,7 @@ from fdcam.paper.setups import Setup
 # ----------------------------------------------------------------------------- figure data
 
 
-class _FigureKeeper:
+class FigureKeeper:
     """Keeps the maps (and curves) of the first ``setup.figure_images`` images of a run."""
 
     def __init__(self, setup: Setup, kind: str) -> None:
@@ -43,7 +43,7 @@ def _figure_file(folder: Path, method: str, image_id: str) -> Path:
     return folder / f"{safe}.pt"
 
 
-def _load_figure(setup: Setup, kind: str, method: str, image_id: str) -> dict[str, Any] | None:
+def load_figure(setup: Setup, kind: str, method: str, image_id: str) -> dict[str, Any] | None:
     path = _figure_file(setup.results_dir / "figures" / kind, method, image_id)
     if not path.is_file():
         return None

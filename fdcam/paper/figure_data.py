@@ -15,12 +15,12 @@ from fdcam.evaluation.faithfulness import (
     insertion_deletion_curves,
 )
 from fdcam.evaluation.runner import ImageSource
-from fdcam.paper.figure_cache import _load_figure
-from fdcam.paper.runs import _check_methods, method_options
+from fdcam.paper.figure_cache import load_figure
+from fdcam.paper.runs import check_methods, method_options
 from fdcam.paper.setups import Setup
 
 
-def _image_tensor(source: ImageSource) -> Tensor:
+def image_tensor(source: ImageSource) -> Tensor:
     return source if isinstance(source, Tensor) else source()
 
 
@@ -52,12 +52,12 @@ def faithfulness_curves(setup: Setup, n: int | None = None,
     methods only within their image limit). `methods` default to Table I's.
     """
     n = setup.figure_images if n is None else check_int(n, "n")
-    chosen = _check_methods(methods, setup.methods["I"], "faithfulness")
+    chosen = check_methods(methods, setup.methods["I"], "faithfulness")
     if "fdcam" not in chosen:
         chosen.append("fdcam")
     panels = []
     for image_id, source in setup.faithfulness_images[:n]:
-        x = _image_tensor(source).to(setup.device)
+        x = image_tensor(source).to(setup.device)
         insertion: dict[str, Tensor] = {}
         deletion: dict[str, Tensor] = {}
         saliency: dict[str, Tensor] = {}
@@ -65,7 +65,7 @@ def faithfulness_curves(setup: Setup, n: int | None = None,
         for method in chosen:
             if image_id not in setup.images_for(method, "faithfulness"):
                 continue
-            record = _load_figure(setup, "faithfulness", method, image_id)
+            record = load_figure(setup, "faithfulness", method, image_id)
             if record is None or "insertion" not in record:
                 record = _explain_and_measure(setup, method, x)
             insertion[method] = record["insertion"][0]
@@ -122,15 +122,15 @@ def discriminability_maps(setup: Setup, image_id: str | None = None,
     if image_id not in setup.pointing_images:
         raise FdcamError(f"unknown pointing-game image {image_id!r}; expected one of the "
                          f"setup's {len(ids)} images (e.g. {ids[0]!r})")
-    chosen = _check_methods(methods, setup.pointing_methods, "pointing")
+    chosen = check_methods(methods, setup.pointing_methods, "pointing")
     item = setup.pointing_images[image_id]
     classes = sorted(item.boxes)
-    x = _image_tensor(item.image).to(setup.device)
+    x = image_tensor(item.image).to(setup.device)
     maps: dict[str, Tensor] = {}
     for method in chosen:
         if image_id not in setup.images_for(method, "pointing"):
             continue
-        record = _load_figure(setup, "pointing", method, image_id)
+        record = load_figure(setup, "pointing", method, image_id)
         if record is not None and list(record["targets"]) == classes:
             maps[method] = record["saliency"]
             continue

@@ -43,7 +43,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from fdcam.errors import FdcamError
 from fdcam.evaluation.voc import VOC2007, VOC_CLASSES, voc_multi_hot
-from fdcam.models import _IMAGENET_MEAN, _IMAGENET_STD, LoadedModel, preprocess_image
+from fdcam.models import IMAGENET_MEAN, IMAGENET_STD, LoadedModel, preprocess_image
 
 CHECKPOINT_NAME = "checkpoint.pt"
 HISTORY_NAME = "history.json"
@@ -57,19 +57,9 @@ def _vgg16(pretrained: bool) -> nn.Module:
     return load_model("vgg16", pretrained=pretrained).model
 
 
-def _tiny_cnn(pretrained: bool) -> nn.Module:
-    # A stand-in with VGG's shape (conv features, pooled, a linear classifier) so that CPU
-    # tests exercise the same code path in a fraction of a second; it has no weights.
-    if pretrained:
-        raise FdcamError("arch 'tiny-cnn' has no pretrained weights; use pretrained=False")
-    return nn.Sequential(
-        nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
-        nn.Conv2d(8, 16, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
-        nn.Linear(16, 1000),
-    )
-
-
-ARCHS: dict[str, Callable[[bool], nn.Module]] = {"vgg16": _vgg16, "tiny-cnn": _tiny_cnn}
+#: Architectures by name: a builder taking ``pretrained``. The tests add a tiny stand-in
+#: (`tests.models.tiny_voc_cnn`) to run the same training code in a fraction of a second.
+ARCHS: dict[str, Callable[[bool], nn.Module]] = {"vgg16": _vgg16}
 
 
 @dataclass(frozen=True)
@@ -147,7 +137,7 @@ class VocClassification(Dataset):
 
     def __getitem__(self, i: int) -> tuple[Tensor, Tensor, Tensor]:
         image, target = self.voc[i]
-        x = preprocess_image(image, _IMAGENET_MEAN, _IMAGENET_STD, self.size)
+        x = preprocess_image(image, IMAGENET_MEAN, IMAGENET_STD, self.size)
         present, ignore = voc_multi_hot(target["labels"], target["difficult"])
         return x, present, ignore
 
@@ -342,7 +332,7 @@ def load_voc_vgg16(checkpoint: str | Path, device: str | torch.device = "cpu") -
 def voc_loaded_model(checkpoint: str | Path, device: str | torch.device = "cpu") -> LoadedModel:
     """The fine-tuned VGG16 as a `LoadedModel` (VOC class names, target ``features.30``)."""
     return LoadedModel("vgg16-voc2007", load_voc_vgg16(checkpoint, device), "features.30",
-                       _IMAGENET_MEAN, _IMAGENET_STD, list(VOC_CLASSES))
+                       IMAGENET_MEAN, IMAGENET_STD, list(VOC_CLASSES))
 
 
 def _generator(seed: int, epoch: int, step: int) -> torch.Generator:

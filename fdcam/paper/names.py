@@ -6,7 +6,7 @@ from __future__ import annotations
 from fdcam.errors import FdcamError
 
 PROFILES = ("offline", "imagenet-sample", "paper", "smoke")
-"""The values of the papermill parameter ``profile`` (see DESIGN.md, "Profiles")."""
+"""The values of the papermill parameter ``profile`` (the book's "How to reproduce" page)."""
 
 TABLES = ("I", "II", "III", "IV")
 

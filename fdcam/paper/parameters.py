@@ -29,7 +29,7 @@ def _photo_names() -> list[str]:
     return [photo.name for photo in offline_photos()]
 
 
-_CHECKS: dict[str, Any] = {
+PARAMETER_CHECKS: dict[str, Any] = {
     "profile": lambda v, n: check_profile(v),
     "device": lambda v, n: check_device(v),
     "seed": lambda v, n: check_int(v, n, minimum=0),
@@ -65,10 +65,10 @@ def check_parameters(**parameters: Any) -> dict[str, Any]:
     """
     checked = {}
     for name, value in parameters.items():
-        if name not in _CHECKS:
+        if name not in PARAMETER_CHECKS:
             raise FdcamError(f"check_parameters has no check for {name!r}; known: "
-                             f"{', '.join(_CHECKS)}")
-        checked[name] = _CHECKS[name](value, name)
+                             f"{', '.join(PARAMETER_CHECKS)}")
+        checked[name] = PARAMETER_CHECKS[name](value, name)
     if "dry_run" in checked:
         check_dry_run(checked["dry_run"], checked.get("profile", "paper"))
     if checked.get("profile") == "imagenet-sample":

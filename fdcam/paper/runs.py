@@ -28,9 +28,9 @@ import pandas as pd
 from fdcam.checks import check_int, check_shard
 from fdcam.errors import FdcamError
 from fdcam.evaluation.pointing import ClassBoxes
-from fdcam.evaluation.results_file import _write_table, merge_results, read_results
+from fdcam.evaluation.results_file import merge_results, read_results, write_table
 from fdcam.evaluation.runner import evaluate
-from fdcam.paper.figure_cache import _FigureKeeper
+from fdcam.paper.figure_cache import FigureKeeper
 from fdcam.paper.settings import SAME_MAP
 from fdcam.paper.setups import PointingImage, Setup
 
@@ -59,7 +59,7 @@ def run_faithfulness(setup: Setup, methods: Sequence[str] | None = None, *,
     `fdcam.evaluation.runner.evaluate`'s (default: compiled where a compiler is found).
     Returns the CSV's path.
     """
-    chosen = _check_methods(methods, setup.faithfulness_methods, "faithfulness")
+    chosen = check_methods(methods, setup.faithfulness_methods, "faithfulness")
     # Identical maps are evaluated once, under their source's name (`SAME_MAP`).
     chosen = list(dict.fromkeys(SAME_MAP.get(m, m) for m in chosen))
     return _run(setup, "faithfulness", chosen, shard, batch_size, retry_failed, engine)
@@ -73,7 +73,7 @@ def run_pointing(setup: Setup, methods: Sequence[str] | None = None, *,
     Every class with a box in an image is explained; no insertion/deletion curves are
     computed (their columns stay empty), only the clean image's class probability.
     """
-    chosen = _check_methods(methods, setup.pointing_methods, "pointing")
+    chosen = check_methods(methods, setup.pointing_methods, "pointing")
     return _run(setup, "pointing", chosen, shard, None, retry_failed, engine)
 
 
@@ -94,7 +94,7 @@ def _run(setup: Setup, kind: str, methods: list[str], shard: tuple[int, int],
     else:
         images = list(setup.faithfulness_images)
         boxes = None
-    keeper = _FigureKeeper(setup, kind)
+    keeper = FigureKeeper(setup, kind)
     # Light methods over every image first, then the heavy ones over their prefix: both
     # append to the same CSV, whose (image, method, target) rows make reruns resume.
     groups: dict[int, list[str]] = {}
@@ -141,8 +141,8 @@ class _BoxesView(Mapping[str, Mapping[int, ClassBoxes]]):
         return len(self.images)
 
 
-def _check_methods(methods: Sequence[str] | None, default: tuple[str, ...],
-                   kind: str) -> list[str]:
+def check_methods(methods: Sequence[str] | None, default: tuple[str, ...],
+                  kind: str) -> list[str]:
     from fdcam.baselines import METHODS
 
     if methods is None:
@@ -178,7 +178,7 @@ def merge_shards(setup: Setup) -> list[Path]:
         if not shards:
             continue
         parts = ([main] if main.exists() else []) + shards
-        _write_table(merge_results(parts), main)
+        write_table(merge_results(parts), main)
         written.append(main)
     return written
 
@@ -189,7 +189,7 @@ def merge_shards(setup: Setup) -> list[Path]:
 def faithfulness_results(setup: Setup) -> pd.DataFrame:
     """The faithfulness CSV restricted to this setup's images and methods (heavy methods to
     their image limit): a larger earlier run in the same folder does not leak in."""
-    return _results(setup, "faithfulness", setup.faithfulness_methods)
+    return read_run_results(setup, "faithfulness", setup.faithfulness_methods)
 
 
 #: Which (image, class) pairs of the pointing game a table uses: all of them, or the hard
@@ -202,7 +202,7 @@ def pointing_results(setup: Setup, pairs: str = "all") -> pd.DataFrame:
     keeps the hard subset only (`hard_pairs`)."""
     if pairs not in PAIRS:
         raise FdcamError(f"pairs must be one of {', '.join(PAIRS)}; got {pairs!r}")
-    df = _results(setup, "pointing", setup.pointing_methods)
+    df = read_run_results(setup, "pointing", setup.pointing_methods)
     return hard_pairs(df) if pairs == "hard" else df
 
 
@@ -224,7 +224,7 @@ def hard_pairs(rows: pd.DataFrame) -> pd.DataFrame:
     return rows[chosen].reset_index(drop=True)
 
 
-def _results(setup: Setup, kind: str, methods: Sequence[str]) -> pd.DataFrame:
+def read_run_results(setup: Setup, kind: str, methods: Sequence[str]) -> pd.DataFrame:
     path = setup.faithfulness_csv if kind == "faithfulness" else setup.pointing_csv
     if not path.exists():
         run = "run_faithfulness" if kind == "faithfulness" else "run_pointing"

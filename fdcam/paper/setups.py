@@ -16,27 +16,19 @@ from __future__ import annotations
 
 import atexit
 import dataclasses
-import re
 import shutil
 import tempfile
 from collections.abc import Mapping
-from dataclasses import dataclass
 from pathlib import Path
 
-import pandas as pd
 import torch
 
 from fdcam.checks import check_device, check_dry_run, check_int, check_optional_int
 from fdcam.errors import FdcamError
-from fdcam.evaluation.faithfulness import (
-    STEP_FRACTION,
-)
 from fdcam.evaluation.pointing import ClassBoxes
-from fdcam.evaluation.runner import ImageSource
-from fdcam.models import LoadedModel
-from fdcam.paper.names import check_profile, method_label
+from fdcam.paper.disk_setups import paper_setup, sample_setup
+from fdcam.paper.names import check_profile
 from fdcam.paper.settings import (
-    HEAVY_METHODS,
     RESULTS_ROOT,
     SAMPLE_MODEL,
     SAMPLE_SWISH_HEAVY_IMAGES,
@@ -44,102 +36,8 @@ from fdcam.paper.settings import (
     SETTINGS,
     ProfileSettings,
 )
-from fdcam.paths import base_dir, from_base
-
-
-@dataclass(frozen=True)
-class PointingImage:
-    """One image of the pointing game: the normalised image (or its loader) and, per class
-    index of the pointing model, its boxes in input pixels (0-based inclusive xyxy) with
-    VOC ``difficult`` flags."""
-
-    image: ImageSource
-    boxes: Mapping[int, ClassBoxes]
-
-
-@dataclass
-class Setup:
-    """Everything a profile's experiments need; made by `setup`.
-
-    ``faithfulness_images``: (image_id, image or loader) pairs for Tables I, III, IV;
-    ``pointing_images``: image_id -> `PointingImage` for Table II; ``methods``: table
-    ("I" … "IV") -> method names; ``heavy_limits``: "faithfulness"/"pointing" -> how many
-    of those images the ``heavy_methods`` run on (None: all).
-    """
-
-    profile: str
-    model: LoadedModel
-    pointing_model: LoadedModel
-    device: str
-    results_dir: Path
-    faithfulness_images: list[tuple[str, ImageSource]]
-    pointing_images: Mapping[str, PointingImage]
-    methods: dict[str, tuple[str, ...]]
-    heavy_limits: dict[str, int | None]
-    step_fraction: float = STEP_FRACTION
-    batch_size: int | None = None  # perturbed images per forward pass (None: metrics')
-    figure_images: int = 3
-    seed: int = 0
-    dry_run: bool = False
-    data_note: str = ""
-    heavy_methods: tuple[str, ...] = HEAVY_METHODS
-
-    @property
-    def faithfulness_methods(self) -> tuple[str, ...]:
-        """The methods of Tables I, III and IV, each once, Table I's first."""
-        return tuple(dict.fromkeys(m for t in ("I", "III", "IV") for m in self.methods[t]))
-
-    @property
-    def pointing_methods(self) -> tuple[str, ...]:
-        return self.methods["II"]
-
-    @property
-    def faithfulness_csv(self) -> Path:
-        return self.results_dir / "faithfulness.csv"
-
-    @property
-    def pointing_csv(self) -> Path:
-        return self.results_dir / "pointing.csv"
-
-    def image_ids(self, kind: str) -> list[str]:
-        """The image ids of a run, in order: kind is "faithfulness" or "pointing"."""
-        if kind == "faithfulness":
-            return [image_id for image_id, _ in self.faithfulness_images]
-        if kind == "pointing":
-            return list(self.pointing_images)
-        raise FdcamError(f"unknown run kind {kind!r}; expected faithfulness or pointing")
-
-    def images_for(self, method: str, kind: str) -> list[str]:
-        """The image ids `method` runs on: all of them, or a prefix for a heavy method."""
-        ids = self.image_ids(kind)
-        limit = self.heavy_limits.get(kind) if method in self.heavy_methods else None
-        return ids if limit is None else ids[:limit]
-
-    def describe(self) -> pd.DataFrame:
-        """A one-column summary for the notebook: models, data, sizes (no temporary paths)."""
-        heavy = {k: ("all" if v is None else str(v)) for k, v in self.heavy_limits.items()}
-        try:
-            where = str(self.results_dir.relative_to(base_dir()))
-        except ValueError:
-            where = "a temporary folder" if self.profile == "smoke" else str(self.results_dir)
-        rows = {
-            "profile": self.profile + (" (dry run: random weights)" if self.dry_run else ""),
-            "model (Tables I, III, IV)": f"{self.model.name}, target layer "
-                                         f"{self.model.target_layer}",
-            "model (Table II)": f"{self.pointing_model.name}, target layer "
-                                f"{self.pointing_model.target_layer}",
-            "faithfulness images": str(len(self.faithfulness_images)),
-            "pointing-game images": str(len(self.pointing_images)),
-            "heavy methods": ", ".join(method_label(m) for m in self.heavy_methods)
-                             + f" on {heavy['faithfulness']} faithfulness images, "
-                               f"{heavy['pointing']} pointing-game images",
-            "input size": "×".join(map(str, self.model.input_size)),
-            "pixels per insertion/deletion step": f"{self.step_fraction:.1%} of the image",
-            "data": self.data_note,
-            "results": where,
-        }
-        return pd.DataFrame({"value": rows})
-
+from fdcam.paper.setup_types import PointingImage, Setup, clip_limit, freeze_body
+from fdcam.paths import from_base
 
 # ------------------------------------------------------------------------------------ setup
 
@@ -189,9 +87,6 @@ def setup(profile: str, *, imagenet_val: str | Path | None = None,
     heavy = _check_heavy(heavy_limits)
     settings = SETTINGS[profile]
     torch.manual_seed(seed)
-    # The disk profiles' builders make a Setup themselves: imported here, not at the top.
-    from fdcam.paper.disk_setups import paper_setup, sample_setup
-
     if profile == "paper":
         made = paper_setup(settings, imagenet_val, voc_root, voc_checkpoint, n_images,
                             n_mosaics, device, dry_run, seed)
@@ -206,7 +101,7 @@ def setup(profile: str, *, imagenet_val: str | Path | None = None,
             made.results_dir = made.results_dir / made.model.name
         made.results_dir = made.results_dir / made.model.target_layer
     for kind, limit in heavy.items():
-        made.heavy_limits[kind] = _clip(limit, len(made.image_ids(kind)))
+        made.heavy_limits[kind] = clip_limit(limit, len(made.image_ids(kind)))
     return made
 
 
@@ -245,33 +140,6 @@ def _check_heavy(limits: Mapping[str, int | None] | None) -> dict[str, int | Non
     return out
 
 
-# Parameters that keep requires_grad=True: the last convolution before the target layer (so
-# that A still requires grad for the library's hooks) and everything after it.
-_TRAINABLE_PREFIXES: dict[str, tuple[str, ...]] = {
-    "efficientnet-lite0": ("_conv_head.", "_bn1.", "_fc."),
-    "vgg16": ("features.28.", "classifier."),
-}
-
-
-def freeze_body(loaded: LoadedModel) -> LoadedModel:
-    """Set ``requires_grad=False`` on the parameters before the target layer's last
-    convolution of a known model (EfficientNet-Lite0, VGG16 and its VOC fine-tune); other
-    models are left as they are. Gradients w.r.t. the target layer do not change."""
-    family = "vgg16" if loaded.name.startswith("vgg16") else loaded.name
-    keep = _TRAINABLE_PREFIXES.get(family)
-    # A block's output or a call site inside the block (`_blocks.15._swish#2`).
-    block = re.fullmatch(r"_blocks\.(\d+)(\..+)?", loaded.target_layer)
-    if family == "efficientnet-lite0" and block is not None:  # the block and all after it
-        n_blocks = len(loaded.model._blocks)  # type: ignore[arg-type]
-        keep = (*(f"_blocks.{i}." for i in range(int(block.group(1)), n_blocks)),
-                "_conv_head.", "_bn1.", "_fc.")
-    elif keep is None or loaded.target_layer not in ("_swish", "features.30"):
-        return loaded
-    for name, parameter in loaded.model.named_parameters():
-        parameter.requires_grad_(name.startswith(keep))
-    return loaded
-
-
 def _offline_setup(profile: str, settings: ProfileSettings, n_images: int | None,
                    n_mosaics: int | None, device: str, seed: int) -> Setup:
     from fdcam.evaluation.photos import mosaics, offline_photos
@@ -296,8 +164,8 @@ def _offline_setup(profile: str, settings: ProfileSettings, n_images: int | None
             {label: ClassBoxes(mosaic.boxes[q:q + 1]) for q, label in enumerate(mosaic.labels)})
         for i, mosaic in enumerate(mosaics(n_pointing, size=model.input_size, seed=seed))
     }
-    heavy = {"faithfulness": _clip(settings.heavy_images, n_images),
-             "pointing": _clip(settings.heavy_pointing, n_pointing)}
+    heavy = {"faithfulness": clip_limit(settings.heavy_images, n_images),
+             "pointing": clip_limit(settings.heavy_pointing, n_pointing)}
     note = (f"{n_images} package photos; {n_pointing} 2×2 mosaic(s) of them (seed {seed})")
     return Setup(profile, model, model, device, Path(), faithfulness, pointing,
                  dict(settings.methods), heavy, settings.step_fraction,
@@ -308,7 +176,7 @@ def _offline_setup(profile: str, settings: ProfileSettings, n_images: int | None
 def _results_dir(profile: str, results_dir: str | Path | None, dry_run: bool,
                  seed: int) -> Path:
     if results_dir is not None:
-        path = _from_root(results_dir)
+        path = from_base(results_dir)
         if path.exists() and not path.is_dir():
             raise FdcamError(f"results_dir {path} exists and is not a folder; expected a "
                              f"folder for the results CSVs")
@@ -319,24 +187,3 @@ def _results_dir(profile: str, results_dir: str | Path | None, dry_run: bool,
         return Path(folder)
     name = "paper-dry-run" if dry_run else profile
     return RESULTS_ROOT / (name if seed == 0 else f"{name}-seed{seed}")
-
-
-def _from_root(path: str | Path) -> Path:
-    # In a checkout, relative paths start at the repository root whatever the notebook's
-    # working directory; installed, at the working directory (fdcam.paths.from_base).
-    return from_base(path)
-
-
-def _existing(value: str | Path | None, name: str, expected: str, *, folder: bool) -> Path:
-    """A given path (from the repository root) that is a folder, or a file."""
-    if value is None or (isinstance(value, str) and not value.strip()):
-        raise FdcamError(f"the paper profile needs {name}: {expected}")
-    path = _from_root(value)
-    if not (path.is_dir() if folder else path.is_file()):
-        raise FdcamError(f"{name} {path} is not a {'folder' if folder else 'file'}; "
-                         f"expected {expected}")
-    return path
-
-
-def _clip(limit: int | None, n: int) -> int | None:
-    return None if limit is None or limit >= n else limit

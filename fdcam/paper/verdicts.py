@@ -17,7 +17,7 @@ from fdcam.evaluation.statistics import (
 )
 from fdcam.paper.names import method_label
 from fdcam.paper.numbers import format_difference
-from fdcam.paper.runs import _results, hard_pairs, table_methods
+from fdcam.paper.runs import hard_pairs, read_run_results, table_methods
 from fdcam.paper.settings import FAITHFULNESS_METRICS
 from fdcam.paper.setups import Setup
 from fdcam.paper.tables import ranks
@@ -105,7 +105,7 @@ def claim_verdicts(setup: Setup, *, n_resamples: int = 2000,
         metrics: tuple[str, ...] = ("hit",) if table == "II" else FAITHFULNESS_METRICS
         path = setup.pointing_csv if table == "II" else setup.faithfulness_csv
         if path.exists():
-            df = _results(setup, kind, table_methods(setup, table))
+            df = read_run_results(setup, kind, table_methods(setup, table))
             if table == "II":
                 df = hard_pairs(df) if subset == "hard" else df
                 df = df.assign(hit=df["hit"].astype("Float64") * 100)

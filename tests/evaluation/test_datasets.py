@@ -389,8 +389,8 @@ def test_voc_download_goes_through_torchvision(tmp_path: Path,
 
 def test_one_voc_box_conversion_for_the_cli_and_table_ii(tmp_path: Path) -> None:
     # The box (10, 20, 200, 300) of a 500x375 image: the CLI's reader and Table II's
-    # conversion used to give y2 = 179 and 178 at 224x224; now both keep it in the original
-    # image's 0-based pixels with its size, where the pointing game is scored (TorchRay).
+    # conversion both keep it in the original image's 0-based pixels with its size, where
+    # the pointing game is scored (TorchRay).
     from fdcam.evaluation.cli import read_voc_boxes
 
     path = tmp_path / "a.xml"

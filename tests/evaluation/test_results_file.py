@@ -14,7 +14,7 @@ import pytest
 
 from fdcam.errors import FdcamError
 from fdcam.evaluation.results import IDENTITY_ATTR, ResultsWarning, result_columns
-from fdcam.evaluation.results_file import _write_table, merge_results, read_results
+from fdcam.evaluation.results_file import merge_results, read_results, write_table
 from tests.evaluation.test_runner import corner, factories, make_images, run
 
 LEGACY_HEADER = ",".join(result_columns(False, content=False))  # formats 1 and 2
@@ -269,7 +269,7 @@ def test_merge_checks_shard_sets_and_identity(tmp_path: Path) -> None:
         merge_results([*three, other])
     # the merged table keeps its identity on disk, and a resumed run accepts it
     main = tmp_path / "main.csv"
-    _write_table(merged, main)
+    write_table(merged, main)
     assert read_results(main).attrs[IDENTITY_ATTR] == merged.attrs[IDENTITY_ATTR]
     run(make_images(6), main)
     pd.testing.assert_frame_equal(read_results(main), by_key(full))

@@ -357,7 +357,7 @@ def test_score_scatter_with_colour_and_identity():
 def test_styled_keeps_interactive_mode_switched_on_during_the_call():
     # The inline backend of a notebook switches interactive mode on when the first figure of
     # the session is made; the style's rc_context must not switch it off again.
-    @plots.style._styled
+    @plots.style.styled
     def first_figure():
         matplotlib.interactive(True)
 

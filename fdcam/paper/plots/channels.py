@@ -16,28 +16,28 @@ from torch import Tensor
 from fdcam.combine import min_max_maps
 from fdcam.errors import FdcamError
 from fdcam.paper.plots.overlays import (
-    _image_axes,
-    _pixels,
-    _tensor,
-    _vector,
+    as_vector,
     blend,
+    cpu_tensor,
+    image_axes,
+    image_pixels,
     overlay,
 )
 from fdcam.paper.plots.style import (
-    _FDCAM_COLOR,
-    _OURS_COLOR,
     COLUMN_WIDTH_IN,
+    FDCAM_COLOR,
     MIN_FONT_PT,
+    OURS_COLOR,
     SALIENCY_CMAP,
     STYLE,
-    _styled,
+    styled,
 )
 
 # ---------------------------------------------------------------------------------------
 # Fig. 3: a channel and its most similar channels
 
 
-@_styled
+@styled
 def channel_grid(activations: Tensor, channels: Sequence[int], similarity: Tensor, *,
                  n_similar: int = 2, image: Tensor | None = None, size: float = 1.4,
                  alpha: float = 0.6) -> Figure:
@@ -48,11 +48,11 @@ def channel_grid(activations: Tensor, channels: Sequence[int], similarity: Tenso
     with `image` ([3, H, W]) maps are upsampled bilinearly and drawn over it, otherwise
     shown at their own resolution.
     """
-    acts = _tensor(activations, "activations")
+    acts = cpu_tensor(activations, "activations")
     if acts.ndim != 3:
         raise FdcamError(f"activations must have shape [K, h, w]; got {list(acts.shape)}")
     k_total = acts.shape[0]
-    sim = _tensor(similarity, "similarity")
+    sim = cpu_tensor(similarity, "similarity")
     if tuple(sim.shape) != (k_total, k_total):
         raise FdcamError(f"similarity must have shape [{k_total}, {k_total}]; "
                          f"got {list(sim.shape)}")
@@ -66,7 +66,7 @@ def channel_grid(activations: Tensor, channels: Sequence[int], similarity: Tenso
         raise FdcamError(f"n_similar must lie in [0, {k_total - 1}]; got {n_similar}")
     maps = min_max_maps(acts)
     if image is not None:
-        height, width = _pixels(image).shape[:2]
+        height, width = image_pixels(image).shape[:2]
         maps = torch.nn.functional.interpolate(maps[None], size=(height, width),
                                                mode="bilinear", align_corners=False)[0]
     fig, axes = plt.subplots(1 + n_similar, len(channels), squeeze=False,
@@ -76,7 +76,7 @@ def channel_grid(activations: Tensor, channels: Sequence[int], similarity: Tenso
         row[k] = -torch.inf  # the channel itself is the top row
         similar = torch.argsort(row, descending=True, stable=True)[:n_similar].tolist()
         for i, channel in enumerate([k, *similar]):
-            ax = _image_axes(axes[i, j])
+            ax = image_axes(axes[i, j])
             shown = maps[channel].clamp(0, 1)
             if image is not None:
                 ax.imshow(blend(image, shown, alpha=alpha), vmin=0, vmax=1)
@@ -93,7 +93,7 @@ def channel_grid(activations: Tensor, channels: Sequence[int], similarity: Tenso
 
 
 def _square(similarity: Tensor | np.ndarray, name: str = "similarity") -> Tensor:
-    sim = _tensor(similarity, name)
+    sim = cpu_tensor(similarity, name)
     if sim.ndim != 2 or sim.shape[0] != sim.shape[1]:
         raise FdcamError(f"{name} must have shape [K, K]; got {list(sim.shape)}")
     return sim
@@ -118,7 +118,7 @@ def _cluster_order(block: Tensor) -> np.ndarray:
     return leaves_list(linkage(squareform(distance, checks=False), method="average"))
 
 
-@_styled
+@styled
 def similarity_heatmap(similarity: Tensor | np.ndarray, channels: Sequence[int] | Tensor, *,
                        cluster: bool = True, ax: Axes | None = None,
                        title: str | None = None) -> Axes:
@@ -152,7 +152,7 @@ def similarity_heatmap(similarity: Tensor | np.ndarray, channels: Sequence[int] 
     return ax
 
 
-@_styled
+@styled
 def similarity_histogram(similarity: Tensor | np.ndarray, *,
                          channels: Sequence[int] | Tensor | None = None,
                          thresholds: Tensor | np.ndarray | None = None, bins: int = 50,
@@ -180,11 +180,11 @@ def similarity_histogram(similarity: Tensor | np.ndarray, *,
     ax.hist(pairs, bins=edges, density=True, color="#7f7f7f", alpha=0.7,
             label=f"pairs k ≠ l ({len(pairs):,})")
     if thresholds is not None:
-        tau = _vector(thresholds, "thresholds")
+        tau = as_vector(thresholds, "thresholds")
         if len(tau) != len(channels):
-            tau = _vector(thresholds, "thresholds", sim.shape[0])[channels]
+            tau = as_vector(thresholds, "thresholds", sim.shape[0])[channels]
         ax.hist(tau, bins=edges, density=True, histtype="step", linewidth=1.4,
-                color=_FDCAM_COLOR, label="thresholds τ, one per channel")
+                color=FDCAM_COLOR, label="thresholds τ, one per channel")
     if log:
         ax.set_yscale("log")
     ax.set_xlabel("cosine similarity")
@@ -196,7 +196,7 @@ def similarity_histogram(similarity: Tensor | np.ndarray, *,
     return ax
 
 
-@_styled
+@styled
 def group_threshold_plot(row: Tensor | np.ndarray, theta: float, *, channel: int | None = None,
                          top: int = 100, ax: Axes | None = None,
                          title: str | None = None) -> Axes:
@@ -207,7 +207,7 @@ def group_threshold_plot(row: Tensor | np.ndarray, theta: float, *, channel: int
     """
     from fdcam.similarity import group_thresholds
 
-    values = _tensor(row, "row").double()
+    values = cpu_tensor(row, "row").double()
     if values.ndim != 1 or values.shape[0] < 2:
         raise FdcamError(f"row must have shape [K] with K >= 2; got {list(values.shape)}")
     k_total = values.shape[0]
@@ -219,7 +219,7 @@ def group_threshold_plot(row: Tensor | np.ndarray, theta: float, *, channel: int
     created = ax is None
     if ax is None:
         _, ax = plt.subplots(figsize=(3.4, 2.4))
-    ax.plot(rank[member], shown[member], "o", markersize=2.2, color=_FDCAM_COLOR,
+    ax.plot(rank[member], shown[member], "o", markersize=2.2, color=FDCAM_COLOR,
             label=f"in the group ({int((values > tau).sum())})")
     ax.plot(rank[~member], shown[~member], "o", markersize=2.2, color="#7f7f7f",
             label="not in the group")
@@ -238,11 +238,11 @@ def group_threshold_plot(row: Tensor | np.ndarray, theta: float, *, channel: int
     return ax
 
 
-@_styled
+@styled
 def group_size_bars(sizes: Tensor | np.ndarray, *, ax: Axes | None = None,
                     title: str | None = None, log: bool = True) -> Axes:
     """How many channels have a group of each size |G(A^k)| (Eq. 5). sizes: [K] ints."""
-    values = _vector(sizes, "sizes")
+    values = as_vector(sizes, "sizes")
     if len(values) == 0 or (values < 0).any() or not np.allclose(values, np.round(values)):
         raise FdcamError("sizes must be non-negative integers, one per channel")
     counts = np.bincount(np.round(values).astype(int))
@@ -250,7 +250,7 @@ def group_size_bars(sizes: Tensor | np.ndarray, *, ax: Axes | None = None,
     created = ax is None
     if ax is None:
         _, ax = plt.subplots(figsize=(3.4, 2.2))
-    ax.bar(present, counts[present], width=0.8, color=_OURS_COLOR)
+    ax.bar(present, counts[present], width=0.8, color=OURS_COLOR)
     if log:
         ax.set_yscale("log")
     ax.set_xlabel(r"group size $|G(A^k)|$")
@@ -262,7 +262,7 @@ def group_size_bars(sizes: Tensor | np.ndarray, *, ax: Axes | None = None,
     return ax
 
 
-@_styled
+@styled
 def score_scatter(x: Tensor | np.ndarray, y: Tensor | np.ndarray, *, xlabel: str, ylabel: str,
                   color: Tensor | np.ndarray | None = None, color_label: str | None = None,
                   identity: bool = False, ax: Axes | None = None, title: str | None = None,
@@ -273,13 +273,13 @@ def score_scatter(x: Tensor | np.ndarray, y: Tensor | np.ndarray, *, xlabel: str
     ``center``: the colour value at the middle of `cmap` (e.g. 0 for signed weights with a
     diverging map), when the colours lie on both sides of it.
     """
-    xs = _vector(x, "x")
-    ys = _vector(y, "y", len(xs))
+    xs = as_vector(x, "x")
+    ys = as_vector(y, "y", len(xs))
     created = ax is None
     if ax is None:
         _, ax = plt.subplots(figsize=(3.2 if color is not None else 2.7, 2.5))
     if color is not None:
-        cs = _vector(color, "color", len(xs))
+        cs = as_vector(color, "color", len(xs))
         order = np.argsort(cs, kind="stable")  # high values drawn last, on top
         norm = None
         if center is not None and cs.min() < center < cs.max():
@@ -288,7 +288,7 @@ def score_scatter(x: Tensor | np.ndarray, y: Tensor | np.ndarray, *, xlabel: str
                             linewidths=0)
         ax.figure.colorbar(points, ax=ax, fraction=0.05, pad=0.03, label=color_label)
     else:
-        ax.scatter(xs, ys, s=5, color=_OURS_COLOR, linewidths=0)
+        ax.scatter(xs, ys, s=5, color=OURS_COLOR, linewidths=0)
     if identity:
         low = float(min(xs.min(), ys.min()))
         high = float(max(xs.max(), ys.max()))
@@ -320,7 +320,7 @@ def _weight_bars(ax: Axes, values: np.ndarray, title: str, highlight: Sequence[i
     ax.set_title(title)
 
 
-@_styled
+@styled
 def pipeline_figure(image: Tensor, activations: Tensor, alpha: Tensor, scores: Tensor,
                     weights: Tensor, cam: Tensor, *, n_channels: int = 4,
                     title: str | None = None) -> Figure:
@@ -330,14 +330,14 @@ def pipeline_figure(image: Tensor, activations: Tensor, alpha: Tensor, scores: T
     cam: [H, W] in [0, 1]. The activation panel shows the `n_channels` channels of
     largest ω, marked with dots in the bar plots.
     """
-    acts = _tensor(activations, "activations")
+    acts = cpu_tensor(activations, "activations")
     if acts.ndim != 3:
         raise FdcamError(f"activations must have shape [K, h, w]; got {list(acts.shape)}")
     k_total = acts.shape[0]
-    a = _vector(alpha, "alpha", k_total)
-    s = _vector(scores, "scores", k_total)
-    w = _vector(weights, "weights", k_total)
-    pixels = _pixels(image)
+    a = as_vector(alpha, "alpha", k_total)
+    s = as_vector(scores, "scores", k_total)
+    w = as_vector(weights, "weights", k_total)
+    pixels = image_pixels(image)
     if not 1 <= n_channels <= k_total:
         raise FdcamError(f"n_channels must lie in [1, {k_total}]; got {n_channels}")
     top = torch.argsort(torch.from_numpy(w), descending=True, stable=True)[:n_channels].tolist()
@@ -350,14 +350,14 @@ def pipeline_figure(image: Tensor, activations: Tensor, alpha: Tensor, scores: T
     grid = fig.add_gridspec(2, 3, height_ratios=[1, 1], wspace=0.35, hspace=0.45,
                             left=0.08, right=0.98, bottom=0.1,
                             top=1 - (0.55 if title else 0.3) / height)
-    ax = _image_axes(fig.add_subplot(grid[0, 0]))
+    ax = image_axes(fig.add_subplot(grid[0, 0]))
     ax.imshow(pixels)
     ax.set_title("input X")
 
     cells = grid[0, 1].subgridspec(side, side, wspace=0.05, hspace=0.05)
     maps = min_max_maps(acts[top])
     for i in range(side * side):
-        ax = _image_axes(fig.add_subplot(cells[i // side, i % side]))
+        ax = image_axes(fig.add_subplot(cells[i // side, i % side]))
         ax.set_anchor("S" if i // side < side / 2 else "N")  # keep the mosaic together
         if i < len(top):
             ax.imshow(maps[i].numpy(), cmap="viridis", vmin=0, vmax=1)
@@ -372,7 +372,7 @@ def pipeline_figure(image: Tensor, activations: Tensor, alpha: Tensor, scores: T
     _weight_bars(fig.add_subplot(grid[1, 1]), s, r"$s_c^k$ (switching, Eq. 8)", top,
                  "#2ca02c")
     _weight_bars(fig.add_subplot(grid[1, 2]), w, r"$\omega_c^k$ (combined, Eq. 10)", top,
-                 _FDCAM_COLOR)
+                 FDCAM_COLOR)
     ax = fig.add_subplot(grid[0, 2])
     overlay(image, cam, ax=ax, title="FD-CAM (Eq. 11)")
     if title:

@@ -15,20 +15,20 @@ from torch import Tensor
 from fdcam.errors import FdcamError
 from fdcam.paper.names import METRICS as METRICS_DIRECTION
 from fdcam.paper.names import method_label
-from fdcam.paper.plots.overlays import _tensor, method_grid
+from fdcam.paper.plots.overlays import cpu_tensor, method_grid
 from fdcam.paper.plots.style import (
-    _FDCAM_COLOR,
-    _OURS_COLOR,
     COLUMN_WIDTH_IN,
-    _styled,
+    FDCAM_COLOR,
+    OURS_COLOR,
     method_color,
+    styled,
 )
 
 # ---------------------------------------------------------------------------------------
 # Tables: the paper's value next to ours
 
 
-@_styled
+@styled
 def compare_bars(table: pd.DataFrame, metric: str, ax: Axes | None = None,
                  title: str | None = None) -> Axes:
     """Bars of the paper's value and ours (with our 95 % CI) for one metric.
@@ -53,7 +53,7 @@ def compare_bars(table: pd.DataFrame, metric: str, ax: Axes | None = None,
     high = np.nan_to_num(rows["ci_high"].to_numpy(float) - ours)
     ax.bar(x - 0.2, rows["paper"].to_numpy(float), width=0.4, color="#bbbbbb", label="paper")
     ax.bar(x + 0.2, ours, width=0.4, yerr=np.vstack([low, high]), capsize=2,
-           color=_OURS_COLOR, label="ours (95 % CI)")
+           color=OURS_COLOR, label="ours (95 % CI)")
     ax.set_xticks(x, [method_label(m) for m in rows["method"]], rotation=45, ha="right")
     ax.set_ylabel(metric.replace("_", " "))
     ax.set_title(title or metric.replace("_", " ").capitalize(), pad=16)
@@ -64,7 +64,7 @@ def compare_bars(table: pd.DataFrame, metric: str, ax: Axes | None = None,
     return ax
 
 
-@_styled
+@styled
 def compare_dots(table: pd.DataFrame, metrics: Sequence[str] | None = None, *,
                  width: float = COLUMN_WIDTH_IN, title: str | None = None) -> Figure:
     """Each method's value per metric: ours as a dot with its 95 % interval, the paper's as
@@ -95,7 +95,7 @@ def compare_dots(table: pd.DataFrame, metrics: Sequence[str] | None = None, *,
         ours = rows["ours"].to_numpy(float)
         low = ours - rows["ci_low"].to_numpy(float)
         high = rows["ci_high"].to_numpy(float) - ours
-        colors = [method_color(m) if m == "fdcam" else _OURS_COLOR for m in methods]
+        colors = [method_color(m) if m == "fdcam" else OURS_COLOR for m in methods]
         ax.scatter(rows["paper"].to_numpy(float), y, marker="D", s=16, color="#999999",
                    label="paper", zorder=2)
         for i in range(len(methods)):
@@ -113,9 +113,9 @@ def compare_dots(table: pd.DataFrame, metrics: Sequence[str] | None = None, *,
     axes[0, 0].set_yticks(y, labels)
     handles = [mpl.lines.Line2D([], [], marker="D", linestyle="none", color="#999999",
                                 markersize=4, label="paper"),
-               mpl.lines.Line2D([], [], marker="o", color=_OURS_COLOR, markersize=4,
+               mpl.lines.Line2D([], [], marker="o", color=OURS_COLOR, markersize=4,
                                 label="ours, 95 % CI"),
-               mpl.lines.Line2D([], [], marker="o", color=_FDCAM_COLOR, markersize=4,
+               mpl.lines.Line2D([], [], marker="o", color=FDCAM_COLOR, markersize=4,
                                 label="ours, FD-CAM")]
     fig.legend(handles=handles, loc="upper right", ncol=3, borderaxespad=0.2,
                bbox_to_anchor=(1.0, 1.0))
@@ -134,6 +134,6 @@ def teaser_figure(image: Tensor, maps: Mapping[str, Tensor], class_names: Sequen
     """
     if not maps:
         raise FdcamError("teaser_figure needs at least one method's maps")
-    rows = _tensor(image, "image")[None].repeat(len(class_names), 1, 1, 1)
+    rows = cpu_tensor(image, "image")[None].repeat(len(class_names), 1, 1, 1)
     return method_grid(rows, maps, row_labels=[f"class: {name}" for name in class_names],
                        size=size)

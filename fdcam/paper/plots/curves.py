@@ -14,8 +14,8 @@ from torch import Tensor
 
 from fdcam.errors import FdcamError
 from fdcam.paper.names import method_label
-from fdcam.paper.plots.overlays import _image_axes, _pixels, _vector, overlay
-from fdcam.paper.plots.style import COLUMN_WIDTH_IN, STYLE, _styled, method_color
+from fdcam.paper.plots.overlays import as_vector, image_axes, image_pixels, overlay
+from fdcam.paper.plots.style import COLUMN_WIDTH_IN, STYLE, method_color, styled
 
 # ---------------------------------------------------------------------------------------
 # Fig. 5: insertion and deletion curves
@@ -26,13 +26,13 @@ def curve_auc(curve: Tensor | np.ndarray) -> float:
 
     Equals RISE's (Σs − s₀/2 − sₙ/2)/(n − 1), as used by `fdcam.evaluation.faithfulness`.
     """
-    y = _vector(curve, "curve")
+    y = as_vector(curve, "curve")
     if len(y) < 2:
         raise FdcamError(f"a curve needs at least 2 points; got {len(y)}")
     return float(np.trapezoid(y, np.linspace(0, 1, len(y))))
 
 
-@_styled
+@styled
 def auc_curves(curves: Mapping[str, Tensor], kind: str, ax: Axes | None = None,
                title: str | None = None, *, legend: bool = True) -> Axes:
     """Insertion or deletion curves of several methods, each with its AUC in the legend.
@@ -49,7 +49,7 @@ def auc_curves(curves: Mapping[str, Tensor], kind: str, ax: Axes | None = None,
     if ax is None:
         _, ax = plt.subplots(figsize=(4.6, 2.4))
     for method, curve in curves.items():
-        y = _vector(curve, f"curves[{method!r}]")
+        y = as_vector(curve, f"curves[{method!r}]")
         auc = curve_auc(y)
         width = 2.0 if method == "fdcam" else 1.0
         ax.plot(np.linspace(0, 1, len(y)), y, color=method_color(method), linewidth=width,
@@ -72,7 +72,7 @@ THUMBNAILS_PER_ROW = 4
 """Fig. 5's maps per row: four fit the column at 1.5 inches (150 CSS px) each."""
 
 
-@_styled
+@styled
 def faithfulness_figure(image: Tensor, saliency: Tensor | Mapping[str, Tensor],
                         deletion: Mapping[str, Tensor], insertion: Mapping[str, Tensor], *,
                         title: str | None = None, method: str = "fdcam",
@@ -104,8 +104,8 @@ def faithfulness_figure(image: Tensor, saliency: Tensor | Mapping[str, Tensor],
                            bottom=maps_bottom, wspace=0.03, hspace=0.35 / cell)
     grid = fig.add_gridspec(1, 1, left=0.08, right=0.97, bottom=0.45 / height,
                             top=maps_bottom - 0.45 / height)
-    ax = _image_axes(fig.add_subplot(top[0, 0]))
-    ax.imshow(_pixels(image))
+    ax = image_axes(fig.add_subplot(top[0, 0]))
+    ax.imshow(image_pixels(image))
     ax.set_title("Input")
     for j, name in enumerate(order, start=1):
         overlay(image, maps[name], ax=fig.add_subplot(top[j // columns, j % columns]),

@@ -12,25 +12,23 @@ from matplotlib.figure import Figure
 from torch import Tensor
 
 from fdcam.errors import FdcamError
-from fdcam.evaluation.overlay import SALIENCY_CMAP, blend
-from fdcam.evaluation.overlay import cpu_tensor as _tensor
-from fdcam.evaluation.overlay import image_pixels as _pixels
+from fdcam.evaluation.overlay import SALIENCY_CMAP, blend, cpu_tensor, image_pixels
 from fdcam.paper.names import method_label
-from fdcam.paper.plots.style import COLUMN_WIDTH_IN, _styled
+from fdcam.paper.plots.style import COLUMN_WIDTH_IN, styled
 
 # ---------------------------------------------------------------------------------------
 # Conversion at the plotting boundary
 
 
-def _vector(values: Tensor | np.ndarray, name: str, length: int | None = None) -> np.ndarray:
-    v = _tensor(values, name)
+def as_vector(values: Tensor | np.ndarray, name: str, length: int | None = None) -> np.ndarray:
+    v = cpu_tensor(values, name)
     if v.ndim != 1 or (length is not None and v.shape[0] != length):
         expected = f"[{length}]" if length is not None else "[K]"
         raise FdcamError(f"{name} must have shape {expected}; got {list(v.shape)}")
     return v.numpy()
 
 
-def _image_axes(ax: Axes | None, size: float = 2.0) -> Axes:
+def image_axes(ax: Axes | None, size: float = 2.0) -> Axes:
     if ax is None:
         _, ax = plt.subplots(figsize=(size, size))
     ax.set_xticks([])
@@ -45,7 +43,7 @@ def _image_axes(ax: Axes | None, size: float = 2.0) -> Axes:
 # Figs. 1, 4, 6: overlays and grids
 
 
-@_styled
+@styled
 def overlay(image: Tensor | np.ndarray, saliency: Tensor | np.ndarray, ax: Axes | None = None,
             title: str | None = None, *, alpha: float = 0.5,
             cmap: str = SALIENCY_CMAP) -> Axes:
@@ -54,7 +52,7 @@ def overlay(image: Tensor | np.ndarray, saliency: Tensor | np.ndarray, ax: Axes 
     image: [3, H, W] in [0, 1]; saliency: [H, W] in [0, 1]. Returns the axes.
     """
     pixels = blend(image, saliency, alpha=alpha, cmap=cmap)
-    ax = _image_axes(ax)
+    ax = image_axes(ax)
     ax.imshow(pixels, vmin=0, vmax=1)
     if title:
         ax.set_title(title)
@@ -75,7 +73,7 @@ def _wrap_label(text: str, height: float) -> str:
     return "\n".join(textwrap.fill(line, width) for line in str(text).split("\n"))
 
 
-@_styled
+@styled
 def method_grid(images: Tensor | Sequence[Tensor], saliency: Mapping[str, Tensor], *,
                 row_labels: Sequence[str] | None = None, show_input: bool = True,
                 size: float = 1.5, alpha: float = 0.5, width: float = COLUMN_WIDTH_IN,
@@ -116,10 +114,10 @@ def method_grid(images: Tensor | Sequence[Tensor], saliency: Mapping[str, Tensor
         ax.set_visible(False)
     for i, image in enumerate(rows):
         for j, column in enumerate(columns):
-            ax = _image_axes(grid_axes[(j // wide) * len(rows) + i, j % wide])
+            ax = image_axes(grid_axes[(j // wide) * len(rows) + i, j % wide])
             ax.set_visible(True)
             if column == "input":
-                ax.imshow(_pixels(image))
+                ax.imshow(image_pixels(image))
             else:
                 ax.imshow(blend(image, saliency[column][i], alpha=alpha), vmin=0, vmax=1)
             if i == 0:

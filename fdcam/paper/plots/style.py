@@ -23,8 +23,8 @@ from fdcam.paper.names import METHOD_LABELS
 # tab10 without its red, which is FD-CAM's alone
 _TAB10 = mpl.colormaps["tab10"].colors  # type: ignore[attr-defined]
 _PALETTE = [color for i, color in enumerate(_TAB10) if i != 3]
-_FDCAM_COLOR = "#d62728"
-_OURS_COLOR = "#4c72b0"
+FDCAM_COLOR = "#d62728"
+OURS_COLOR = "#4c72b0"
 
 COLUMN_WIDTH_IN = 6.6
 """The width of a code cell's output in the book, in figure inches: 660 CSS px at the 100 px
@@ -183,7 +183,7 @@ def png_info(data: bytes) -> dict[str, Any]:
     return {"width": width, "height": height, "dpi": dpi, "text": text}
 
 
-def _styled(function: F) -> F:
+def styled(function: F) -> F:
     @functools.wraps(function)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         with plt.rc_context(STYLE):
@@ -201,7 +201,7 @@ def _styled(function: F) -> F:
 def method_color(method: str) -> str | tuple[float, float, float]:
     """One colour per method, the same in every figure; FD-CAM variants are red."""
     if method == "fdcam":
-        return _FDCAM_COLOR
+        return FDCAM_COLOR
     baselines = [m for m in METHOD_LABELS if not m.startswith("fdcam")]
     variants = [m for m in METHOD_LABELS if m.startswith("fdcam-")]
     if method in baselines:
