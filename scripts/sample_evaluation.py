@@ -105,6 +105,7 @@ def _run_chosen(made: setups.Setup, methods: Sequence[str], patterns: Sequence[s
     chosen = [m for m in methods if any(fnmatch.fnmatchcase(m, p) for p in patterns)]
     if not chosen:
         return
+    made.run_missing = True  # this script computes the rows that the notebooks read
     if faithfulness:
         runs.run_faithfulness(made, chosen, retry_failed=True, engine=engine)
     else:

@@ -85,6 +85,8 @@ def _run(setup: Setup, kind: str, methods: list[str], shard: tuple[int, int],
     shard = check_shard(shard)
     batch = setup.batch_size if batch_size is None else check_int(batch_size, "batch_size")
     path = csv_path(setup, kind, shard)
+    if not setup.run_missing:  # the rows are computed elsewhere; read what is there
+        return path
     pointing = kind == "pointing"
     model = setup.pointing_model if pointing else setup.model
     if pointing:

@@ -37,7 +37,10 @@ class Setup:
     ``faithfulness_images``: (image_id, image or loader) pairs for Tables I, III, IV;
     ``pointing_images``: image_id -> `PointingImage` for Table II; ``methods``: table
     ("I" … "IV") -> method names; ``heavy_limits``: "faithfulness"/"pointing" -> how many
-    of those images the ``heavy_methods`` run on (None: all).
+    of those images the ``heavy_methods`` run on (None: all). ``run_missing``: whether
+    `fdcam.paper.runs` computes the rows a results file lacks (False: it only reads them, as
+    the imagenet-sample profile's notebooks do, whose rows ``make evaluate-imagenet-sample``
+    computes; the tables then rest on the rows there and say their n).
     """
 
     profile: str
@@ -56,6 +59,7 @@ class Setup:
     dry_run: bool = False
     data_note: str = ""
     heavy_methods: tuple[str, ...] = HEAVY_METHODS
+    run_missing: bool = True
 
     @property
     def faithfulness_methods(self) -> tuple[str, ...]:

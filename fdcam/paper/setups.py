@@ -48,7 +48,7 @@ def setup(profile: str, *, imagenet_val: str | Path | None = None,
           results_dir: str | Path | None = None, dry_run: bool = False,
           seed: int = 0, heavy_limits: Mapping[str, int | None] | None = None,
           imagenet_sample: str | Path | None = None, layer: str | None = None,
-          model: str | None = None) -> Setup:
+          model: str | None = None, run_missing: bool | None = None) -> Setup:
     """Validate the parameters of a profile and assemble its models, images and methods.
 
     offline / smoke: `imagenet_val`, `voc_root`, `voc_checkpoint` are not used. `n_images`
@@ -69,6 +69,11 @@ def setup(profile: str, *, imagenet_val: str | Path | None = None,
     subset), and 250 mosaics of them; `model` (default EfficientNet-Lite0; also
     ``efficientnet-lite2``, the replication) at `layer` (default `SAMPLE_LAYER`); results in
     ``data/results/imagenet-sample/<layer>/`` (another model: ``…/<model>/<layer>/``).
+    Its rows are computed by ``make evaluate-imagenet-sample`` (`scripts.sample_evaluation`,
+    CPU-hours, resumable); the notebooks only read them (`run_missing`).
+
+    `run_missing` (``Setup.run_missing``): whether `fdcam.paper.runs` computes the rows the
+    results files lack; default True, False for imagenet-sample.
 
     `heavy_limits` overrides how many faithfulness / pointing images the heavy methods
     (``Setup.heavy_methods``: Score-CAM offline, Score-CAM and Ablation-CAM for VGG16) run
@@ -96,6 +101,8 @@ def setup(profile: str, *, imagenet_val: str | Path | None = None,
     else:
         made = _offline_setup(profile, settings, n_images, n_mosaics, device, seed)
     made.results_dir = _results_dir(profile, results_dir, dry_run, seed)
+    made.run_missing = (profile != "imagenet-sample") if run_missing is None else bool(
+        run_missing)
     if profile == "imagenet-sample" and results_dir is None:  # one folder per layer
         if made.model.name != SAMPLE_MODEL:
             made.results_dir = made.results_dir / made.model.name

@@ -572,3 +572,18 @@ def test_wall_time_sums_each_stage_over_its_runs(tmp_path: Path) -> None:
     assert bool(table.loc[1, "finished"]) and not bool(table.loc[3, "finished"])
     assert table.loc[1, "threads"] == "1, 2"
     assert table.loc[3, "device"] == "cuda"
+
+
+def test_a_setup_that_does_not_run_missing_rows_only_reads_them(tmp_path: Path) -> None:
+    """The imagenet-sample notebooks read the rows `make evaluate-imagenet-sample` made:
+    a table over partial rows says its n, and nothing is computed on the way."""
+    setup = made_up_setup(tmp_path)
+    setup.run_missing = False
+    write_faithfulness(setup, {("a", "gradcam"): (0.5, 0.1), ("a", "fdcam"): (0.6, 0.1)})
+    before = setup.faithfulness_csv.read_text()
+    assert runs.run_faithfulness(setup, ["gradcam", "fdcam"]) == setup.faithfulness_csv
+    assert setup.faithfulness_csv.read_text() == before  # model None: nothing was run
+    table = tables.table_1(setup)
+    assert set(table.loc[table["method"].isin(["gradcam", "fdcam"]), "n"]) == {1}
+    assert setups.setup("smoke", n_images=1, n_mosaics=1).run_missing
+    assert not setups.setup("smoke", n_images=1, n_mosaics=1, run_missing=False).run_missing
