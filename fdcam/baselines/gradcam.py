@@ -6,9 +6,8 @@ from __future__ import annotations
 import contextlib
 import io
 import warnings
-from abc import abstractmethod
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -36,10 +35,13 @@ class LibraryCAM(BaseExplainer):
         super().__init__(model, target_layer)
         self.progress = progress  # the library's tqdm bars (Score-/Ablation-CAM)
 
-    @staticmethod
-    @abstractmethod
-    def _library_class() -> type:
-        """The pytorch-grad-cam class."""
+    #: The name of the pytorch-grad-cam class (imported when a map is made).
+    library_name: ClassVar[str] = ""
+
+    def _library_class(self) -> type:
+        import pytorch_grad_cam
+
+        return getattr(pytorch_grad_cam, self.library_name)
 
     def _make_cam(self) -> Any:
         return self._library_class()(model=self.forward_model, target_layers=[self.layer])
@@ -80,11 +82,7 @@ class GradCAM(LibraryCAM):
 
     name = "gradcam"
 
-    @staticmethod
-    def _library_class() -> type:
-        from pytorch_grad_cam import GradCAM as Library
-
-        return Library
+    library_name = "GradCAM"
 
 
 class GradCAMPlusPlus(LibraryCAM):
@@ -93,11 +91,7 @@ class GradCAMPlusPlus(LibraryCAM):
 
     name = "gradcam++"
 
-    @staticmethod
-    def _library_class() -> type:
-        from pytorch_grad_cam import GradCAMPlusPlus as Library
-
-        return Library
+    library_name = "GradCAMPlusPlus"
 
 
 class XGradCAM(LibraryCAM):
@@ -106,11 +100,7 @@ class XGradCAM(LibraryCAM):
 
     name = "xgradcam"
 
-    @staticmethod
-    def _library_class() -> type:
-        from pytorch_grad_cam import XGradCAM as Library
-
-        return Library
+    library_name = "XGradCAM"
 
 
 class LayerCAM(LibraryCAM):
@@ -119,31 +109,30 @@ class LayerCAM(LibraryCAM):
 
     name = "layercam"
 
-    @staticmethod
-    def _library_class() -> type:
-        from pytorch_grad_cam import LayerCAM as Library
-
-        return Library
+    library_name = "LayerCAM"
 
 
-class ScoreCAM(LibraryCAM):
+class BatchedLibraryCAM(LibraryCAM):
+    """A library method that runs many masked or ablated copies: `batch_size` copies per
+    forward pass (default: the method's `default_batch_size`)."""
+
+    default_batch_size: ClassVar[int] = 16
+
+    def __init__(self, model: nn.Module, target_layer: Layer | None = None, *,
+                 batch_size: int | None = None, progress: bool = False) -> None:
+        super().__init__(model, target_layer, progress=progress)
+        self.batch_size = check_positive_int(
+            self.default_batch_size if batch_size is None else batch_size, "batch_size")
+
+
+class ScoreCAM(BatchedLibraryCAM):
     """Score-CAM [14] (Wang et al., CVPRW 2020): ``w_k = softmax_k f_c(X ⊙ H^k)`` with
     ``H^k`` the min-max normalised, upsampled ``A^k`` (align_corners=True) and ``f_c`` the
     raw logit. `batch_size` masked images per forward pass (the library's default: 16).
     """
 
     name = "scorecam"
-
-    def __init__(self, model: nn.Module, target_layer: Layer | None = None, *,
-                 batch_size: int = 16, progress: bool = False) -> None:
-        super().__init__(model, target_layer, progress=progress)
-        self.batch_size = check_positive_int(batch_size, "batch_size")
-
-    @staticmethod
-    def _library_class() -> type:
-        from pytorch_grad_cam import ScoreCAM as Library
-
-        return Library
+    library_name = "ScoreCAM"
 
     def _make_cam(self) -> Any:
         model = self.forward_model
@@ -173,7 +162,7 @@ class _BatchesThrough(nn.Module):
         return self.model(x) if torch.is_grad_enabled() else self.batch_forward(x)
 
 
-class AblationCAM(LibraryCAM):
+class AblationCAM(BatchedLibraryCAM):
     """Ablation-CAM [23] (Desai & Ramaswamy, WACV 2020): ``w_k = (y_c − y_c^k) / y_c`` with
     ``y_c^k`` the logit when channel k of the layer is set to 0 (or to ``min − 1e7`` when
     the layer's minimum is not 0). `batch_size` ablated copies per pass (default 32).
@@ -188,11 +177,12 @@ class AblationCAM(LibraryCAM):
     """
 
     name = "ablationcam"
+    library_name = "AblationCAM"
+    default_batch_size = 32
 
     def __init__(self, model: nn.Module, target_layer: Layer | None = None, *,
-                 batch_size: int = 32, progress: bool = False) -> None:
-        super().__init__(model, target_layer, progress=progress)
-        self.batch_size = check_positive_int(batch_size, "batch_size")
+                 batch_size: int | None = None, progress: bool = False) -> None:
+        super().__init__(model, target_layer, batch_size=batch_size, progress=progress)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # a hook split would save nothing: not used
             split = split_model(model, self.layer_name)
@@ -200,14 +190,7 @@ class AblationCAM(LibraryCAM):
             self.forward_model = BodyOnceClassifier(split)
             self.layer = self.forward_model.site
 
-    @staticmethod
-    def _library_class() -> type:
-        from pytorch_grad_cam import AblationCAM as Library
-
-        return Library
-
     def _make_cam(self) -> Any:
-        from pytorch_grad_cam import AblationCAM as Library
         from pytorch_grad_cam.ablation_layer import AblationLayer
 
         class KeywordAblationLayer(AblationLayer):
@@ -219,8 +202,9 @@ class AblationCAM(LibraryCAM):
                 return super().__call__(x)
 
         # A fresh ablation layer: the library's default argument is one shared instance.
-        return Library(model=self.forward_model, target_layers=[self.layer],
-                       ablation_layer=KeywordAblationLayer(), batch_size=self.batch_size)
+        return self._library_class()(model=self.forward_model, target_layers=[self.layer],
+                                     ablation_layer=KeywordAblationLayer(),
+                                     batch_size=self.batch_size)
 
     def _restore_layer(self, cam: Any) -> None:
         from pytorch_grad_cam.utils.find_layers import replace_layer_recursive
