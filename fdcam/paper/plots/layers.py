@@ -11,10 +11,10 @@ from matplotlib.figure import Figure
 
 from fdcam.errors import FdcamError
 from fdcam.paper.names import METRICS
-from fdcam.paper.plots.style import COLUMN_WIDTH_IN, _styled, method_color
+from fdcam.paper.plots.style import COLUMN_WIDTH_IN, method_color, styled
 
 
-@_styled
+@styled
 def by_layer_figure(frame: pd.DataFrame, *, width: float = COLUMN_WIDTH_IN) -> Figure:
     """One column per layer (the frame's order, input to output), one dot per rival: FD-CAM
     minus the rival with its 95 % interval; above 0, FD-CAM is ahead (for deletion, behind).
