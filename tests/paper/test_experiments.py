@@ -447,6 +447,7 @@ def test_imagenet_sample_profile(tmp_path: Path) -> None:
     grads = {n.split(".")[0] + ("." + n.split(".")[1] if n.startswith("_blocks") else "")
              for n, p in made.model.model.named_parameters() if p.requires_grad}
     assert grads == {"_blocks.15", "_conv_head", "_bn1", "_fc"}
+    assert not made.run_missing  # its rows come from make evaluate-imagenet-sample
     swish = setups.setup("imagenet-sample", imagenet_sample=folder, layer="_swish",
                               n_images=2, n_mosaics=1)
     assert swish.results_dir.name == "_swish" and len(swish.faithfulness_images) == 2
@@ -461,7 +462,8 @@ def test_identical_maps_are_evaluated_once(tmp_path: Path) -> None:
 
     folder = _sample_folder(tmp_path / "photos", 4)
     made = setups.setup("imagenet-sample", imagenet_sample=folder, n_images=1,
-                             n_mosaics=1, results_dir=tmp_path / "results", layer="_swish")
+                        n_mosaics=1, results_dir=tmp_path / "results", layer="_swish",
+                        run_missing=True)
     path = runs.run_faithfulness(made, ["fdcam-exp-shifted"])
     assert read_results(path)["method"].tolist() == ["fdcam-exp"]  # one evaluation
     shown = runs.faithfulness_results(made)
