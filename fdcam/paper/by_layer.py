@@ -17,10 +17,13 @@ from pathlib import Path
 import pandas as pd
 
 from fdcam.errors import FdcamError
-from fdcam.evaluation.statistics import MIN_IMAGES
-from fdcam.paper.names import METRICS
+from fdcam.evaluation.statistics import paired_verdicts
 from fdcam.paper.setups import Setup, setup
 from fdcam.paper.tables import paired_vs_fdcam
+
+#: A rival's `paired_verdicts` word against FD-CAM, as this table says it.
+VERDICT_WORDS = {"better": "rival better", "worse": "FD-CAM better", "undecided": "undecided",
+                 "too few images": "too few images"}
 
 BY_LAYER_COLUMNS = ["layer", "share_negative", "head_linear", "method", "label", "metric",
                     "n", "fdcam_minus_rival", "ci_low", "ci_high", "verdict"]
@@ -53,9 +56,8 @@ def by_layer(setups: Mapping[str, Setup], survey: pd.DataFrame, *,
     survey: `fdcam.paper.layer_survey.committed_survey`'s summary (index: layer), for the
     columns ``share_negative`` and ``head_linear`` (NaN / None for a layer it lacks).
     ``verdict``: "FD-CAM better", "rival better", "undecided" by the interval, or "too few
-    images" under `MIN_IMAGES` pairs.
+    images" under `fdcam.evaluation.statistics.MIN_IMAGES` (`paired_verdicts`' rule).
     """
-    lower_better = METRICS.get(metric) == "lower"
     rows = []
     for layer, made in setups.items():
         try:
@@ -65,17 +67,16 @@ def by_layer(setups: Mapping[str, Setup], survey: pd.DataFrame, *,
         paired = paired[(paired["metric"] == metric) & (paired["method"] != "fdcam")]
         negative = survey["share negative"].get(layer) if "share negative" in survey else None
         linear = survey["head linear"].get(layer) if "head linear" in survey else None
-        for item in paired.itertuples(index=False):
-            value, low, high = -item.mean_difference, -item.ci_high, -item.ci_low
-            good, bad = (high < 0, low > 0) if lower_better else (low > 0, high < 0)
-            verdict = ("too few images" if item.n < MIN_IMAGES else
-                       "FD-CAM better" if good else "rival better" if bad else "undecided")
+        # The rival's word against FD-CAM, by the rule `fdcam compare` prints.
+        words = paired_verdicts(paired, paired["n"]).map(VERDICT_WORDS)
+        for item, verdict in zip(paired.itertuples(index=False), words, strict=True):
             rows.append({"layer": layer,
                          "share_negative": float("nan") if negative is None else negative,
                          "head_linear": None if linear is None else bool(linear),
                          "method": item.method, "label": item.label, "metric": metric,
-                         "n": int(item.n), "fdcam_minus_rival": value, "ci_low": low,
-                         "ci_high": high, "verdict": verdict})
+                         "n": int(item.n), "fdcam_minus_rival": -item.mean_difference,
+                         "ci_low": -item.ci_high, "ci_high": -item.ci_low,
+                         "verdict": verdict})
     return pd.DataFrame(rows, columns=BY_LAYER_COLUMNS)
 
 
