@@ -28,6 +28,7 @@ from fdcam.similarity import THETA, channel_similarity, similarity_groups
 from fdcam.split import Context, Split, eval_mode, split_model
 from fdcam.staged import LinearTerms, linear_terms, staged_gradients, staged_logits
 from fdcam.switching import switch_scores
+from fdcam.switching_memo import SwitchingMemo
 from fdcam.targets import Target, check_model_input, resolve_targets
 
 
@@ -96,6 +97,9 @@ class FDCAM:
         grouping: False makes each group the channel itself (Table III's ``ng``).
         switch_on: False keeps only the switch-off score (Table III's ``off``).
         batch_size: masks per head call on the generic (non-linear-head) path.
+
+    ``memo`` (attribute, default None): a `fdcam.switching_memo.SwitchingMemo` shared with
+    other variants, so that the switching of an input they all explain is computed once.
     """
 
     def __init__(
@@ -123,6 +127,7 @@ class FDCAM:
         self.switch_on = switch_on
         self.batch_size = batch_size
         self.name = name
+        self.memo: SwitchingMemo | None = None
 
     def __repr__(self) -> str:
         return (f"FDCAM(layer={self.split.layer_name!r}, theta={self.theta}, bias={self.bias}, "
@@ -147,13 +152,23 @@ class FDCAM:
         targets, multi = resolve_targets(target, x.shape[0], num_classes)
 
         alpha, logits = gradcam_weights(split, a, targets, context, terms)  # [B, C, K]
-        if self.grouping:
-            groups = similarity_groups(channel_similarity(a), self.theta)
+        setting = (split.layer_name, self.theta if self.grouping else None, self.switch_on,
+                   self.batch_size)
+        shared = None if self.memo is None else self.memo.lookup(self.model, x, targets,
+                                                                 setting)
+        if shared is not None:
+            groups, switching = shared
         else:
-            eye = torch.eye(a.shape[1], dtype=torch.bool, device=a.device)
-            groups = eye.expand(a.shape[0], -1, -1)
-        switching = switch_scores(split, a, groups, targets, context, switch_on=self.switch_on,
-                                  batch_size=self.batch_size, terms=terms)
+            if self.grouping:
+                groups = similarity_groups(channel_similarity(a), self.theta)
+            else:
+                eye = torch.eye(a.shape[1], dtype=torch.bool, device=a.device)
+                groups = eye.expand(a.shape[0], -1, -1)
+            switching = switch_scores(split, a, groups, targets, context,
+                                      switch_on=self.switch_on, batch_size=self.batch_size,
+                                      terms=terms)
+            if self.memo is not None:
+                self.memo.store(self.model, x, targets, setting, groups, switching)
         weights = combine_weights(alpha, switching.score.to(alpha.dtype), self.combination,
                                   self.bias)
         saliency = class_activation_map(a, weights, (x.shape[2], x.shape[3]))

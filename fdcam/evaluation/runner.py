@@ -32,6 +32,7 @@ from torch import Tensor, nn
 from tqdm import tqdm
 
 from fdcam.baselines.base import BaseExplainer
+from fdcam.cam import FDCAM
 from fdcam.checks import check_shard
 from fdcam.errors import FdcamError
 from fdcam.evaluation.engine import Forward, forward_engine
@@ -60,6 +61,7 @@ from fdcam.evaluation.results_file import (
 )
 from fdcam.explanation import Explainer
 from fdcam.models import LoadedModel
+from fdcam.switching_memo import SwitchingMemo
 from fdcam.targets import check_images
 
 ExplainerFactory = Callable[[Any], Explainer]
@@ -95,6 +97,7 @@ def evaluate(
     on_explained: OnExplained | None = None,
     settings: Mapping[str, Any] | None = None,
     engine: str = "eager",
+    share_switching: bool = True,
 ) -> list[str]:
     """Explain and score every image with every method; append rows to `out_csv`.
 
@@ -125,6 +128,9 @@ def evaluate(
     batches: ``"eager"`` (the network itself), ``"compile"``, ``"onnxruntime"`` or ``"auto"``
     (compiled where a compiler is found), see `fdcam.evaluation.engine.forward_engine`. The
     maps' own passes (gradients, FD-CAM's head) are always the network's.
+
+    FD-CAM's variants share one image's grouped switching (`fdcam.switching_memo`: the
+    same maps, computed once; ``share_switching=False`` computes it per variant).
 
     The file records what produced its rows (`results_identity`: model, weights, layer,
     step fraction, shard, and `settings` such as ``{"layer": "_blocks.14"}`` when the
@@ -159,6 +165,7 @@ def evaluate(
     was_training = network.training
     network.eval()
     forward = forward_engine(network, engine=engine, device=device)
+    memo = SwitchingMemo() if share_switching else None
     try:
         with (table,
               tqdm(total=total, disable=not progress, unit="image", file=sys.stderr,
@@ -189,7 +196,7 @@ def evaluate(
                                     model, network, forward, explainers, image_boxes, pointing,
                                     device,
                                     batch_size, step_fraction if curves else None, table,
-                                    on_explained, None if checked else (checked, layer))
+                                    on_explained, None if checked else (checked, layer), memo)
                 if table.has_error(image_id):
                     failed.append(image_id)
                 bar.update(1)  # this shard's images only, to match `total`
@@ -207,7 +214,8 @@ def _evaluate_image(image_id: str, source: ImageSource, content: str | None,
                     device: str | torch.device, batch_size: int | None,
                     step_fraction: float | None,
                     table: ResultsFile, on_explained: OnExplained | None = None,
-                    check: tuple[list[bool], str | None] | None = None) -> None:
+                    check: tuple[list[bool], str | None] | None = None,
+                    memo: SwitchingMemo | None = None) -> None:
     try:
         x = _load(image_id, source).to(device)
     except Exception as error:  # an unreadable image must not stop a long run
@@ -235,6 +243,8 @@ def _evaluate_image(image_id: str, source: ImageSource, content: str | None,
             explainers[method] = methods[method](model)
             if forward is not network and isinstance(explainers[method], BaseExplainer):
                 explainers[method].batch_forward = forward
+            if memo is not None and isinstance(explainers[method], FDCAM):
+                explainers[method].memo = memo
         try:
             rows = _evaluate_method(image_id, method, explainers[method], x, classes,
                                     forward, image_boxes, pointing, batch_size, step_fraction,

@@ -47,7 +47,8 @@ def table_methods(setup: Setup, table: str) -> tuple[str, ...]:
 
 def run_faithfulness(setup: Setup, methods: Sequence[str] | None = None, *,
                      shard: tuple[int, int] = (0, 1), batch_size: int | None = None,
-                     retry_failed: bool = False, engine: str = "auto") -> Path:
+                     retry_failed: bool = False, engine: str = "auto",
+                     share_switching: bool = True) -> Path:
     """Insertion/deletion AUCs (Tables I, III, IV) into ``faithfulness.csv``; resumable.
 
     `methods` default to those of Tables I, III and IV. Rows already in the CSV are not
@@ -56,13 +57,15 @@ def run_faithfulness(setup: Setup, methods: Sequence[str] | None = None, *,
     ``faithfulness.shard<i>of<n>.csv`` (join them with `merge_shards`); `batch_size` is the
     number of perturbed images per forward pass (default ``setup.batch_size``);
     ``retry_failed=True`` recomputes the rows that hold an error; `engine` is
-    `fdcam.evaluation.runner.evaluate`'s (default: compiled where a compiler is found).
-    Returns the CSV's path.
+    `fdcam.evaluation.runner.evaluate`'s (default ``auto``, see
+    `fdcam.evaluation.engine.forward_engine`), as is `share_switching` (FD-CAM's variants
+    reuse one image's switching). Returns the CSV's path.
     """
     chosen = check_methods(methods, setup.faithfulness_methods, "faithfulness")
     # Identical maps are evaluated once, under their source's name (`SAME_MAP`).
     chosen = list(dict.fromkeys(SAME_MAP.get(m, m) for m in chosen))
-    return _run(setup, "faithfulness", chosen, shard, batch_size, retry_failed, engine)
+    return _run(setup, "faithfulness", chosen, shard, batch_size, retry_failed, engine,
+                share_switching)
 
 
 def run_pointing(setup: Setup, methods: Sequence[str] | None = None, *,
@@ -79,7 +82,7 @@ def run_pointing(setup: Setup, methods: Sequence[str] | None = None, *,
 
 def _run(setup: Setup, kind: str, methods: list[str], shard: tuple[int, int],
          batch_size: int | None, retry_failed: bool = False,
-         engine: str = "auto") -> Path:
+         engine: str = "auto", share_switching: bool = True) -> Path:
     from fdcam.baselines import make_explainer
 
     shard = check_shard(shard)
@@ -110,7 +113,7 @@ def _run(setup: Setup, kind: str, methods: list[str], shard: tuple[int, int],
         evaluate(images[:count], factories, model, path, boxes=boxes, batch_size=batch,
                  step_fraction=setup.step_fraction, shard=shard, device=setup.device,
                  curves=not pointing, on_explained=keeper, retry_failed=retry_failed,
-                 engine=engine)
+                 engine=engine, share_switching=share_switching)
     if not path.exists():  # nothing to run (e.g. only heavy methods, limit 0)
         path.parent.mkdir(parents=True, exist_ok=True)
         from fdcam.evaluation.results import result_columns
