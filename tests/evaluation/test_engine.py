@@ -110,6 +110,7 @@ def test_eager_when_asked_or_when_no_compiler(model: nn.Sequential,
     monkeypatch.setenv("FDCAM_COMPILE", "0")
     assert forward_engine(model) is model
     monkeypatch.delenv("FDCAM_COMPILE")
+    monkeypatch.setattr(engine, "onnxruntime_installed", lambda: False)
     monkeypatch.delenv("CXX", raising=False)
     monkeypatch.setattr(engine.shutil, "which", lambda _name: None)
     assert forward_engine(model) is model
@@ -133,6 +134,30 @@ def test_onnxruntime_logits_equal_eager_at_any_batch_size(model: nn.Sequential) 
         torch.testing.assert_close(forward(x[rows]), eager[rows], rtol=0, atol=1e-5)
     with pytest.raises(FdcamError, match=r"^cannot export Sequential to ONNX .*--engine compile"):
         forward(images(1))  # 16x16: an 8x8 map pooled to 3x3, which the exporter refuses
+
+
+@pytest.mark.skipif(importlib.util.find_spec("onnxruntime") is None,
+                    reason="the [onnxruntime] extra is not installed")
+def test_auto_is_onnxruntime_on_a_cpu_and_falls_back_where_export_fails(
+        model: nn.Sequential, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.delenv("FDCAM_COMPILE", raising=False)
+    monkeypatch.delenv("CXX", raising=False)
+    monkeypatch.setattr(engine.shutil, "which", lambda _name: None)  # eager is the fallback
+    forward = forward_engine(model)
+    assert isinstance(forward, OnnxRuntimeForward) and forward.fallback is model
+    assert capsys.readouterr().err == ""
+    small = images(3, seed=8)  # 16x16 does not export (see above): eager runs it, one note
+    with torch.no_grad():
+        eager, one = model(small), model(small[:1])
+    torch.testing.assert_close(forward(small), eager, rtol=0, atol=0)
+    torch.testing.assert_close(forward(small[:1]), one, rtol=0, atol=0)
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("note: cannot export Sequential to ONNX")
+    x = images(2, seed=9, size=24)  # exports: ONNX Runtime runs it
+    with torch.no_grad():
+        torch.testing.assert_close(forward(x), model(x), rtol=0, atol=1e-5)
+    assert set(forward._sessions) == {(3, 24, 24)}
 
 
 @needs_compiler
