@@ -140,7 +140,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--engine", choices=ENGINES, default=None,
                         help="the protocol's forward passes (fdcam.evaluation.engine): auto "
-                             "(torch.compile where a compiler is found), compile, eager or "
+                             "(ONNX Runtime on a CPU where installed, else torch.compile where a "
+                             "compiler is found), compile, eager or "
                              "onnxruntime; default auto, eager for a dry run (its few images "
                              "do not repay the compilation)")
     parser.add_argument("--dry-run", action="store_true",

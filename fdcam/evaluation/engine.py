@@ -238,8 +238,9 @@ def forward_engine(network: nn.Module, *, engine: str | None = "auto",
 def add_engine_arguments(parser: argparse.ArgumentParser) -> None:
     """``--engine`` and its shorthands ``--compile`` / ``--no-compile`` (dest ``engine``)."""
     parser.add_argument("--engine", choices=ENGINES, default="auto",
-                        help="the protocol's forward passes: auto (default: torch.compile where "
-                             "a compiler is found, else eager), compile, eager, onnxruntime "
+                        help="the protocol's forward passes: auto (default: ONNX Runtime on a "
+                             "CPU where installed, else torch.compile where a compiler is "
+                             "found, else eager), compile, eager, onnxruntime "
                              "(CPU; the [onnxruntime] extra); every engine agrees with eager "
                              "to about 1e-6 in probability")
     parser.add_argument("--compile", dest="engine", action="store_const", const="compile",

@@ -126,8 +126,9 @@ def evaluate(
 
     `engine` runs the curves' forward passes, and Group-CAM's and Score-CAM's masked
     batches: ``"eager"`` (the network itself), ``"compile"``, ``"onnxruntime"`` or ``"auto"``
-    (compiled where a compiler is found), see `fdcam.evaluation.engine.forward_engine`. The
-    maps' own passes (gradients, FD-CAM's head) are always the network's.
+    (ONNX Runtime on a CPU where installed, else compiled where a compiler is found), see
+    `fdcam.evaluation.engine.forward_engine`. The maps' own passes (gradients, FD-CAM's
+    head) are always the network's.
 
     FD-CAM's variants share one image's grouped switching (`fdcam.switching_memo`: the
     same maps, computed once; ``share_switching=False`` computes it per variant).
