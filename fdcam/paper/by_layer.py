@@ -53,8 +53,9 @@ def by_layer(setups: Mapping[str, Setup], survey: pd.DataFrame, *,
     so that a positive value is FD-CAM ahead in insertion and overall, and behind in deletion
     (lower is better there).
 
-    survey: `fdcam.paper.layer_survey.committed_survey`'s summary (index: layer), for the
-    columns ``share_negative`` and ``head_linear`` (NaN / None for a layer it lacks).
+    survey: `fdcam.paper.layer_survey.committed_survey`'s summary (index: layer), whose
+    columns "share negative" and "linear head" give ``share_negative`` and ``head_linear``
+    (NaN / None for a layer it lacks).
     ``verdict``: "FD-CAM better", "rival better", "undecided" by the interval, or "too few
     images" under `fdcam.evaluation.statistics.MIN_IMAGES` (`paired_verdicts`' rule).
     """
@@ -66,7 +67,7 @@ def by_layer(setups: Mapping[str, Setup], survey: pd.DataFrame, *,
             continue
         paired = paired[(paired["metric"] == metric) & (paired["method"] != "fdcam")]
         negative = survey["share negative"].get(layer) if "share negative" in survey else None
-        linear = survey["head linear"].get(layer) if "head linear" in survey else None
+        linear = survey["linear head"].get(layer) if "linear head" in survey else None
         # The rival's word against FD-CAM, by the rule `fdcam compare` prints.
         words = paired_verdicts(paired, paired["n"]).map(VERDICT_WORDS)
         for item, verdict in zip(paired.itertuples(index=False), words, strict=True):

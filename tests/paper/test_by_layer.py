@@ -41,7 +41,7 @@ def test_by_layer_signs_verdicts_and_premise_columns(tmp_path: Path) -> None:
     block = rows_at(tmp_path / "block", {"fdcam": (0.5, 0.2), "gradcam": (0.6, 0.2)}, 0.02)
     act = rows_at(tmp_path / "act", {"fdcam": (0.55, 0.2), "gradcam": (0.5, 0.2),
                                      "gradcam++": (0.54, 0.2)}, 0.02)
-    survey = pd.DataFrame({"share negative": [0.49, 0.0], "head linear": [False, False]},
+    survey = pd.DataFrame({"share negative": [0.49, 0.0], "linear head": [False, False]},
                           index=pd.Index(["_blocks.14", "_blocks.15._swish#2"], name="layer"))
     frame = by_layer({"_blocks.14": block, "_blocks.15._swish#2": act}, survey)
     assert list(frame["layer"]) == ["_blocks.14", "_blocks.15._swish#2", "_blocks.15._swish#2"]
@@ -76,7 +76,7 @@ def test_by_layer_figure_is_legible_and_refuses_other_frames(tmp_path: Path) -> 
 
     block = rows_at(tmp_path / "block", {"fdcam": (0.5, 0.2), "gradcam": (0.6, 0.2)}, 0.02)
     act = rows_at(tmp_path / "act", {"fdcam": (0.55, 0.2), "gradcam": (0.5, 0.2)}, 0.02)
-    survey = pd.DataFrame({"share negative": [0.49, 0.0], "head linear": [False, False]},
+    survey = pd.DataFrame({"share negative": [0.49, 0.0], "linear head": [False, False]},
                           index=pd.Index(["_blocks.14", "_blocks.15._swish#2"], name="layer"))
     frame = by_layer({"_blocks.14": block, "_blocks.15._swish#2": act}, survey)
     fig = plots.by_layer_figure(frame)
@@ -86,3 +86,37 @@ def test_by_layer_figure_is_legible_and_refuses_other_frames(tmp_path: Path) -> 
     assert plots.smallest_font(fig) >= plots.MIN_FONT_PT
     with pytest.raises(FdcamError, match="by_layer_figure needs"):
         plots.by_layer_figure(frame.iloc[:0])
+
+
+def test_cross_checks_decide_table_i_at_each_setup(tmp_path: Path) -> None:
+    from fdcam.paper.verdicts import cross_check_sentence, cross_checks
+
+    # FD-CAM ahead of Grad-CAM by 0.05 in insertion at one setup, behind by 0.1 at the other.
+    ahead = rows_at(tmp_path / "ahead", {"fdcam": (0.55, 0.2), "gradcam": (0.5, 0.2)}, 0.02)
+    behind = rows_at(tmp_path / "behind", {"fdcam": (0.5, 0.2), "gradcam": (0.6, 0.2)}, 0.02)
+    frame = cross_checks({"A at `x`": ahead, "B at `y`": behind}, n_resamples=200)
+    insertion = frame[frame["metric"] == "insertion"].set_index("claim")
+    assert insertion["verdict"].to_dict() == {"A at `x`": "confirmed", "B at `y`": "refuted"}
+    assert set(insertion["n"]) == {len(IMAGES)}
+    assert "paper" not in frame.columns
+    assert cross_check_sentence(frame).startswith(
+        f"Per metric — insertion: confirmed for A at `x` (n = {len(IMAGES)}), refuted for "
+        f"B at `y` (n = {len(IMAGES)})")
+
+
+def test_replication_setup_needs_the_finished_survey(tmp_path: Path,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    import dataclasses
+
+    from fdcam.errors import FdcamError
+    from fdcam.paper import layer_survey
+    from fdcam.paper.setups import replication_setup
+
+    offline = rows_at(tmp_path / "main", {"fdcam": (0.5, 0.2)}, 0.0)
+    assert replication_setup(offline) is None  # another profile: no replication
+    sample = dataclasses.replace(offline, profile="imagenet-sample")
+    monkeypatch.setattr(layer_survey, "REPLICATION_SURVEY_CSV", tmp_path / "none.csv")
+    assert replication_setup(sample) is None
+    with pytest.raises(FdcamError, match=r"^the replication needs the finished "
+                                         r"efficientnet-lite2 survey in .*none\.csv"):
+        replication_setup(sample, required=True)
