@@ -54,7 +54,6 @@ from fdcam.evaluation.engine import add_engine_arguments
 from fdcam.evaluation.results import IDENTITY_ATTR
 from fdcam.evaluation.results_file import read_results, write_table
 from fdcam.paper import runs, settings, setups
-from fdcam.paper.layer_survey import REPLICATION_SURVEY_CSV, committed_survey
 
 
 def run_stage(stage: int, photos: str | None, device: str,
@@ -82,17 +81,9 @@ def run_stage(stage: int, photos: str | None, device: str,
             _run_chosen(made, light, patterns, faithfulness=True, engine=engine)
         return made
     elif stage == 6:
-        summary, layer = committed_survey(REPLICATION_SURVEY_CSV)
-        if layer is None or not summary["photos"].eq(summary["photos"].max()).all():
-            raise FdcamError(f"stage 6 needs the finished EfficientNet-Lite2 survey in "
-                             f"{REPLICATION_SURVEY_CSV} (python -m fdcam.paper.layer_survey "
-                             f"--model efficientnet-lite2 --out …; it resumes) and a layer "
-                             f"its rule chooses")
-        made = setups.setup("imagenet-sample", imagenet_sample=photos, device=device,
-                            model=settings.SAMPLE_REPLICATION_MODEL, layer=layer,
-                            n_images=settings.SAMPLE_REPLICATION_IMAGES,
-                            heavy_limits={"faithfulness":
-                                          settings.SAMPLE_REPLICATION_HEAVY_IMAGES})
+        main = setups.setup("imagenet-sample", imagenet_sample=photos, device=device)
+        made = setups.replication_setup(main, imagenet_sample=photos, required=True)
+        assert made is not None
         methods = runs.table_methods(made, "I")
     else:
         raise ValueError(f"unknown stage {stage}; expected 1 to 6")

@@ -21,7 +21,8 @@ from fdcam.paper.settings import SAMPLE_LAYER
 QUADRANTS = ("top left", "top right", "bottom left", "bottom right")
 """A mosaic's quadrants in reading order, as `fdcam.evaluation.photos.quadrant_boxes`."""
 
-MODEL_LABELS = {"efficientnet-lite0": "EfficientNet-Lite0", "vgg16": "VGG16"}
+MODEL_LABELS = {"efficientnet-lite0": "EfficientNet-Lite0",
+                "efficientnet-lite2": "EfficientNet-Lite2", "vgg16": "VGG16"}
 """How the book writes the networks' names; others as `LoadedModel.name`."""
 
 PIXEL_METHODS = ("ig", "xrai")

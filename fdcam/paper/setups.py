@@ -31,6 +31,9 @@ from fdcam.paper.names import check_profile
 from fdcam.paper.settings import (
     RESULTS_ROOT,
     SAMPLE_MODEL,
+    SAMPLE_REPLICATION_HEAVY_IMAGES,
+    SAMPLE_REPLICATION_IMAGES,
+    SAMPLE_REPLICATION_MODEL,
     SAMPLE_SWISH_HEAVY_IMAGES,
     SAMPLE_SWISH_IMAGES,
     SETTINGS,
@@ -130,6 +133,38 @@ def last_activation_setup(main: Setup, *,
                  n_images=n_images, device=main.device, seed=main.seed,
                  results_dir=results_dir,
                  heavy_limits={"faithfulness": SAMPLE_SWISH_HEAVY_IMAGES})
+
+
+def replication_setup(main: Setup, *, imagenet_sample: str | Path | None = None,
+                      required: bool = False) -> Setup | None:
+    """The imagenet-sample profile's replication on a second network: Table I with
+    `SAMPLE_REPLICATION_MODEL` (EfficientNet-Lite2) at the layer that the premise rule
+    chooses from its own committed survey (`REPLICATION_SURVEY_CSV`), on the first
+    `SAMPLE_REPLICATION_IMAGES` photos of the seeded order (the heavy methods on
+    `SAMPLE_REPLICATION_HEAVY_IMAGES`); results in ``<model>/<layer>`` beside `main`'s.
+    None for the other profiles and while the survey is unfinished or chooses no layer
+    (`required`: a one-line error instead)."""
+    from fdcam.paper.layer_survey import REPLICATION_SURVEY_CSV, committed_survey
+
+    if main.profile != "imagenet-sample":
+        return None
+    try:
+        summary, layer = committed_survey(REPLICATION_SURVEY_CSV)
+    except FdcamError:
+        summary, layer = None, None
+    if summary is None or layer is None or not summary["photos"].eq(
+            summary["photos"].max()).all():
+        if required:
+            raise FdcamError(f"the replication needs the finished {SAMPLE_REPLICATION_MODEL} "
+                             f"survey in {REPLICATION_SURVEY_CSV} (python -m "
+                             f"fdcam.paper.layer_survey --model {SAMPLE_REPLICATION_MODEL} "
+                             f"--out …; it resumes) and a layer its rule chooses")
+        return None
+    return setup("imagenet-sample", imagenet_sample=imagenet_sample,
+                 device=main.device, seed=main.seed, model=SAMPLE_REPLICATION_MODEL,
+                 layer=layer, n_images=min(SAMPLE_REPLICATION_IMAGES,
+                                           len(main.faithfulness_images)),
+                 heavy_limits={"faithfulness": SAMPLE_REPLICATION_HEAVY_IMAGES})
 
 
 def _check_heavy(limits: Mapping[str, int | None] | None) -> dict[str, int | None]:

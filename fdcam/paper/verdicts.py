@@ -28,7 +28,8 @@ class Claim:
     """A claim of the paper that one of its tables makes: `method` is better than each of
     `rivals` (None: the table's other methods) on every metric of the table, except that on
     a metric of `except_for` the rivals named there are not compared (the paper places them
-    above `method`). `paper` is the paper's own sentence (or table note) that makes it."""
+    above `method`). `paper` is the paper's own sentence (or table note) that makes it;
+    `short` names the claim in a sentence of the landing page (`conclusion`)."""
 
     claim: str
     table: str
@@ -36,6 +37,7 @@ class Claim:
     rivals: tuple[str, ...] | None = None
     except_for: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     paper: str = ""
+    short: str = ""
 
 
 #: The claims that the paper's tables make, as the paper makes them (Table "II hard": Table II
@@ -45,27 +47,33 @@ CLAIMS: tuple[Claim, ...] = (
           "(Table I)", "I", "fdcam", except_for={"deletion": ("groupcam",)},
           paper="“It can be observed FD-CAM can generally outperform other methods on "
                 "faithfulness” (§IV-B); Table I marks FD-CAM best in insertion and overall, "
-                "second (italic) in deletion, where Group-CAM is best."),
+                "second (italic) in deletion, where Group-CAM is best.",
+          short="FD-CAM the most faithful (Table I)"),
     Claim("FD-CAM points at the right object more often than every baseline (Table II)", "II",
           "fdcam",
           paper="“Our FD-CAM outperforms both kinds of methods by combining them in a proper "
-                "manner” (§IV-C, Table II)."),
+                "manner” (§IV-C, Table II).",
+          short="FD-CAM the best at the pointing game (Table II)"),
     Claim("… also for each image's least probable class (Table II, hard pairs)", "II hard",
           "fdcam",
           paper="“For the non-dominant class in the image, even its probability may be low, "
                 "an effective method is still expected to correctly visualize the regions "
-                "…” (§IV-C, Fig. 6)."),
+                "…” (§IV-C, Fig. 6).",
+          short="… also for the least probable class (Table II, hard pairs)"),
     Claim("grouping improves switch-off scores (Table III: g+off over ng+off)", "III",
           "fdcam-g-off", ("fdcam-ng-off",),
           paper="“the channel grouping and the switch-on score can both improve the "
-                "performance” (§IV-D, Table III)."),
+                "performance” (§IV-D, Table III).",
+          short="grouping adds (Table III)"),
     Claim("switch-on improves on switch-off alone (Table III: full over g+off)", "III",
           "fdcam", ("fdcam-g-off",),
           paper="“… and the full version FD-CAM can produce the best AUC values” "
-                "(§IV-D, Table III)."),
+                "(§IV-D, Table III).",
+          short="switch-on adds (Table III)"),
     Claim("Eq. 10's combination is the best of Table IV", "IV", "fdcam",
           paper="“From Table IV, the proposed weighting scheme can achieve the best "
-                "performance” (§IV-D)."),
+                "performance” (§IV-D).",
+          short="Eq. 10 the best combination (Table IV)"),
 )
 
 
@@ -163,6 +171,77 @@ def claim_verdicts(setup: Setup, *, n_resamples: int = 2000,
                          "verdict": verdict, "n": int(closest["n"]), "evidence": evidence,
                          "paper": claim.paper})
     return pd.DataFrame(rows, columns=["claim", "metric", "verdict", "n", "evidence", "paper"])
+
+
+def cross_checks(named: Mapping[str, Setup], table: str = "I", *,
+                 n_resamples: int = 2000) -> pd.DataFrame:
+    """One table's claim decided at several setups (another layer, another network), for
+    the results page: `claim_verdicts` of each setup of `named` (a name such as
+    "EfficientNet-Lite0 at `_swish`" -> its setup), the ``claim`` column holding the name.
+    A setup whose rows are missing gives "no data"."""
+    parts = []
+    for name, made in named.items():
+        found = claim_verdicts(made, tables=[table], n_resamples=n_resamples)
+        parts.append(found.assign(claim=name).drop(columns="paper"))
+    return (pd.concat(parts, ignore_index=True) if parts
+            else pd.DataFrame(columns=["claim", "metric", "verdict", "n", "evidence"]))
+
+
+def cross_check_sentence(frame: pd.DataFrame) -> str:
+    """`cross_checks` in one sentence: per metric, the verdict where every setup agrees,
+    else each setup's verdict with its n."""
+    if frame.empty:
+        return "No cross-check has rows yet."
+    setups = list(dict.fromkeys(frame["claim"]))
+    parts = []
+    for metric, rows in frame.groupby("metric", sort=False):
+        words = list(dict.fromkeys(rows["verdict"]))
+        if len(words) == 1 and len(rows) == len(setups):
+            parts.append(f"{metric}: {words[0]} at all {len(setups)}")
+        else:
+            each = ", ".join(f"{row.verdict} for {row.claim} (n = {int(row.n)})"
+                             for row in rows.itertuples(index=False))
+            parts.append(f"{metric}: {each}")
+    return "Per metric — " + "; ".join(parts) + "."
+
+
+def conclusion(verdicts: pd.DataFrame, *, model: str, layer: str, images: str) -> str:
+    """The landing page's opening, in two or three sentences, from `claim_verdicts`: what was
+    tested (the claims, on `model` at `layer`, with `images`, e.g. "250 photos"), then
+    which claims held (confirmed on every metric) and which were refuted, each refuted one
+    with its deciding rival's difference, interval and n; the rest is "not decided"."""
+    needed = {"claim", "metric", "verdict", "n", "evidence"}
+    if not needed <= set(verdicts.columns):
+        raise FdcamError("conclusion needs a claim_verdicts result (columns "
+                         f"{', '.join(sorted(needed))})")
+    shorts = {claim.claim: claim.short or claim.claim for claim in CLAIMS}
+    held, refuted, open_ = [], [], []
+    for claim, rows in verdicts.groupby("claim", sort=False):
+        name = shorts.get(str(claim), str(claim))
+        words = rows["verdict"]
+        if (words == "confirmed").all():
+            held.append(name)
+        elif (words == "refuted").any():
+            against = rows[words == "refuted"]
+            metrics = " and ".join(against["metric"])
+            worst = against.iloc[0]
+            refuted.append(f"{name}, in {metrics} (deciding rival: {worst['evidence']}, "
+                           f"n = {int(worst['n'])})")
+        else:
+            open_.append(name)
+    count = len(held) + len(refuted) + len(open_)
+    text = [f"This run tested the paper's {count} claims on {model} at layer `{layer}`, "
+            f"with {images}."]
+    verdict = []
+    verdict.append(("Held: " + "; ".join(held)) if held else "None held on every metric")
+    if refuted:
+        verdict.append("refuted: " + "; ".join(refuted))
+    text.append(", ".join(verdict[:1]) + ("; " + verdict[1] if len(verdict) > 1 else "")
+                + ".")
+    if open_:
+        text.append("Not decided (an interval that contains zero, or too few images): "
+                    + "; ".join(open_) + ".")
+    return " ".join(text)
 
 
 def _metric_name(metric: str) -> str:

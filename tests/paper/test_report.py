@@ -312,6 +312,7 @@ def test_update_readme_rewrites_only_its_block(tmp_path):
     for name, data, prefix in [
             ("teaser", {"image/png": base64.b64encode(b"\x89PNG fake").decode()}, ""),
             ("teaser_caption", {"text/markdown": "One image."}, "application/papermill.record/"),
+            ("conclusion", {"text/markdown": "Tested; held."}, "application/papermill.record/"),
             ("summary_markdown", {"text/markdown": "| a |\n|--|"}, "application/papermill.record/"),
             ("summary_profile", {"text/markdown": "Offline."}, "application/papermill.record/")]:
         outputs.append(nbformat.v4.new_output(
@@ -327,6 +328,7 @@ def test_update_readme_rewrites_only_its_block(tmp_path):
     text = readme.read_text()
     assert text.startswith("# x\n") and text.endswith(f"{README_END}\n## API\n")
     assert "| a |" in text and "*One image.*" in text and "\nold\n" not in text
+    assert text.index("Tested; held.") < text.index("*One image.*")
     assert teaser.read_bytes() == b"\x89PNG fake"
     assert update_readme(readme, path, teaser) is False  # idempotent
 
@@ -337,3 +339,45 @@ def test_committed_readme_matches_the_committed_summary_notebook():
     if not SUMMARY_NOTEBOOK.is_file():
         pytest.skip("book/08_summary.ipynb is not executed yet")
     assert readme_block() in README.read_text(encoding="utf-8"), "run make readme"
+
+
+def test_conclusion_names_model_layer_and_what_held():
+    from fdcam.paper.verdicts import CLAIMS, conclusion
+
+    table_1, table_2, grouping = CLAIMS[0].claim, CLAIMS[1].claim, CLAIMS[3].claim
+    verdicts = pd.DataFrame([
+        (table_1, "insertion", "refuted", 250, "Group-CAM +0.012 [+0.004, +0.020]"),
+        (table_1, "deletion", "undecided", 250, "Grad-CAM −0.001 [−0.003, +0.001]"),
+        (table_1, "overall", "refuted", 250, "Group-CAM +0.010 [+0.002, +0.018]"),
+        (table_2, "pointing game", "too few images", 12, "Grad-CAM +1.0 [−4.0, +6.0]"),
+        (grouping, "insertion", "confirmed", 250, "ng+off −0.020 [−0.030, −0.010]"),
+        (grouping, "deletion", "confirmed", 250, "ng+off +0.010 [+0.005, +0.015]"),
+    ], columns=["claim", "metric", "verdict", "n", "evidence"])
+    text = conclusion(verdicts, model="EfficientNet-Lite0", layer="_blocks.15._swish#2",
+                      images="250 photos")
+    assert text == (
+        "This run tested the paper's 3 claims on EfficientNet-Lite0 at layer "
+        "`_blocks.15._swish#2`, with 250 photos. Held: grouping adds (Table III); refuted: "
+        "FD-CAM the most faithful (Table I), in insertion and overall (deciding rival: "
+        "Group-CAM +0.012 [+0.004, +0.020], n = 250). Not decided (an interval that "
+        "contains zero, or too few images): FD-CAM the best at the pointing game (Table II).")
+    nothing = conclusion(verdicts[verdicts["claim"] == table_2], model="m", layer="l",
+                         images="2 photos")
+    assert "None held on every metric." in nothing
+    with pytest.raises(FdcamError, match=r"^conclusion needs a claim_verdicts result"):
+        conclusion(pd.DataFrame({"claim": []}), model="m", layer="l", images="")
+
+
+def test_cross_check_sentence_says_where_setups_agree():
+    from fdcam.paper.verdicts import cross_check_sentence
+
+    frame = pd.DataFrame([
+        ("A at `x`", "insertion", "refuted", 250, ""),
+        ("B at `y`", "insertion", "refuted", 100, ""),
+        ("A at `x`", "overall", "confirmed", 250, ""),
+        ("B at `y`", "overall", "undecided", 100, ""),
+    ], columns=["claim", "metric", "verdict", "n", "evidence"])
+    assert cross_check_sentence(frame) == (
+        "Per metric — insertion: refuted at all 2; overall: confirmed for A at `x` "
+        "(n = 250), undecided for B at `y` (n = 100).")
+    assert cross_check_sentence(frame.iloc[:0]) == "No cross-check has rows yet."
