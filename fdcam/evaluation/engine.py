@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import functools
 import importlib.util
 import inspect
 import os
@@ -128,15 +129,17 @@ class OnnxRuntimeForward:
     export. Needs the ``[onnxruntime]`` extra (``onnxruntime``, ``onnx``)."""
 
     def __init__(self, network: nn.Module, threads: int | None = None,
-                 fallback: Forward | None = None) -> None:
+                 fallback: Callable[[], Forward] | None = None) -> None:
         if not onnxruntime_installed():
             raise FdcamError("engine 'onnxruntime' needs the onnxruntime package; "
                              "pip install 'fdcam[onnxruntime]'")
         self.network = copy.deepcopy(network).cpu().eval().requires_grad_(False)
         self.threads = threads or torch.get_num_threads()
         self._sessions: dict[tuple[object, ...], object] = {}
-        # `fallback` runs the images the network cannot be exported for (engine "auto").
-        self.fallback = fallback
+        # `fallback()` makes the engine that runs the image sizes ONNX Runtime cannot (engine
+        # "auto"): made on first need, then kept.
+        self._make_fallback = fallback
+        self._fallback: Forward | None = None
         self._unexported: set[tuple[object, ...]] = set()
 
     def __repr__(self) -> str:
@@ -169,28 +172,42 @@ class OnnxRuntimeForward:
         return onnxruntime.InferenceSession(buffer.getvalue(), options,
                                             providers=["CPUExecutionProvider"])
 
+    def fallback(self) -> Forward | None:
+        """The engine for image sizes ONNX Runtime cannot run (None: they are errors)."""
+        if self._fallback is None and self._make_fallback is not None:
+            self._fallback = self._make_fallback()
+        return self._fallback
+
     def __call__(self, images: Tensor) -> Tensor:
         if images.device.type != "cpu":
             raise FdcamError(f"engine 'onnxruntime' runs on the CPU; images are on "
                              f"{images.device}")
         key = tuple(images.shape[1:])
-        if key in self._unexported and self.fallback is not None:
-            return self.fallback(images)
-        images = images.detach().float().contiguous()
-        if key not in self._sessions:
-            try:
-                self._sessions[key] = self._session(images[:1])
-            except FdcamError as error:
-                if self.fallback is None:
+        fallback = self.fallback() if key in self._unexported else None
+        if fallback is not None:
+            return fallback(images)
+        ready = images.detach().float().contiguous()
+        try:
+            if key not in self._sessions:
+                self._sessions[key] = self._session(ready[:1])
+            session = self._sessions[key]
+            return torch.from_numpy(session.run(None, {"x": ready.numpy()})[0])  # type: ignore[attr-defined]
+        except Exception as error:
+            fallback = self.fallback()
+            if fallback is None:
+                if isinstance(error, FdcamError):
                     raise
-                how = ("compiled" if isinstance(self.fallback, CompiledForward)
-                       else "eager")
-                print(f"note: {str(error).split('; use')[0]}; running it {how} instead",
-                      file=sys.stderr)
-                self._unexported.add(key)
-                return self.fallback(images)
-        session = self._sessions[key]
-        return torch.from_numpy(session.run(None, {"x": images.numpy()})[0])  # type: ignore[attr-defined]
+                raise FdcamError(f"ONNX Runtime failed on input {list(images.shape[1:])} "
+                                 f"({type(error).__name__}: {str(error)[:200]}); use "
+                                 f"--engine compile") from None
+            how = "compiled" if isinstance(fallback, CompiledForward) else "eager"
+            why = str(error).split("; use")[0] if isinstance(error, FdcamError) else (
+                f"ONNX Runtime failed on input {list(images.shape[1:])} "
+                f"({type(error).__name__})")
+            print(f"note: {why}; running it {how} instead", file=sys.stderr)
+            self._unexported.add(key)
+            self._sessions.pop(key, None)
+            return fallback(images)
 
 
 ENGINES = ("auto", "compile", "eager", "onnxruntime")
@@ -227,12 +244,20 @@ def forward_engine(network: nn.Module, *, engine: str | None = "auto",
     missing = compiler_missing(device)
     if missing is not None and engine == "compile":
         raise FdcamError(f"cannot compile: {missing}; use --no-compile")
-    fallback: Forward = network if missing is not None else CompiledForward(network)
     if engine == "auto" and torch.device(device).type == "cpu" and onnxruntime_installed():
-        return OnnxRuntimeForward(network, fallback=fallback)
+        # Its note says why it falls back, so the fallback itself says nothing more.
+        return OnnxRuntimeForward(network, fallback=functools.partial(
+            _compiled_or_eager, network, missing, quiet=True))
+    return _compiled_or_eager(network, missing)
+
+
+def _compiled_or_eager(network: nn.Module, missing: str | None, *,
+                       quiet: bool = False) -> Forward:
     if missing is not None:
-        print(f"note: running eager, not compiled: {missing}", file=sys.stderr)
-    return fallback
+        if not quiet:
+            print(f"note: running eager, not compiled: {missing}", file=sys.stderr)
+        return network
+    return CompiledForward(network)
 
 
 def add_engine_arguments(parser: argparse.ArgumentParser) -> None:

@@ -145,7 +145,7 @@ def test_auto_is_onnxruntime_on_a_cpu_and_falls_back_where_export_fails(
     monkeypatch.delenv("CXX", raising=False)
     monkeypatch.setattr(engine.shutil, "which", lambda _name: None)  # eager is the fallback
     forward = forward_engine(model)
-    assert isinstance(forward, OnnxRuntimeForward) and forward.fallback is model
+    assert isinstance(forward, OnnxRuntimeForward)
     assert capsys.readouterr().err == ""
     small = images(3, seed=8)  # 16x16 does not export (see above): eager runs it, one note
     with torch.no_grad():
@@ -158,6 +158,10 @@ def test_auto_is_onnxruntime_on_a_cpu_and_falls_back_where_export_fails(
     with torch.no_grad():
         torch.testing.assert_close(forward(x), model(x), rtol=0, atol=1e-5)
     assert set(forward._sessions) == {(3, 24, 24)}
+    assert forward.fallback() is model
+    assert capsys.readouterr().err == ""
+    with pytest.raises(FdcamError, match=r"^cannot export Sequential to ONNX .*--engine compile"):
+        forward_engine(model, engine="onnxruntime")(small)  # asked for: no fallback
 
 
 @needs_compiler
