@@ -10,9 +10,15 @@ an image, the others reuse it.
 
 A memo holds the work of one input only, and reuses it only when everything it depends on
 is the same: the input and targets (compared by value), the model object and its weights
-(every parameter and buffer unchanged in place since, by its version counter), the layer,
-θ, grouping and the head's batch size. Anything else computes afresh, so a memo never
-changes a map; it only skips recomputing one.
+(the same tensors, at the same memory, not changed in place since: each parameter's and
+buffer's identity, data pointer and version counter), the layer, θ, grouping and the head's
+batch size. Anything else computes afresh. What it hands out are copies, so a caller that
+changes an explanation's tensors cannot change another variant's.
+
+A variant served from the memo gets the scores the first variant computed: the same values
+it would compute alone, up to float rounding where the alone run would batch the head's
+masks differently (``fdcam-g-off`` alone evaluates 1 + K masks, not 1 + 2K). Its
+``evaluations`` is then the count of that shared computation.
 """
 
 from __future__ import annotations
@@ -25,10 +31,10 @@ from torch import Tensor, nn
 from fdcam.switching import SwitchScores
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class _Input:
     model: nn.Module
-    versions: tuple[int, ...]
+    versions: tuple[tuple[int, int, int], ...]
     x: Tensor
     targets: Tensor
 
@@ -57,8 +63,9 @@ class SwitchingMemo:
         return f"SwitchingMemo(hits={self.hits}, misses={self.misses})"
 
     @staticmethod
-    def _versions(model: nn.Module) -> tuple[int, ...]:
-        return tuple(t._version for t in (*model.parameters(), *model.buffers()))
+    def _versions(model: nn.Module) -> tuple[tuple[int, int, int], ...]:
+        return tuple((id(t), t.data_ptr(), t._version)
+                     for t in (*model.parameters(), *model.buffers()))
 
     def lookup(self, model: nn.Module, x: Tensor, targets: Tensor,
                setting: Setting) -> tuple[Tensor, SwitchScores] | None:
@@ -78,9 +85,9 @@ class SwitchingMemo:
                 found = groups, SwitchScores(s.full, s.off, None, s.off, s.evaluations)
         if found is None:
             self.misses += 1
-        else:
-            self.hits += 1
-        return found
+            return None
+        self.hits += 1
+        return _copy(*found)
 
     def store(self, model: nn.Module, x: Tensor, targets: Tensor, setting: Setting,
               groups: Tensor, scores: SwitchScores) -> None:
@@ -88,4 +95,13 @@ class SwitchingMemo:
         probe = _Input(model, self._versions(model), x.detach().clone(), targets.clone())
         if self._input is None or not self._input.same(probe):
             self._input, self._work = probe, {}
-        self._work[setting] = (groups, scores)
+        self._work[setting] = _copy(groups, scores)
+
+
+def _copy(groups: Tensor, scores: SwitchScores) -> tuple[Tensor, SwitchScores]:
+    def clone(t: Tensor | None) -> Tensor | None:
+        return None if t is None else t.clone()
+
+    return groups.clone(), SwitchScores(scores.full.clone(), scores.off.clone(),
+                                        clone(scores.on), scores.score.clone(),
+                                        scores.evaluations.clone())

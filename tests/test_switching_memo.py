@@ -116,3 +116,32 @@ def test_evaluate_shares_switching_between_variants_with_the_same_rows(
     metrics = ["probability", "insertion", "deletion", "overall"]
     gap = (tables[True][metrics] - tables[False][metrics]).abs().to_numpy().max()
     assert gap <= 1e-6
+
+
+def test_what_a_memo_hands_out_is_a_copy_and_a_replaced_weight_is_seen(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    model, x = tiny_sequential(), _inputs()
+    calls = _count_switching(monkeypatch)
+    memo = SwitchingMemo()
+    cams = [FDCAM(model, "3"), FDCAM(model, "3", combination="product")]
+    for cam in cams:
+        cam.memo = memo
+    first = cams[0](x, [1, 2])
+    kept = first.scores.clone()
+    first.scores.zero_()  # a caller changing its explanation in place
+    second = cams[1](x, [1, 2])
+    assert len(calls) == 1 and torch.equal(second.scores, kept)
+    with torch.no_grad():  # the same values in a new tensor: not the weights the memo saw
+        model[2].weight = torch.nn.Parameter(model[2].weight.detach().clone())
+    cams[1](x, [1, 2])
+    assert len(calls) == 2
+
+
+def test_evaluate_takes_its_memo_off_the_explainers_it_built(tmp_path: Path) -> None:
+    from fdcam.evaluation.runner import evaluate
+
+    model = tiny_sequential()
+    shared = FDCAM(model, "3")
+    evaluate([("img0", _inputs(3)[0])], {"fdcam": lambda _model: shared}, model,
+             tmp_path / "rows.csv", batch_size=4)
+    assert shared.memo is None

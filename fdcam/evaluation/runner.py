@@ -203,6 +203,9 @@ def evaluate(
                 bar.update(1)  # this shard's images only, to match `total`
     finally:
         network.train(was_training)
+        for explainer in explainers.values():
+            if isinstance(explainer, FDCAM) and memo is not None and explainer.memo is memo:
+                explainer.memo = None
     return failed
 
 
@@ -244,8 +247,9 @@ def _evaluate_image(image_id: str, source: ImageSource, content: str | None,
             explainers[method] = methods[method](model)
             if forward is not network and isinstance(explainers[method], BaseExplainer):
                 explainers[method].batch_forward = forward
-            if memo is not None and isinstance(explainers[method], FDCAM):
-                explainers[method].memo = memo
+            made = explainers[method]
+            if memo is not None and isinstance(made, FDCAM) and made.memo is None:
+                made.memo = memo  # taken off again when the run ends
         try:
             rows = _evaluate_method(image_id, method, explainers[method], x, classes,
                                     forward, image_boxes, pointing, batch_size, step_fraction,
