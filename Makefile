@@ -184,7 +184,7 @@ data-imagenet-sample:
 clean:
 	rm -rf _build .pytest_cache .ruff_cache
 
-# The imagenet-sample evaluation (book/results.md), resumable across sessions:
+# The imagenet-sample evaluation (book/reproduce.md), resumable across sessions:
 #   make evaluate-imagenet-sample [IMAGENET_SAMPLE=DIR] [THREADS=1] [DEVICE=cpu] [STAGES=1,3,5,6,2]
 #                                 [METHODS='gradcam*,scorecam']   (default: every method)
 #                                 [RECOMPUTE='fdcam*']   (delete these rows first, remake them)

@@ -216,14 +216,14 @@ def styled_paired(paired: pd.DataFrame, *, caption: str | None = None,
 def summary_table(table_1: pd.DataFrame, table_2: pd.DataFrame, *,
                   caption: str | None = None, name: str = "summary") -> Any:
     """The landing page's table: Table I's three AUCs and Table II's pointing game (Eq. 12),
-    the paper's value beside ours for every method of either table, best in bold; no
-    intervals (the chapters have them). Inputs: `table_1(setup)`, `table_2(setup)`."""
+    the paper's value beside ours for every method of either table, best in bold, our 95 %
+    interval under each of our values. Inputs: `table_1(setup)`, `table_2(setup)`."""
     pointing = table_2[table_2["metric"] == "pointing_game"]
     both = pd.concat([table_1, pointing], ignore_index=True)
     order = list(dict.fromkeys([*table_1["method"], *pointing["method"]]))
     both = both.assign(_o=both["method"].map({m: i for i, m in enumerate(order)}))
     both = both.sort_values("_o", kind="stable").drop(columns="_o")
-    styler = styled_table(both, caption=caption, name=name, intervals=False)
+    styler = styled_table(both, caption=caption, name=name)
     # n differs in kind between the two tables (images, (image, class) pairs): the
     # caption says it instead.
     return styler.hide([("", "n")], axis="columns")
@@ -293,18 +293,19 @@ def summary_markdown(table_1: pd.DataFrame, table_2: pd.DataFrame) -> str:
     return "\n".join(lines)
 
 
-def claims_markdown(verdicts: pd.DataFrame) -> str:
+def claims_markdown(verdicts: pd.DataFrame, first: str = "claim") -> str:
     """`fdcam.paper.verdicts.claim_verdicts` as a Markdown table for a page: one row per
     claim (under it, in italics, the paper's sentence that makes it, where the result has a
     ``paper`` column), one column per metric, each cell the verdict in bold with the deciding
     rival's paired difference and 95 % interval under it, and n (the images or pairs behind
-    that difference)."""
+    that difference). `first` heads the first column (e.g. "network and layer" for
+    `fdcam.paper.verdicts.cross_checks`, whose ``claim`` column names setups)."""
     needed = {"claim", "metric", "verdict", "n", "evidence"}
     if not needed <= set(verdicts.columns):
         raise FdcamError("claims_markdown needs a claim_verdicts result (columns "
                          f"{', '.join(sorted(needed))})")
     metrics = list(dict.fromkeys(verdicts["metric"]))
-    lines = ["| claim | " + " | ".join(METRIC_HEADERS.get(m, m) for m in metrics) + " |",
+    lines = [f"| {first} | " + " | ".join(METRIC_HEADERS.get(m, m) for m in metrics) + " |",
              "|:--|" + "|".join([":--"] * len(metrics)) + "|"]
     for claim, rows in verdicts.groupby("claim", sort=False):
         by_metric = rows.set_index("metric")

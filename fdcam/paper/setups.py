@@ -136,21 +136,21 @@ def last_activation_setup(main: Setup, *,
 
 
 def replication_setup(main: Setup, *, imagenet_sample: str | Path | None = None,
-                      required: bool = False) -> Setup | None:
+                      required: bool = False, with_rows: bool = False) -> Setup | None:
     """The imagenet-sample profile's replication on a second network: Table I with
     `SAMPLE_REPLICATION_MODEL` (EfficientNet-Lite2) at the layer that the premise rule
     chooses from its own committed survey (`REPLICATION_SURVEY_CSV`), on the first
-    `SAMPLE_REPLICATION_IMAGES` photos of the seeded order (the heavy methods on
-    `SAMPLE_REPLICATION_HEAVY_IMAGES`); results in ``<model>/<layer>`` beside `main`'s.
-    None for the other profiles and while the survey is unfinished or chooses no layer
-    (`required`: a one-line error instead)."""
+    `SAMPLE_REPLICATION_HEAVY_IMAGES`); results in ``<model>/<layer>`` beside `main`'s
+    layer folder. None for the other profiles, while the survey is unfinished or chooses no
+    layer (`required`: a one-line error instead), and with `with_rows` while the results
+    folder has no Table I rows (nothing is loaded then)."""
     from fdcam.paper.layer_survey import REPLICATION_SURVEY_CSV, committed_survey
 
     if main.profile != "imagenet-sample":
         return None
     try:
         summary, layer = committed_survey(REPLICATION_SURVEY_CSV)
-    except FdcamError:
+    except (FdcamError, ValueError, KeyError, OSError):  # missing, half-written, malformed
         summary, layer = None, None
     if summary is None or layer is None or not summary["photos"].eq(
             summary["photos"].max()).all():
@@ -160,10 +160,15 @@ def replication_setup(main: Setup, *, imagenet_sample: str | Path | None = None,
                              f"fdcam.paper.layer_survey --model {SAMPLE_REPLICATION_MODEL} "
                              f"--out …; it resumes) and a layer its rule chooses")
         return None
+    base = (main.results_dir.parent if main.results_dir.name == main.model.target_layer
+            else main.results_dir)  # the default: one folder per layer
+    results_dir = base / SAMPLE_REPLICATION_MODEL / layer
+    if with_rows and not (results_dir / "faithfulness.csv").exists():
+        return None
     return setup("imagenet-sample", imagenet_sample=imagenet_sample,
                  device=main.device, seed=main.seed, model=SAMPLE_REPLICATION_MODEL,
-                 layer=layer, n_images=min(SAMPLE_REPLICATION_IMAGES,
-                                           len(main.faithfulness_images)),
+                 layer=layer, results_dir=results_dir,
+                 n_images=min(SAMPLE_REPLICATION_IMAGES, len(main.faithfulness_images)),
                  heavy_limits={"faithfulness": SAMPLE_REPLICATION_HEAVY_IMAGES})
 
 

@@ -209,13 +209,14 @@ def conclusion(verdicts: pd.DataFrame, *, model: str, layer: str, images: str) -
     """The landing page's opening, in two or three sentences, from `claim_verdicts`: what was
     tested (the claims, on `model` at `layer`, with `images`, e.g. "250 photos"), then
     which claims held (confirmed on every metric) and which were refuted, each refuted one
-    with its deciding rival's difference, interval and n; the rest is "not decided"."""
+    with the metrics that refute it and, for the first, its deciding rival's difference,
+    interval and n; then the claims not decided, and those without rows yet."""
     needed = {"claim", "metric", "verdict", "n", "evidence"}
     if not needed <= set(verdicts.columns):
         raise FdcamError("conclusion needs a claim_verdicts result (columns "
                          f"{', '.join(sorted(needed))})")
     shorts = {claim.claim: claim.short or claim.claim for claim in CLAIMS}
-    held, refuted, open_ = [], [], []
+    held, refuted, open_, empty = [], [], [], []
     for claim, rows in verdicts.groupby("claim", sort=False):
         name = shorts.get(str(claim), str(claim))
         words = rows["verdict"]
@@ -224,12 +225,14 @@ def conclusion(verdicts: pd.DataFrame, *, model: str, layer: str, images: str) -
         elif (words == "refuted").any():
             against = rows[words == "refuted"]
             metrics = " and ".join(against["metric"])
-            worst = against.iloc[0]
-            refuted.append(f"{name}, in {metrics} (deciding rival: {worst['evidence']}, "
-                           f"n = {int(worst['n'])})")
+            first = against.iloc[0]
+            refuted.append(f"{name}, in {metrics} ({first['metric']}: deciding rival "
+                           f"{first['evidence']}, n = {int(first['n'])})")
+        elif (words == "no data").all():
+            empty.append(name)
         else:
             open_.append(name)
-    count = len(held) + len(refuted) + len(open_)
+    count = len(held) + len(refuted) + len(open_) + len(empty)
     text = [f"This run tested the paper's {count} claims on {model} at layer `{layer}`, "
             f"with {images}."]
     verdict = []
@@ -241,6 +244,8 @@ def conclusion(verdicts: pd.DataFrame, *, model: str, layer: str, images: str) -
     if open_:
         text.append("Not decided (an interval that contains zero, or too few images): "
                     + "; ".join(open_) + ".")
+    if empty:
+        text.append("No rows yet: " + "; ".join(empty) + ".")
     return " ".join(text)
 
 

@@ -358,12 +358,16 @@ def test_conclusion_names_model_layer_and_what_held():
     assert text == (
         "This run tested the paper's 3 claims on EfficientNet-Lite0 at layer "
         "`_blocks.15._swish#2`, with 250 photos. Held: grouping adds (Table III); refuted: "
-        "FD-CAM the most faithful (Table I), in insertion and overall (deciding rival: "
-        "Group-CAM +0.012 [+0.004, +0.020], n = 250). Not decided (an interval that "
+        "FD-CAM the most faithful (Table I), in insertion and overall (insertion: deciding "
+        "rival Group-CAM +0.012 [+0.004, +0.020], n = 250). Not decided (an interval that "
         "contains zero, or too few images): FD-CAM the best at the pointing game (Table II).")
     nothing = conclusion(verdicts[verdicts["claim"] == table_2], model="m", layer="l",
                          images="2 photos")
     assert "None held on every metric." in nothing
+    unrun = verdicts.assign(verdict="no data")
+    assert conclusion(unrun, model="m", layer="l", images="0 photos").endswith(
+        "No rows yet: FD-CAM the most faithful (Table I); FD-CAM the best at the pointing "
+        "game (Table II); grouping adds (Table III).")
     with pytest.raises(FdcamError, match=r"^conclusion needs a claim_verdicts result"):
         conclusion(pd.DataFrame({"claim": []}), model="m", layer="l", images="")
 
