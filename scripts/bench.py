@@ -137,31 +137,26 @@ def curves_benchmark(rounds: int, batch_sizes: tuple[int, ...] = (1, 2, 4, 8, 16
 
 def _other_engines(net: torch.nn.Module, x: torch.Tensor,
                    threads: int) -> dict[str, Callable[[torch.Tensor], torch.Tensor]]:
-    """ONNX Runtime and OpenVINO (f32, CPU) on `net` for inputs shaped like `x`, where
-    installed (they are not dependencies: `make bench` only tells whether they would pay)."""
+    """ONNX Runtime (the evaluation's `OnnxRuntimeForward`, the ``[onnxruntime]`` extra) and
+    OpenVINO (f32, CPU; not a dependency: `make bench` only tells whether it would pay) on
+    `net` for inputs shaped like `x`, where installed."""
     import importlib.util
-    import io
+    import warnings
+
+    from fdcam.evaluation.engine import OnnxRuntimeForward, onnxruntime_installed
 
     engines: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {}
-    if importlib.util.find_spec("onnxruntime") is not None:
-        import onnxruntime
-
-        buffer = io.BytesIO()
-        torch.onnx.export(net, (x,), buffer, input_names=["x"], output_names=["y"],
-                          dynamo=False)
-        options = onnxruntime.SessionOptions()
-        options.intra_op_num_threads, options.inter_op_num_threads = threads, 1
-        session = onnxruntime.InferenceSession(buffer.getvalue(), options,
-                                               providers=["CPUExecutionProvider"])
-        engines["ONNX Runtime"] = lambda images: torch.from_numpy(
-            session.run(None, {"x": images.numpy()})[0])
+    if onnxruntime_installed():
+        engines["ONNX Runtime"] = OnnxRuntimeForward(net, threads)
     if importlib.util.find_spec("openvino") is not None:
         import openvino
 
         core = openvino.Core()
-        compiled = core.compile_model(openvino.convert_model(net, example_input=x), "CPU",
-                                      {"INFERENCE_NUM_THREADS": threads,
-                                       "INFERENCE_PRECISION_HINT": "f32"})
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # the TorchScript tracer's deprecation notes
+            model = openvino.convert_model(net, example_input=x)
+        compiled = core.compile_model(model, "CPU", {"INFERENCE_NUM_THREADS": threads,
+                                                     "INFERENCE_PRECISION_HINT": "f32"})
         engines["OpenVINO (f32)"] = lambda images: torch.from_numpy(
             compiled(images.numpy())[0].copy())
     return engines
