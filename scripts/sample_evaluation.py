@@ -54,6 +54,7 @@ from fdcam.evaluation.engine import add_engine_arguments
 from fdcam.evaluation.results import IDENTITY_ATTR
 from fdcam.evaluation.results_file import read_results, write_table
 from fdcam.paper import runs, settings, setups
+from fdcam.paper.layer_survey import REPLICATION_SURVEY_CSV, committed_survey
 
 
 def run_stage(stage: int, photos: str | None, device: str,
@@ -146,22 +147,39 @@ def upgrade(photos: str | None, folder: Path | None = None) -> dict[Path, tuple[
     return counts
 
 
+def stage_subject(stage: int) -> str:
+    """What a stage evaluates, for its lines in wall_time.csv: the network and layer(s)."""
+    if stage in (1, 2, 3):
+        return f"efficientnet-lite0 at {settings.SAMPLE_LAYER}"
+    if stage == 4:
+        return "efficientnet-lite0 at _swish"
+    if stage == 5:
+        return "efficientnet-lite0 at " + " and ".join(settings.SAMPLE_BY_LAYER)
+    try:
+        layer = committed_survey(REPLICATION_SURVEY_CSV)[1]
+    except (FdcamError, ValueError, KeyError, OSError):
+        layer = None
+    return f"{settings.SAMPLE_REPLICATION_MODEL} at {layer or '(its survey unfinished)'}"
+
+
 def log_time(folder: Path, stage: int, started: float, seconds: float | None,
              threads: int, device: str, *, finished: bool | None = None) -> None:
     """Append one line to ``<folder>/wall_time.csv``: when a stage (or a part of it, if the
-    run was stopped) ran and for how long, so that the run's wall time can be summed.
-    `seconds` None: until now, an unfinished part; `finished` defaults to seconds given."""
+    run was stopped) ran, for how long and on what (`stage_subject`: a stage's number names
+    a different layer once the main layer changes), so that the run's wall time can be
+    summed. `seconds` None: until now, an unfinished part; `finished` defaults to seconds
+    given."""
     path = folder / "wall_time.csv"
     folder.mkdir(parents=True, exist_ok=True)
     new = not path.exists()
     with path.open("a", encoding="utf-8") as handle:
         if new:
-            handle.write("stage,started_utc,seconds,finished,threads,device,cpus\n")
+            handle.write("stage,started_utc,seconds,finished,threads,device,cpus,subject\n")
         stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started))
         elapsed = time.time() - started if seconds is None else seconds
         done = seconds is not None if finished is None else finished
         handle.write(f"{stage},{stamp},{elapsed:.0f},{done},{threads},{device},"
-                     f"{os.cpu_count()}\n")
+                     f"{os.cpu_count()},{stage_subject(stage)}\n")
 
 
 #: How often a running stage rewrites its heartbeat file (seconds).

@@ -265,22 +265,29 @@ def rows_done(setup: Setup) -> pd.DataFrame:
 
 def wall_time(setup: Setup) -> pd.DataFrame:
     """What the profile's staged evaluation cost (``wall_time.csv`` beside its results,
-    written by ``make evaluate-imagenet-sample``): per stage, the wall-clock seconds summed
-    over the runs that did it (a stopped run logs the part it did), how many runs, whether
-    one finished, and their threads and devices. Empty where no staged run logged time.
+    written by ``make evaluate-imagenet-sample``): per stage and what it evaluated (``what``:
+    network and layer, as the run logged it; a stage's number names another layer once the
+    main layer changed), the wall-clock seconds summed over the runs that did it (a stopped
+    run logs the part it did), how many runs, whether one finished, and their threads and
+    devices. Empty where no staged run logged time.
 
     Wall clock, not CPU time: runs that shared the machine with other work count in full.
     """
-    columns = ["stage", "hours", "runs", "finished", "threads", "device"]
+    columns = ["stage", "what", "hours", "runs", "finished", "threads", "device"]
     folder = setup.results_dir
     path = next((p / "wall_time.csv" for p in (folder, folder.parent)
                  if (p / "wall_time.csv").exists()), None)
     if path is None:
         return pd.DataFrame(columns=columns)
     log = pd.read_csv(path)
-    grouped = log.groupby("stage", sort=True)
+    if "subject" not in log.columns:  # a log written before stages named their subject
+        log["subject"] = ""
+    log["subject"] = log["subject"].fillna("")
+    grouped = log.groupby(["stage", "subject"], sort=True)
+    keys = list(grouped.groups)
     return pd.DataFrame({
-        "stage": list(grouped.groups),
+        "stage": [stage for stage, _ in keys],
+        "what": [subject for _, subject in keys],
         "hours": (grouped["seconds"].sum() / 3600).round(2).to_numpy(),
         "runs": grouped.size().to_numpy(),
         "finished": grouped["finished"].any().to_numpy(),

@@ -569,11 +569,19 @@ def test_wall_time_sums_each_stage_over_its_runs(tmp_path: Path) -> None:
         "1,2026-01-02T00:00:00Z,1800,True,2,cpu,2\n"
         "3,2026-01-02T01:00:00Z,720,False,1,cuda,16\n")
     table = runs.wall_time(setup).set_index("stage")
+    assert list(table["what"]) == ["", ""]  # a log from before stages named their subject
     assert table.loc[1, "hours"] == pytest.approx(1.5)
     assert table.loc[1, "runs"] == 2
     assert bool(table.loc[1, "finished"]) and not bool(table.loc[3, "finished"])
     assert table.loc[1, "threads"] == "1, 2"
     assert table.loc[3, "device"] == "cuda"
+    with (tmp_path / "wall_time.csv").open() as handle:  # one stage at two layers: two lines
+        lines = handle.read().splitlines()
+    (tmp_path / "wall_time.csv").write_text("\n".join(
+        [lines[0] + ",subject", lines[1] + ",m at a", lines[2] + ",m at b"]) + "\n")
+    table = runs.wall_time(setup)
+    assert list(zip(table["stage"], table["what"], table["hours"], strict=True)) == [
+        (1, "m at a", 1.0), (1, "m at b", 0.5)]
 
 
 def test_a_setup_that_does_not_run_missing_rows_only_reads_them(tmp_path: Path) -> None:

@@ -64,7 +64,9 @@ def test_a_killed_runs_heartbeat_is_logged_by_the_next_run(tmp_path: Path,
         assert beat.path.exists()
     assert not beat.path.exists()  # a run that ends removes its heartbeat
     lines = (tmp_path / "wall_time.csv").read_text().splitlines()
-    assert lines[0] == "stage,started_utc,seconds,finished,threads,device,cpus"
+    assert lines[0] == "stage,started_utc,seconds,finished,threads,device,cpus,subject"
     assert lines[1].startswith("2,2023-11-14T22:13:20Z,125,False,1,cpu,")
+    assert lines[1].endswith(f",{sample_evaluation.stage_subject(2)}")
+    assert sample_evaluation.stage_subject(2) == f"efficientnet-lite0 at {settings.SAMPLE_LAYER}"
     assert len(lines) == 2
     assert not list(tmp_path.glob("*.running"))
