@@ -316,6 +316,7 @@ def test_similarity_histogram_counts_each_pair_once():
     ax = plots.similarity_histogram(similarity, channels=[0, 1, 2], thresholds=similarity.mean(1))
     assert "(3)" in ax.get_legend().get_texts()[0].get_text()
     _render(ax.figure)
+    _check_legible(ax.figure)  # the log axis's ticks in plain numbers, no 4.9-pt exponents
 
 
 def test_group_threshold_plot_marks_the_group():
@@ -334,6 +335,7 @@ def test_group_size_bars_and_checks():
     heights = sorted(int(p.get_height()) for p in ax.patches)
     assert heights == [1, 2, 3]
     _render(ax.figure)
+    _check_legible(ax.figure)
     with pytest.raises(FdcamError, match="non-negative integers"):
         plots.group_size_bars(torch.tensor([1.5, 2.0]))
 

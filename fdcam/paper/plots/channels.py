@@ -30,6 +30,7 @@ from fdcam.paper.plots.style import (
     OURS_COLOR,
     SALIENCY_CMAP,
     STYLE,
+    plain_log_ticks,
     styled,
 )
 
@@ -187,6 +188,7 @@ def similarity_histogram(similarity: Tensor | np.ndarray, *,
                 color=FDCAM_COLOR, label="thresholds τ, one per channel")
     if log:
         ax.set_yscale("log")
+        plain_log_ticks(ax.yaxis)
     ax.set_xlabel("cosine similarity")
     ax.set_ylabel("density (log scale)" if log else "density")
     ax.set_title(title or "Similarities between channels")
@@ -253,6 +255,7 @@ def group_size_bars(sizes: Tensor | np.ndarray, *, ax: Axes | None = None,
     ax.bar(present, counts[present], width=0.8, color=OURS_COLOR)
     if log:
         ax.set_yscale("log")
+        plain_log_ticks(ax.yaxis)
     ax.set_xlabel(r"group size $|G(A^k)|$")
     ax.set_ylabel("channels")
     ax.set_title(title or "Group sizes")

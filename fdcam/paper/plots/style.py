@@ -98,6 +98,16 @@ SMALLEST_FONT_KEY = "fdcam-smallest-glyph-pt"
 mathtext super- and subscripts included."""
 
 
+def plain_log_ticks(axis: Any) -> None:
+    """Label a log-scale `axis` (``ax.yaxis``) in plain numbers ("0.01", "1", "100"), not
+    matplotlib's ``$10^{-2}$``, whose 7-pt tick labels would draw exponents at 4.9 pt, under
+    `MIN_GLYPH_PT`; minor ticks stay unlabelled."""
+    from matplotlib import ticker
+
+    axis.set_major_formatter(ticker.FuncFormatter(lambda value, _: f"{value:g}"))
+    axis.set_minor_formatter(ticker.NullFormatter())
+
+
 def smallest_font(fig: Figure) -> float:
     """The smallest glyph size (points) among the visible, non-empty texts of `fig` (titles,
     labels, tick labels, legends, annotations), after drawing it: a text's font size, or for
