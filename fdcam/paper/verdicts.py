@@ -236,7 +236,7 @@ def conclusion(verdicts: pd.DataFrame, *, model: str, layer: str, images: str) -
     text = [f"This run tested the paper's {count} claims on {model} at layer `{layer}`, "
             f"with {images}."]
     verdict = []
-    verdict.append(("Held: " + "; ".join(held)) if held else "None held on every metric")
+    verdict.append(("Held: " + "; ".join(held)) if held else "No claim held on every metric")
     if refuted:
         verdict.append("refuted: " + "; ".join(refuted))
     text.append(", ".join(verdict[:1]) + ("; " + verdict[1] if len(verdict) > 1 else "")

@@ -363,7 +363,7 @@ def test_conclusion_names_model_layer_and_what_held():
         "contains zero, or too few images): FD-CAM the best at the pointing game (Table II).")
     nothing = conclusion(verdicts[verdicts["claim"] == table_2], model="m", layer="l",
                          images="2 photos")
-    assert "None held on every metric." in nothing
+    assert "No claim held on every metric." in nothing
     unrun = verdicts.assign(verdict="no data")
     assert conclusion(unrun, model="m", layer="l", images="0 photos").endswith(
         "No rows yet: FD-CAM the most faithful (Table I); FD-CAM the best at the pointing "
