@@ -40,16 +40,19 @@ def glued(notebook: str | Path) -> dict[str, dict[str, Any]]:
 
 
 def readme_block(notebook: str | Path = SUMMARY_NOTEBOOK) -> str:
-    """The README's summary, between `README_BEGIN` and `README_END`: the teaser image, the
-    run it comes from and the Table I/II summary, all from the executed summary notebook."""
+    """The README's summary, between `README_BEGIN` and `README_END`: the run's conclusion in
+    words, the teaser image, the run it comes from and the Table I/II summary, all from the
+    executed summary notebook."""
     values = glued(notebook)
-    missing = [k for k in ("summary_markdown", "summary_profile", "teaser_caption")
-               if k not in values]
+    missing = [k for k in ("conclusion", "summary_markdown", "summary_profile",
+                           "teaser_caption") if k not in values]
     if missing:
         raise FdcamError(f"{notebook} has no glued {', '.join(missing)}; re-execute it")
     caption = values["teaser_caption"]["text/markdown"]
     return "\n".join([
         README_BEGIN,
+        "",
+        values["conclusion"]["text/markdown"].strip(),
         "",
         f"![Grad-CAM and FD-CAM explaining two classes of one image]"
         f"({TEASER_PNG.relative_to(README.parent).as_posix()})",

@@ -227,7 +227,8 @@ def _matches(docname: str, pattern: str) -> bool:
 
 
 def _globs_by_part(toc) -> dict[str, list[str]]:
-    return {part["caption"]: [v for k, v in _toc_entries(part) if k == "glob"]
+    """Per part, its globs and its files (a file is a glob that matches itself)."""
+    return {part["caption"]: [v for k, v in _toc_entries(part) if k in ("glob", "file")]
             for part in toc["parts"]}
 
 
