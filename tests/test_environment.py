@@ -279,3 +279,21 @@ def test_the_core_job_runs_on_the_lowest_declared_and_the_pinned_torch():
     for name in ("torch", "torchvision"):
         assert matrix["lowest"][name] == lowest[name]
         assert matrix["newest"][name] == pins[name]
+
+
+def test_profile_tables_name_the_main_layer_of_imagenet_sample():
+    """A chapter's profile table is prose, typed once: when the imagenet-sample profile's main
+    layer changes (`settings.SAMPLE_LAYER`), every row that describes it must change too."""
+    from fdcam.paper import settings
+
+    rows = []
+    for source in sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb")):
+        notebook = nbformat.read(source, as_version=4)
+        for cell in notebook.cells:
+            if cell.cell_type != "markdown":
+                continue
+            rows += [(source.name, line) for line in cell.source.splitlines()
+                     if line.startswith("| `imagenet-sample` |") and "EfficientNet-Lite0" in line]
+    assert len(rows) >= 3, "the chapters' profile tables moved; update this test"
+    stale = [name for name, line in rows if f"`{settings.SAMPLE_LAYER}`" not in line]
+    assert stale == [], f"profile tables that do not name {settings.SAMPLE_LAYER}: {stale}"
