@@ -54,7 +54,6 @@ from fdcam.evaluation.engine import add_engine_arguments
 from fdcam.evaluation.results import IDENTITY_ATTR
 from fdcam.evaluation.results_file import read_results, write_table
 from fdcam.paper import runs, settings, setups
-from fdcam.paper.layer_survey import REPLICATION_SURVEY_CSV, committed_survey
 
 
 def run_stage(stage: int, photos: str | None, device: str,
@@ -150,15 +149,12 @@ def upgrade(photos: str | None, folder: Path | None = None) -> dict[Path, tuple[
 def stage_subject(stage: int) -> str:
     """What a stage evaluates, for its lines in wall_time.csv: the network and layer(s)."""
     if stage in (1, 2, 3):
-        return f"efficientnet-lite0 at {settings.SAMPLE_LAYER}"
+        return f"{settings.SAMPLE_MODEL} at {settings.SAMPLE_LAYER}"
     if stage == 4:
-        return "efficientnet-lite0 at _swish"
+        return f"{settings.SAMPLE_MODEL} at _swish"
     if stage == 5:
-        return "efficientnet-lite0 at " + " and ".join(settings.SAMPLE_BY_LAYER)
-    try:
-        layer = committed_survey(REPLICATION_SURVEY_CSV)[1]
-    except (FdcamError, ValueError, KeyError, OSError):
-        layer = None
+        return f"{settings.SAMPLE_MODEL} at " + " and ".join(settings.SAMPLE_BY_LAYER)
+    layer = setups.replication_layer()
     return f"{settings.SAMPLE_REPLICATION_MODEL} at {layer or '(its survey unfinished)'}"
 
 

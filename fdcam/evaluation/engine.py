@@ -163,10 +163,8 @@ class OnnxRuntimeForward:
                                   output_names=["logits"], dynamic_axes={"x": {0: "batch"}},
                                   **legacy)
         except Exception as error:
-            first = str(error).strip().splitlines()[0] if str(error).strip() else ""
             raise FdcamError(f"cannot export {type(self.network).__name__} to ONNX at input "
-                             f"{list(example.shape[1:])} ({type(error).__name__}: "
-                             f"{first[:200]}); use --engine compile") from None
+                             f"{list(example.shape[1:])} ({_first_line(error)})") from None
         options = onnxruntime.SessionOptions()
         options.intra_op_num_threads, options.inter_op_num_threads = self.threads, 1
         return onnxruntime.InferenceSession(buffer.getvalue(), options,
@@ -193,21 +191,23 @@ class OnnxRuntimeForward:
             session = self._sessions[key]
             return torch.from_numpy(session.run(None, {"x": ready.numpy()})[0])  # type: ignore[attr-defined]
         except Exception as error:
+            why = (str(error) if isinstance(error, FdcamError) else
+                   f"ONNX Runtime failed on input {list(images.shape[1:])} "
+                   f"({_first_line(error)})")
             fallback = self.fallback()
             if fallback is None:
-                if isinstance(error, FdcamError):
-                    raise
-                raise FdcamError(f"ONNX Runtime failed on input {list(images.shape[1:])} "
-                                 f"({type(error).__name__}: {str(error)[:200]}); use "
-                                 f"--engine compile") from None
+                raise FdcamError(f"{why}; use --engine compile") from None
             how = "compiled" if isinstance(fallback, CompiledForward) else "eager"
-            why = str(error).split("; use")[0] if isinstance(error, FdcamError) else (
-                f"ONNX Runtime failed on input {list(images.shape[1:])} "
-                f"({type(error).__name__})")
             print(f"note: {why}; running it {how} instead", file=sys.stderr)
             self._unexported.add(key)
             self._sessions.pop(key, None)
             return fallback(images)
+
+
+def _first_line(error: Exception) -> str:
+    """``Type: first line of the message`` (at most 200 characters of it)."""
+    lines = str(error).strip().splitlines()
+    return f"{type(error).__name__}: {lines[0][:200] if lines else ''}"
 
 
 ENGINES = ("auto", "compile", "eager", "onnxruntime")

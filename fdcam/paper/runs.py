@@ -283,14 +283,12 @@ def wall_time(setup: Setup) -> pd.DataFrame:
     if "subject" not in log.columns:  # a log written before stages named their subject
         log["subject"] = ""
     log["subject"] = log["subject"].fillna("")
-    grouped = log.groupby(["stage", "subject"], sort=True)
-    keys = list(grouped.groups)
-    return pd.DataFrame({
-        "stage": [stage for stage, _ in keys],
-        "what": [subject for _, subject in keys],
-        "hours": (grouped["seconds"].sum() / 3600).round(2).to_numpy(),
-        "runs": grouped.size().to_numpy(),
-        "finished": grouped["finished"].any().to_numpy(),
-        "threads": grouped["threads"].agg(lambda s: ", ".join(map(str, sorted(set(s))))).to_numpy(),
-        "device": grouped["device"].agg(lambda s: ", ".join(sorted(set(s)))).to_numpy(),
-    }, columns=columns)
+
+    def listed(values: pd.Series) -> str:
+        return ", ".join(map(str, sorted(set(values))))
+
+    table = log.groupby(["stage", "subject"], sort=True).agg(
+        seconds=("seconds", "sum"), runs=("seconds", "size"), finished=("finished", "any"),
+        threads=("threads", listed), device=("device", listed)).reset_index()
+    table["hours"] = (table["seconds"] / 3600).round(2)
+    return table.rename(columns={"subject": "what"})[columns]

@@ -124,15 +124,34 @@ def last_activation_setup(main: Setup, *,
     None for the other profiles, and when `main` already explains ``_swish``."""
     if main.profile != "imagenet-sample" or main.model.target_layer == "_swish":
         return None
-    if main.results_dir.name == main.model.target_layer:  # the default: one folder per layer
-        results_dir = main.results_dir.parent / "_swish"
-    else:
-        results_dir = main.results_dir / "_swish"
+    results_dir = _beside(main) / "_swish"
     n_images = min(SAMPLE_SWISH_IMAGES, len(main.faithfulness_images))
     return setup("imagenet-sample", imagenet_sample=imagenet_sample, layer="_swish",
                  n_images=n_images, device=main.device, seed=main.seed,
                  results_dir=results_dir,
                  heavy_limits={"faithfulness": SAMPLE_SWISH_HEAVY_IMAGES})
+
+
+def _beside(main: Setup) -> Path:
+    """The folder in which another layer's (or network's) results sit next to `main`'s: the
+    parent of `main`'s layer folder (the default, one folder per layer), else `main`'s."""
+    if main.results_dir.name == main.model.target_layer:
+        return main.results_dir.parent
+    return main.results_dir
+
+
+def replication_layer() -> str | None:
+    """The layer of `SAMPLE_REPLICATION_MODEL` that the premise rule chooses from its
+    committed survey (`REPLICATION_SURVEY_CSV`); None while the survey is missing,
+    unfinished (layers surveyed on different numbers of photos) or malformed, or chooses
+    no layer."""
+    from fdcam.paper.layer_survey import REPLICATION_SURVEY_CSV, committed_survey
+
+    try:
+        summary, layer = committed_survey(REPLICATION_SURVEY_CSV)
+    except (FdcamError, ValueError, KeyError, OSError):  # missing, half-written, malformed
+        return None
+    return layer if summary["photos"].eq(summary["photos"].max()).all() else None
 
 
 def replication_setup(main: Setup, *, imagenet_sample: str | Path | None = None,
@@ -144,25 +163,19 @@ def replication_setup(main: Setup, *, imagenet_sample: str | Path | None = None,
     layer folder. None for the other profiles, while the survey is unfinished or chooses no
     layer (`required`: a one-line error instead), and with `with_rows` while the results
     folder has no Table I rows (nothing is loaded then)."""
-    from fdcam.paper.layer_survey import REPLICATION_SURVEY_CSV, committed_survey
+    from fdcam.paper.layer_survey import REPLICATION_SURVEY_CSV
 
     if main.profile != "imagenet-sample":
         return None
-    try:
-        summary, layer = committed_survey(REPLICATION_SURVEY_CSV)
-    except (FdcamError, ValueError, KeyError, OSError):  # missing, half-written, malformed
-        summary, layer = None, None
-    if summary is None or layer is None or not summary["photos"].eq(
-            summary["photos"].max()).all():
+    layer = replication_layer()
+    if layer is None:
         if required:
             raise FdcamError(f"the replication needs the finished {SAMPLE_REPLICATION_MODEL} "
                              f"survey in {REPLICATION_SURVEY_CSV} (python -m "
                              f"fdcam.paper.layer_survey --model {SAMPLE_REPLICATION_MODEL} "
                              f"--out …; it resumes) and a layer its rule chooses")
         return None
-    base = (main.results_dir.parent if main.results_dir.name == main.model.target_layer
-            else main.results_dir)  # the default: one folder per layer
-    results_dir = base / SAMPLE_REPLICATION_MODEL / layer
+    results_dir = _beside(main) / SAMPLE_REPLICATION_MODEL / layer
     if with_rows and not (results_dir / "faithfulness.csv").exists():
         return None
     return setup("imagenet-sample", imagenet_sample=imagenet_sample,
