@@ -36,17 +36,24 @@ that runs now (rows made by older code would not be reproducible by ``fdcam eval
 from __future__ import annotations
 
 import argparse
+import contextlib
 import fnmatch
 import os
 import signal
 import sys
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import IO
 
 import pandas as pd
 import torch
+
+try:
+    import fcntl
+except ImportError:  # Windows: no advisory locks; runs there append one at a time
+    fcntl = None  # type: ignore[assignment]
 
 from fdcam.checks import check_device
 from fdcam.errors import FdcamError
@@ -167,15 +174,32 @@ def log_time(folder: Path, stage: int, started: float, seconds: float | None,
     given."""
     path = folder / "wall_time.csv"
     folder.mkdir(parents=True, exist_ok=True)
-    new = not path.exists()
-    with path.open("a", encoding="utf-8") as handle:
-        if new:
-            handle.write("stage,started_utc,seconds,finished,threads,device,cpus,subject\n")
-        stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started))
-        elapsed = time.time() - started if seconds is None else seconds
-        done = seconds is not None if finished is None else finished
-        handle.write(f"{stage},{stamp},{elapsed:.0f},{done},{threads},{device},"
-                     f"{os.cpu_count()},{stage_subject(stage)}\n")
+    stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started))
+    elapsed = time.time() - started if seconds is None else seconds
+    done = seconds is not None if finished is None else finished
+    line = (f"{stage},{stamp},{elapsed:.0f},{done},{threads},{device},"
+            f"{os.cpu_count()},{stage_subject(stage)}\n")
+    # Two runs (say stages 1 and 6 on one core each) append to the same file: the lock
+    # keeps the header single and each line whole.
+    with path.open("a", encoding="utf-8") as handle, _locked(handle):
+        if handle.tell() == 0:
+            line = "stage,started_utc,seconds,finished,threads,device,cpus,subject\n" + line
+        handle.write(line)
+
+
+@contextlib.contextmanager
+def _locked(handle: IO[str]) -> Iterator[None]:
+    """An exclusive advisory lock on an open file where the platform has one (POSIX)."""
+    if fcntl is None:
+        yield
+        return
+    fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
+    try:
+        handle.seek(0, os.SEEK_END)
+        yield
+        handle.flush()
+    finally:
+        fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
 
 
 #: How often a running stage rewrites its heartbeat file (seconds).
@@ -226,10 +250,17 @@ class Heartbeat:
             pid = int(path.name.split(".")[1])
             if _alive(pid):
                 continue
-            stage, started, seconds, threads, device = path.read_text().strip().split(",")
+            # Claim it first: of two runs that start together, only one renames it, so its
+            # line is logged once (the other finds it gone and moves on).
+            claimed = path.with_name(f"{path.name}.claimed-{os.getpid()}")
+            try:
+                path.rename(claimed)
+            except FileNotFoundError:
+                continue
+            stage, started, seconds, threads, device = claimed.read_text().strip().split(",")
             log_time(folder, int(stage), float(started), float(seconds), int(threads), device,
                      finished=False)
-            path.unlink()
+            claimed.unlink()
             count += 1
         return count
 

@@ -70,3 +70,42 @@ def test_a_killed_runs_heartbeat_is_logged_by_the_next_run(tmp_path: Path,
     assert sample_evaluation.stage_subject(2) == f"efficientnet-lite0 at {settings.SAMPLE_LAYER}"
     assert len(lines) == 2
     assert not list(tmp_path.glob("*.running"))
+
+
+def test_a_heartbeat_another_run_recovers_first_is_logged_once(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Two runs started together (stages 1 and 6 on a core each) both find a killed run's
+    # heartbeat; the one that claims it second must neither crash nor log it again.
+    (tmp_path / "wall_time.999999.running").write_text("2,1700000000.0,125,1,cpu\n")
+
+    claimed: list[int] = []
+
+    def another_run_claims_it(pid: int) -> bool:
+        if not claimed:  # the other run gets there between this one's look and its claim
+            claimed.append(0)
+            claimed[0] = sample_evaluation.Heartbeat.recover(tmp_path)
+        return False
+
+    monkeypatch.setattr(sample_evaluation, "_alive", another_run_claims_it)
+    assert sample_evaluation.Heartbeat.recover(tmp_path) == 0
+    assert claimed == [1]
+    lines = (tmp_path / "wall_time.csv").read_text().splitlines()
+    assert len(lines) == 2 and lines[1].startswith("2,2023-11-14T22:13:20Z,125,False,")
+    assert not list(tmp_path.glob("*.running*"))
+
+
+def test_concurrent_runs_append_one_header_and_whole_lines(tmp_path: Path) -> None:
+    import multiprocessing
+
+    context = multiprocessing.get_context("spawn")
+    with context.Pool(4) as pool:
+        pool.starmap(_log_many, [(tmp_path, stage) for stage in (1, 2, 3, 4)])
+    lines = (tmp_path / "wall_time.csv").read_text().splitlines()
+    assert lines[0].startswith("stage,") and len(lines) == 1 + 4 * 50
+    assert sum(line.startswith("stage,") for line in lines) == 1
+    assert all(len(line.split(",")) == 8 for line in lines)
+
+
+def _log_many(folder: Path, stage: int) -> None:
+    for _ in range(50):
+        sample_evaluation.log_time(folder, stage, 1700000000.0, 1.0, 1, "cpu")
