@@ -165,25 +165,31 @@ def stage_subject(stage: int) -> str:
     return f"{settings.SAMPLE_REPLICATION_MODEL} at {layer or '(its survey unfinished)'}"
 
 
+WALL_TIME_HEADER = "stage,started_utc,seconds,finished,threads,device,cpus,subject,paused"
+
+
 def log_time(folder: Path, stage: int, started: float, seconds: float | None,
-             threads: int, device: str, *, finished: bool | None = None) -> None:
+             threads: int, device: str, *, finished: bool | None = None,
+             paused: float | None = None) -> None:
     """Append one line to ``<folder>/wall_time.csv``: when a stage (or a part of it, if the
     run was stopped) ran, for how long and on what (`stage_subject`: a stage's number names
     a different layer once the main layer changes), so that the run's wall time can be
     summed. `seconds` None: until now, an unfinished part; `finished` defaults to seconds
-    given."""
+    given. `paused`: the seconds the run was stopped (SIGSTOP) and did nothing, already
+    left out of `seconds` (`Heartbeat.seconds`); empty where unknown."""
     path = folder / "wall_time.csv"
     folder.mkdir(parents=True, exist_ok=True)
     stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started))
     elapsed = time.time() - started if seconds is None else seconds
     done = seconds is not None if finished is None else finished
+    stopped = "" if paused is None else f"{paused:.0f}"
     line = (f"{stage},{stamp},{elapsed:.0f},{done},{threads},{device},"
-            f"{os.cpu_count()},{stage_subject(stage)}\n")
+            f"{os.cpu_count()},{stage_subject(stage)},{stopped}\n")
     # Two runs (say stages 1 and 6 on one core each) append to the same file: the lock
     # keeps the header single and each line whole.
     with path.open("a", encoding="utf-8") as handle, _locked(handle):
         if handle.tell() == 0:
-            line = "stage,started_utc,seconds,finished,threads,device,cpus,subject\n" + line
+            line = WALL_TIME_HEADER + "\n" + line
         handle.write(line)
 
 
@@ -204,6 +210,8 @@ def _locked(handle: IO[str]) -> Iterator[None]:
 
 #: How often a running stage rewrites its heartbeat file (seconds).
 HEARTBEAT_SECONDS = 60.0
+#: A beat this much later than due means the process was stopped (SIGSTOP) meanwhile.
+PAUSE_SLACK_SECONDS = 10.0
 
 
 class Heartbeat:
@@ -211,12 +219,19 @@ class Heartbeat:
     ``<folder>/wall_time.<pid>.running`` is rewritten with the stage, its start and the
     seconds so far. A run that ends or is stopped logs its line itself (`log_time`) and
     removes the file; one killed outright (SIGKILL, a session that ends) leaves it, and the
-    next run logs it as an unfinished part (`recover`), to within a minute."""
+    next run logs it as an unfinished part (`recover`), to within a minute.
+
+    Time the process spent stopped (SIGSTOP, to keep a benchmark or a notebook run quiet)
+    is not running time: a beat that comes more than `PAUSE_SLACK_SECONDS` late counts its
+    delay as paused, and `seconds` leaves it out."""
 
     def __init__(self, folder: Path, stage: int, threads: int, device: str) -> None:
         self.path = folder / f"wall_time.{os.getpid()}.running"
         self.stage, self.threads, self.device = stage, threads, device
         self.started = time.time()
+        self.paused = 0.0
+        self._last = time.monotonic()
+        self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._beat, daemon=True)
 
@@ -230,6 +245,20 @@ class Heartbeat:
         self._thread.join()
         self.path.unlink(missing_ok=True)
 
+    def seconds(self) -> float:
+        """Wall-clock seconds since the start, less the pauses seen so far (a pause that has
+        just ended, before its late beat, included)."""
+        with self._lock:
+            self._account()
+            return time.time() - self.started - self.paused
+
+    def _account(self) -> None:
+        now = time.monotonic()
+        late = now - self._last - HEARTBEAT_SECONDS
+        if late > PAUSE_SLACK_SECONDS:
+            self.paused += late
+        self._last = now
+
     def _beat(self) -> None:
         while not self._stop.wait(HEARTBEAT_SECONDS):
             self._write()
@@ -237,8 +266,10 @@ class Heartbeat:
     def _write(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         temporary = self.path.with_suffix(".tmp")
-        temporary.write_text(f"{self.stage},{self.started},{time.time() - self.started:.0f},"
-                             f"{self.threads},{self.device}\n", encoding="utf-8")
+        seconds = self.seconds()
+        temporary.write_text(f"{self.stage},{self.started},{seconds:.0f},"
+                             f"{self.threads},{self.device},{self.paused:.0f}\n",
+                             encoding="utf-8")
         temporary.replace(self.path)
 
     @staticmethod
@@ -257,9 +288,10 @@ class Heartbeat:
                 path.rename(claimed)
             except FileNotFoundError:
                 continue
-            stage, started, seconds, threads, device = claimed.read_text().strip().split(",")
+            stage, started, seconds, threads, device, *paused = (
+                claimed.read_text().strip().split(","))
             log_time(folder, int(stage), float(started), float(seconds), int(threads), device,
-                     finished=False)
+                     finished=False, paused=float(paused[0]) if paused else None)
             claimed.unlink()
             count += 1
         return count
@@ -348,18 +380,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"logged the time of {recovered} killed run(s) in {folder / 'wall_time.csv'}",
               flush=True)
     for stage in (int(s) for s in args.stages.split(",")):
-        started = time.time()
         # A stopped run (SIGTERM, Ctrl-C) still records how long it ran; a killed one
         # leaves its heartbeat for the next run to log.
         signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+        beat = Heartbeat(folder, stage, args.threads, device)
         try:
-            with Heartbeat(folder, stage, args.threads, device):
+            with beat:
                 run_stage(stage, args.photos, device, args.methods.split(","), args.engine)
         except BaseException:
-            log_time(folder, stage, started, None, args.threads, device)
+            log_time(folder, stage, beat.started, beat.seconds(), args.threads, device,
+                     finished=False, paused=beat.paused)
             raise
-        seconds = time.time() - started
-        log_time(folder, stage, started, seconds, args.threads, device)
+        seconds = beat.seconds()
+        log_time(folder, stage, beat.started, seconds, args.threads, device,
+                 paused=beat.paused)
         print(f"stage {stage} done in {seconds:.0f} s", flush=True)
     return 0
 

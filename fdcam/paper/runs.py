@@ -272,8 +272,11 @@ def wall_time(setup: Setup) -> pd.DataFrame:
     devices. Empty where no staged run logged time.
 
     Wall clock, not CPU time: runs that shared the machine with other work count in full.
+    Time a run spent stopped (SIGSTOP) is left out and shown as ``paused_hours``, for the
+    runs that logged it (the log's ``paused`` column; older lines did not, and count it).
     """
-    columns = ["stage", "what", "hours", "runs", "finished", "threads", "device"]
+    columns = ["stage", "what", "hours", "paused_hours", "runs", "finished", "threads",
+               "device"]
     folder = setup.results_dir
     path = next((p / "wall_time.csv" for p in (folder, folder.parent)
                  if (p / "wall_time.csv").exists()), None)
@@ -283,12 +286,16 @@ def wall_time(setup: Setup) -> pd.DataFrame:
     if "subject" not in log.columns:  # a log written before stages named their subject
         log["subject"] = ""
     log["subject"] = log["subject"].fillna("")
+    if "paused" not in log.columns:  # a log written before runs noticed being stopped
+        log["paused"] = float("nan")
 
     def listed(values: pd.Series) -> str:
         return ", ".join(map(str, sorted(set(values))))
 
     table = log.groupby(["stage", "subject"], sort=True).agg(
-        seconds=("seconds", "sum"), runs=("seconds", "size"), finished=("finished", "any"),
+        seconds=("seconds", "sum"), paused=("paused", "sum"), runs=("seconds", "size"),
+        finished=("finished", "any"),
         threads=("threads", listed), device=("device", listed)).reset_index()
     table["hours"] = (table["seconds"] / 3600).round(2)
+    table["paused_hours"] = (table["paused"] / 3600).round(2)
     return table.rename(columns={"subject": "what"})[columns]

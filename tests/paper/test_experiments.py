@@ -582,6 +582,13 @@ def test_wall_time_sums_each_stage_over_its_runs(tmp_path: Path) -> None:
     table = runs.wall_time(setup)
     assert list(zip(table["stage"], table["what"], table["hours"], strict=True)) == [
         (1, "m at a", 1.0), (1, "m at b", 0.5)]
+    # Runs that log their paused seconds beside lines that did not: the known pauses sum.
+    (tmp_path / "wall_time.csv").write_text("\n".join(
+        [lines[0] + ",subject,paused", lines[1] + ",m at a,1800", lines[2] + ",m at a",
+         lines[3] + ",m at b,0"]) + "\n")
+    table = runs.wall_time(setup).set_index("stage")
+    assert list(table["paused_hours"]) == [0.5, 0.0]
+    assert list(table["hours"]) == [1.5, 0.2]
 
 
 def test_a_setup_that_does_not_run_missing_rows_only_reads_them(tmp_path: Path) -> None:

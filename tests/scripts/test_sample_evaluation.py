@@ -64,9 +64,9 @@ def test_a_killed_runs_heartbeat_is_logged_by_the_next_run(tmp_path: Path,
         assert beat.path.exists()
     assert not beat.path.exists()  # a run that ends removes its heartbeat
     lines = (tmp_path / "wall_time.csv").read_text().splitlines()
-    assert lines[0] == "stage,started_utc,seconds,finished,threads,device,cpus,subject"
+    assert lines[0] == sample_evaluation.WALL_TIME_HEADER
     assert lines[1].startswith("2,2023-11-14T22:13:20Z,125,False,1,cpu,")
-    assert lines[1].endswith(f",{sample_evaluation.stage_subject(2)}")
+    assert lines[1].endswith(f",{sample_evaluation.stage_subject(2)},")  # paused: unknown
     assert sample_evaluation.stage_subject(2) == f"efficientnet-lite0 at {settings.SAMPLE_LAYER}"
     assert len(lines) == 2
     assert not list(tmp_path.glob("*.running"))
@@ -103,9 +103,37 @@ def test_concurrent_runs_append_one_header_and_whole_lines(tmp_path: Path) -> No
     lines = (tmp_path / "wall_time.csv").read_text().splitlines()
     assert lines[0].startswith("stage,") and len(lines) == 1 + 4 * 50
     assert sum(line.startswith("stage,") for line in lines) == 1
-    assert all(len(line.split(",")) == 8 for line in lines)
+    assert all(len(line.split(",")) == 9 for line in lines)
 
 
 def _log_many(folder: Path, stage: int) -> None:
     for _ in range(50):
         sample_evaluation.log_time(folder, stage, 1700000000.0, 1.0, 1, "cpu")
+
+
+def test_time_a_run_spent_stopped_is_paused_not_running(tmp_path: Path,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    # A clock the test moves: the run beats on time, then is stopped for 300 s (SIGSTOP;
+    # its next beat comes that much late), then ends 20 s after its last beat.
+    clock = {"wall": 1000.0, "mono": 50.0}
+    monkeypatch.setattr(sample_evaluation.time, "time", lambda: clock["wall"])
+    monkeypatch.setattr(sample_evaluation.time, "monotonic", lambda: clock["mono"])
+    beat = sample_evaluation.Heartbeat(tmp_path, 1, 1, "cpu")
+
+    def advance(seconds: float) -> None:
+        clock["wall"] += seconds
+        clock["mono"] += seconds
+
+    for gap in (60.0, 60.0 + 300.0, 61.0):  # on time, stopped, on time (1 s late: not a pause)
+        advance(gap)
+        beat._write()
+    advance(20.0)
+    assert beat.paused == pytest.approx(300.0)
+    assert beat.seconds() == pytest.approx(60 + 360 + 61 + 20 - 300)
+    fields = beat.path.read_text().strip().split(",")
+    assert fields[2] == "181" and fields[5] == "300"  # as of the last beat
+    # A run killed meanwhile: the next run logs its running seconds and the pause.
+    monkeypatch.setattr(sample_evaluation, "_alive", lambda pid: False)
+    assert sample_evaluation.Heartbeat.recover(tmp_path) == 1
+    line = (tmp_path / "wall_time.csv").read_text().splitlines()[1].split(",")
+    assert line[2] == "181" and line[8] == "300"
