@@ -37,7 +37,7 @@ $(STAMP): pyproject.toml environment.yml
 	touch $(STAMP)
 
 lint: setup
-	$(VENV)/bin/ruff check fdcam scripts tests
+	$(VENV)/bin/ruff check fdcam scripts tests notebooks
 	$(VENV)/bin/yamllint --strict -c .yamllint.yml .github/workflows _config.yml _toc.yml \
 	  CITATION.cff
 

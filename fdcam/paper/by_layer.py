@@ -18,6 +18,7 @@ import pandas as pd
 
 from fdcam.errors import FdcamError
 from fdcam.evaluation.statistics import paired_verdicts
+from fdcam.paper.layer_survey import committed_survey
 from fdcam.paper.setups import Setup, setup
 from fdcam.paper.tables import paired_vs_fdcam
 
@@ -79,6 +80,22 @@ def by_layer(setups: Mapping[str, Setup], survey: pd.DataFrame, *,
                          "ci_low": -item.ci_high, "ci_high": -item.ci_low,
                          "verdict": verdict})
     return pd.DataFrame(rows, columns=BY_LAYER_COLUMNS)
+
+
+def verdict_by_layer(main: Setup, *, metric: str = "overall",
+                     survey: pd.DataFrame | None = None) -> pd.DataFrame | None:
+    """The verdict by layer of `main`'s profile, as chapters 05 and 08 show it: `by_layer`
+    over every layer of the committed survey (`survey`, default
+    `fdcam.paper.layer_survey.committed_survey`'s) that has Table I rows beside `main`'s
+    layer folder. None where fewer than two layers have FD-CAM rows: only the
+    ``imagenet-sample`` profile keeps rows at several layers."""
+    if main.profile != "imagenet-sample":
+        return None
+    if survey is None:
+        survey, _ = committed_survey()
+    found = layer_setups(main, list(survey.index))
+    frame = by_layer(found, survey, metric=metric) if len(found) > 1 else None
+    return frame if frame is not None and frame["layer"].nunique() > 1 else None
 
 
 def premise_note(frame: pd.DataFrame) -> str:

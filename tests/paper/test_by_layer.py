@@ -10,7 +10,8 @@ import pytest
 import torch
 
 from fdcam.evaluation.results import result_columns
-from fdcam.paper.by_layer import by_layer, premise_note
+from fdcam.paper import by_layer as by_layer_module
+from fdcam.paper.by_layer import by_layer, premise_note, verdict_by_layer
 from fdcam.paper.setups import Setup
 
 IMAGES = [f"i{k:02d}" for k in range(24)]
@@ -120,3 +121,27 @@ def test_replication_setup_needs_the_finished_survey(tmp_path: Path,
     with pytest.raises(FdcamError, match=r"^the replication needs the finished "
                                          r"efficientnet-lite2 survey in .*none\.csv"):
         replication_setup(sample, required=True)
+
+
+def test_verdict_by_layer_needs_the_sample_profile_and_two_layers_with_rows(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    block = rows_at(tmp_path / "block", {"fdcam": (0.5, 0.2), "gradcam": (0.6, 0.2)}, 0.02)
+    act = rows_at(tmp_path / "act", {"fdcam": (0.55, 0.2), "gradcam": (0.5, 0.2)}, 0.02)
+    survey = pd.DataFrame({"share negative": [0.49, 0.0, 0.0], "linear head": [False] * 3},
+                          index=pd.Index(["_blocks.14", "_blocks.15._swish#2", "_swish"],
+                                         name="layer"))
+    assert verdict_by_layer(act, survey=survey) is None  # a profile with one layer
+    act.profile = "imagenet-sample"
+    asked: list[list[str]] = []
+
+    def with_rows(main: Setup, layers: list[str]) -> dict[str, Setup]:
+        asked.append(list(layers))
+        return {"_blocks.14": block, "_blocks.15._swish#2": act}
+
+    monkeypatch.setattr(by_layer_module, "layer_setups", with_rows)
+    frame = verdict_by_layer(act, survey=survey)
+    assert asked == [["_blocks.14", "_blocks.15._swish#2", "_swish"]]  # every surveyed layer
+    assert frame is not None and list(frame["layer"].unique()) == ["_blocks.14",
+                                                                   "_blocks.15._swish#2"]
+    monkeypatch.setattr(by_layer_module, "layer_setups", lambda main, layers: {"a": act})
+    assert verdict_by_layer(act, survey=survey) is None  # rows at one layer only
