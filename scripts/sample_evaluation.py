@@ -21,6 +21,10 @@ grows Table I to all photos:
    the same rule chooses from its own survey (`REPLICATION_SURVEY_CSV`), on the first
    `SAMPLE_REPLICATION_IMAGES` photos (Score-CAM and Ablation-CAM on fewer).
 
+Every stage of insertion and deletion first computes each of its photos' blank-map AUCs
+(``blank_map.csv`` per network, the pseudo-method ``blank``; `fdcam.paper.blank_maps`), by
+which a method's blank maps are recognised in its rows.
+
 ``--upgrade`` (once, after fdcam's results format 3): binds every row of the profile's
 results CSVs to the content of the image it was made from (the photos and mosaics this
 script evaluates, hashed as `evaluate` hashes them), so that the next run resumes them
@@ -60,7 +64,7 @@ from fdcam.errors import FdcamError
 from fdcam.evaluation.engine import add_engine_arguments
 from fdcam.evaluation.results import IDENTITY_ATTR
 from fdcam.evaluation.results_file import read_results, write_table
-from fdcam.paper import runs, settings, setups
+from fdcam.paper import blank_maps, runs, settings, setups
 
 
 def run_stage(stage: int, photos: str | None, device: str,
@@ -101,9 +105,13 @@ def run_stage(stage: int, photos: str | None, device: str,
 def _run_chosen(made: setups.Setup, methods: Sequence[str], patterns: Sequence[str], *,
                 faithfulness: bool, engine: str) -> None:
     chosen = [m for m in methods if any(fnmatch.fnmatchcase(m, p) for p in patterns)]
+    made.run_missing = True  # this script computes the rows that the notebooks read
+    if faithfulness and any(fnmatch.fnmatchcase(blank_maps.BLANK, p) for p in patterns):
+        # Each photo's blank-map AUCs first (about a second each): the rows of a method
+        # whose map was blank are recognised by them (`fdcam.paper.blank_maps`).
+        blank_maps.run_blank_maps(made, engine=engine)
     if not chosen:
         return
-    made.run_missing = True  # this script computes the rows that the notebooks read
     if faithfulness:
         runs.run_faithfulness(made, chosen, retry_failed=True, engine=engine)
     else:

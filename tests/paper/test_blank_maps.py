@@ -1,0 +1,71 @@
+"""Blank maps: the protocol's AUCs of a map that says nothing, and finding them in rows."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from fdcam.evaluation.faithfulness import insertion_deletion_curves
+from fdcam.evaluation.results import result_columns
+from fdcam.evaluation.results_file import read_results
+from fdcam.models import LoadedModel
+from fdcam.paper import blank_maps
+from fdcam.paper.setups import Setup
+from tests.models import tiny_sequential
+
+
+def tiny_setup(folder: Path, layer: str = "3") -> Setup:
+    model = LoadedModel("tiny", tiny_sequential(), layer, (0.0,) * 3, (1.0,) * 3,
+                        [f"c{i}" for i in range(10)], (12, 12))
+    torch.manual_seed(1)
+    images = [(f"i{k}", torch.rand(3, 12, 12)) for k in range(3)]
+    return Setup(profile="offline", model=model, pointing_model=model, device="cpu",
+                 results_dir=folder, faithfulness_images=images, pointing_images={},
+                 methods={"I": ("gradcam", "fdcam"), "II": (), "III": (), "IV": ()},
+                 heavy_limits={"faithfulness": None, "pointing": None}, step_fraction=0.1)
+
+
+def test_blank_rows_are_the_curves_of_a_zero_map_in_row_major_order(tmp_path: Path) -> None:
+    setup = tiny_setup(tmp_path / "3")  # a folder named by the layer: the file goes beside it
+    path = blank_maps.run_blank_maps(setup, engine="eager")
+    assert path == tmp_path / "blank_map.csv"
+    rows = read_results(path).set_index("image")
+    assert list(rows.index) == ["i0", "i1", "i2"] and set(rows["method"]) == {"blank"}
+    assert rows["error"].isna().all()
+    network = setup.model.model
+    for image_id, x in setup.faithfulness_images:
+        target = int(network(x[None]).argmax())
+        # The literal: pixels inserted / deleted top row first, left to right.
+        ranks = torch.arange(144.0).view(1, 12, 12)
+        literal = insertion_deletion_curves(network, x[None], -ranks, target, step_fraction=0.1)
+        assert rows.loc[image_id, "target"] == target
+        assert abs(rows.loc[image_id, "insertion"] - literal.insertion_auc.item()) < 1e-7
+        assert abs(rows.loc[image_id, "deletion"] - literal.deletion_auc.item()) < 1e-7
+    # Another layer of the same network shares the file (a blank map has no layer).
+    other = tiny_setup(tmp_path / "1", layer="1")
+    assert blank_maps.run_blank_maps(other, ["i0"], engine="eager") == path
+    assert len(read_results(path)) == 3
+
+
+def test_counts_find_the_rows_equal_to_the_blank_map(tmp_path: Path) -> None:
+    setup = tiny_setup(tmp_path)  # a folder not named by the layer: the file goes inside
+    assert blank_maps.blank_map_counts(setup).empty
+    header = ",".join(result_columns(False, content=False))
+    blank = {"i0": (0.30, 0.20), "i1": (0.40, 0.10), "i2": (0.25, 0.15)}
+    (tmp_path / "blank_map.csv").write_text(header + "\n" + "".join(
+        f"{i},blank,1,0.9,{a!r},{b!r},{a - b!r},\n" for i, (a, b) in blank.items()))
+    rows = {("i0", "gradcam"): blank["i0"], ("i1", "gradcam"): blank["i1"],
+            ("i2", "gradcam"): (0.6, 0.1),
+            ("i0", "fdcam"): (0.30, 0.21),  # insertion equal, deletion not: a real map
+            ("i1", "fdcam"): (0.5, 0.1), ("i2", "fdcam"): (0.25 + 5e-7, 0.15),
+            ("i3", "fdcam"): (0.3, 0.2)}  # i3 has no blank row: not counted
+    setup.faithfulness_csv.write_text(header + "\n" + "".join(
+        f"{i},{m},1,0.9,{a!r},{b!r},{a - b!r},\n" for (i, m), (a, b) in rows.items()))
+    table = blank_maps.blank_map_counts(setup).set_index("method")
+    assert list(table.index) == ["gradcam", "fdcam"]
+    assert list(table["n"]) == [3, 3] and list(table["blank"]) == [2, 1]
+    assert table.loc["gradcam", "share"] == 2 / 3
+    assert table.loc["gradcam", "label"] == "Grad-CAM"
+    only = blank_maps.blank_map_counts(setup, ["fdcam"])
+    assert list(only["method"]) == ["fdcam"]
