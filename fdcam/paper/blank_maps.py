@@ -67,12 +67,16 @@ def run_blank_maps(setup: Setup, images: Sequence[str] | None = None, *,
                    engine: str = "auto") -> Path:
     """The blank map's insertion and deletion AUCs on `setup`'s faithfulness images (default:
     all; else those of the given ids), each image's top-1 class as the target, appended to
-    `blank_csv`; resumable like every results file. Returns its path."""
+    `blank_csv`; resumable like every results file. A setup that does not run missing rows
+    (``run_missing`` False: the imagenet-sample notebooks, whose rows the staged evaluation
+    makes) only reads them. Returns the file's path."""
+    path = blank_csv(setup)
+    if not setup.run_missing:
+        return path
     items = setup.faithfulness_images
     if images is not None:
         wanted = set(images)
         items = [item for item in items if item[0] in wanted]
-    path = blank_csv(setup)
     # A blank map has no layer: rows of any layer's setup of this network share the file.
     evaluate(items, {BLANK: BlankMap}, setup.model, path, batch_size=setup.batch_size,
              step_fraction=setup.step_fraction, device=setup.device, engine=engine,
@@ -109,3 +113,22 @@ def blank_map_counts(setup: Setup, methods: Sequence[str] | None = None,
     table["label"] = table["method"].map(method_label)
     table["share"] = table["blank"] / table["n"]
     return table[columns]
+
+
+def blank_map_sentence(counts: pd.DataFrame, where: str) -> str:
+    """The page's sentence for a `blank_map_counts` table: the methods with blank maps, most
+    often first, "on k of n photos (share)", and what that means for their rows; `where`
+    names the network and layer (e.g. "On EfficientNet-Lite0 at `_swish`")."""
+    if counts.empty:
+        return f"{where}, no blank-map rows have been computed yet."
+    blank = counts[counts["blank"] > 0].sort_values(["share", "label"],
+                                                     ascending=[False, True])
+    n = int(counts["n"].max())
+    if blank.empty:
+        return f"{where}, no method's map was blank on any of the {n} photos."
+    parts = [f"{row.label}'s on {int(row.blank)} of {int(row.n)} photos ({row.share:.0%})"
+             for row in blank.itertuples(index=False)]
+    listed = parts[0] if len(parts) == 1 else ", ".join(parts[:-1]) + " and " + parts[-1]
+    return (f"{where}, the map is blank — zero at every pixel — for {listed}. On those "
+            f"photos the method's insertion and deletion AUCs are the blank map's: they "
+            f"measure the row-by-row order, not the method.")

@@ -2,8 +2,9 @@
 
 A value that rounds to zero is written without its sign ("0.000", never "-0.000"), in
 tables and prose, except a difference or an interval's end that is not zero: it keeps its
-sign to its first significant digit ("-0.0004"), since its side of zero decides a verdict; ties are decided on the written value (`rounded`), so that the
-values a reader sees as equal are bold alike.
+sign to its first significant digit ("-0.0004"), since its side of zero decides a verdict.
+Ties are decided on the written value (`rounded`), so that the values a reader sees as
+equal are bold alike.
 """
 
 from __future__ import annotations

@@ -69,3 +69,18 @@ def test_counts_find_the_rows_equal_to_the_blank_map(tmp_path: Path) -> None:
     assert table.loc["gradcam", "label"] == "Grad-CAM"
     only = blank_maps.blank_map_counts(setup, ["fdcam"])
     assert list(only["method"]) == ["fdcam"]
+    sentence = blank_maps.blank_map_sentence(table.reset_index(), "On tiny at `3`")
+    assert sentence.startswith("On tiny at `3`, the map is blank — zero at every pixel — for "
+                               "Grad-CAM's on 2 of 3 photos (67%) and FD-CAM's on 1 of 3 "
+                               "photos (33%). ")
+    none = table.reset_index().assign(blank=0, share=0.0)
+    assert blank_maps.blank_map_sentence(none, "Here") == (
+        "Here, no method's map was blank on any of the 3 photos.")
+    assert "not been computed" not in blank_maps.blank_map_sentence(none, "Here")
+    assert blank_maps.blank_map_sentence(none.iloc[:0], "Here").endswith("computed yet.")
+
+
+def test_a_setup_that_reads_rows_computes_none(tmp_path: Path) -> None:
+    setup = tiny_setup(tmp_path)
+    setup.run_missing = False
+    assert not blank_maps.run_blank_maps(setup, engine="eager").exists()
