@@ -16,7 +16,7 @@ from fdcam.evaluation.pointing import ClassBoxes
 from fdcam.evaluation.runner import ImageSource
 from fdcam.models import LoadedModel
 from fdcam.paper.names import method_label
-from fdcam.paper.settings import HEAVY_METHODS
+from fdcam.paper.settings import HEAVY_METHODS, SAME_MAP
 from fdcam.paths import base_dir
 
 
@@ -110,12 +110,48 @@ class Setup:
             "heavy methods": ", ".join(method_label(m) for m in self.heavy_methods)
                              + f" on {heavy['faithfulness']} faithfulness images, "
                                f"{heavy['pointing']} pointing-game images",
+            **self._rows_so_far(),
             "input size": "×".join(map(str, self.model.input_size)),
             "pixels per insertion/deletion step": f"{self.step_fraction:.1%} of the image",
             "data": self.data_note,
             "results": where,
         }
         return pd.DataFrame({"value": rows})
+
+    def _rows_so_far(self) -> dict[str, str]:
+        """Where the rows come from a run outside the notebook (``run_missing`` False), how
+        far that run has got: the images with rows of the light and of the heavy methods,
+        of those planned (the tables rest on these, and say their n)."""
+        if self.run_missing:
+            return {}
+        from fdcam.evaluation.results_file import read_results
+
+        done = {}
+        for kind, path, planned, methods in (
+                ("faithfulness", self.faithfulness_csv, len(self.faithfulness_images),
+                 self.faithfulness_methods),
+                ("pointing", self.pointing_csv, len(self.pointing_images),
+                 self.pointing_methods)):
+            if planned == 0:
+                continue
+            limit = self.heavy_limits.get(kind)
+            heavy_planned = planned if limit is None else min(limit, planned)
+            rows = read_results(path) if path.exists() else pd.DataFrame(
+                columns=["image", "method"])
+            # Images per planned method (0 for one without rows); the least is how far.
+            # (A method that shares another's map, `SAME_MAP`, has that one's rows.)
+            per_method = rows.groupby("method")["image"].nunique().reindex(
+                list(dict.fromkeys(SAME_MAP.get(m, m) for m in methods)), fill_value=0)
+            heavy = per_method[per_method.index.isin(self.heavy_methods)]
+            light = per_method[~per_method.index.isin(self.heavy_methods)]
+            light_done = int(light.min()) if len(light) else 0
+            heavy_done = int(heavy.min()) if len(heavy) else 0
+            done[f"{kind} rows so far"] = (
+                f"light methods on {light_done} of {planned} images, heavy on {heavy_done} of "
+                f"{heavy_planned}" + (" (the run is still growing them)"
+                                      if light_done < planned or heavy_done < heavy_planned
+                                      else ""))
+        return done
 
 
 # Parameters that keep requires_grad=True: the last convolution before the target layer (so

@@ -604,3 +604,29 @@ def test_a_setup_that_does_not_run_missing_rows_only_reads_them(tmp_path: Path) 
     assert set(table.loc[table["method"].isin(["gradcam", "fdcam"]), "n"]) == {1}
     assert setups.setup("smoke", n_images=1, n_mosaics=1).run_missing
     assert not setups.setup("smoke", n_images=1, n_mosaics=1, run_missing=False).run_missing
+
+
+def test_describe_says_how_far_rows_made_elsewhere_have_got(tmp_path: Path) -> None:
+    from fdcam.models import LoadedModel
+    from tests.models import tiny_sequential
+
+    model = LoadedModel("tiny", tiny_sequential(), "3", (0.0,) * 3, (1.0,) * 3,
+                        [f"c{i}" for i in range(10)], (12, 12))
+    made = Setup(profile="imagenet-sample", model=model, pointing_model=model, device="cpu",
+                 results_dir=tmp_path,
+                 faithfulness_images=[(i, torch.zeros(3, 12, 12)) for i in "abcd"],
+                 pointing_images={}, methods={"I": ("gradcam", "scorecam", "fdcam"),
+                                              "II": (), "III": (),
+                                              "IV": ("fdcam-exp-shifted",)},
+                 heavy_limits={"faithfulness": 2, "pointing": None})
+    assert "faithfulness rows so far" not in made.describe().index  # it runs its own rows
+    made.run_missing = False
+    write_faithfulness(made, {("a", "gradcam"): (0.5, 0.1), ("b", "gradcam"): (0.5, 0.1),
+                              ("c", "gradcam"): (0.5, 0.1), ("a", "fdcam"): (0.5, 0.1),
+                              ("b", "fdcam"): (0.5, 0.1), ("a", "fdcam-exp"): (0.5, 0.1),
+                              ("b", "fdcam-exp"): (0.5, 0.1), ("a", "scorecam"): (0.5, 0.1)})
+    shown = made.describe()["value"]
+    # The least of the light methods (FD-CAM and fdcam-exp-shifted's source: 2 images).
+    assert shown["faithfulness rows so far"] == (
+        "light methods on 2 of 4 images, heavy on 1 of 2 (the run is still growing them)")
+    assert "pointing rows so far" not in shown  # no pointing images planned
