@@ -95,7 +95,8 @@ def table_2(setup: Setup, *, n_resamples: int = 2000, pairs: str = "all") -> pd.
     pairs, the map's maximum inside a box of the class. ``pointing_game_tol15`` (extra rows,
     no paper value): the original protocol, within 15 px of a non-difficult box, accuracy
     per class then averaged. ``n``: (image, class) pairs. ``pairs="hard"``: the hard subset
-    only (`fdcam.paper.runs.hard_pairs`; the paper's values stay those of all pairs).
+    only (`fdcam.paper.runs.hard_pairs`); the paper has no value for it, so its ``paper``
+    (and ``difference``, ``paper_in_ci``) cells are empty.
     """
     methods = setup.methods["II"]
     df = pointing_results(setup, pairs)
@@ -117,7 +118,12 @@ def table_2(setup: Setup, *, n_resamples: int = 2000, pairs: str = "all") -> pd.
     ours = pd.DataFrame(rows, columns=["method", "metric", "mean", "ci_low", "ci_high", "n"])
     merged = compare_table(ours, "II", keep_extra=True)
     merged = merged[merged["method"].isin(methods)]
-    return _finish(merged, ours, methods)
+    table = _finish(merged, ours, methods)
+    if pairs != "all":
+        no_paper = [c for c in ("paper", "difference", "paper_in_ci") if c in table.columns]
+        for column in no_paper:
+            table[column] = None
+    return table
 
 
 def _tol15_interval(group: pd.DataFrame, n_resamples: int, seed: int) -> tuple[float, float]:

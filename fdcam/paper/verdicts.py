@@ -305,9 +305,13 @@ def findings(table: pd.DataFrame, paired: pd.DataFrame | None = None) -> str:
         paper_text = "" if pd.isna(fd_paper) else f" (paper: {int(fd_paper)})"
         lines.append(f"{name}: best {best}; FD-CAM rank {fd_text}{paper_text}")
     sizes = table.groupby("label", sort=False)["n"].max()
-    fewer = sizes[sizes < sizes.max()]
+    unit = "pairs" if "pointing_game" in set(table["metric"]) else "images"
+    missing = sizes[sizes == 0]
+    if len(missing):
+        lines.append(f"no {unit} yet for " + ", ".join(missing.index)
+                     + ": the table and the paired differences leave them out")
+    fewer = sizes[(sizes < sizes.max()) & (sizes > 0)]
     if len(fewer):
-        unit = "pairs" if "pointing_game" in set(table["metric"]) else "images"
         lines.append(f"not every method on the same {unit}: " + ", ".join(
             f"{label} {int(n)}" for label, n in fewer.items())
             + f" (the others {int(sizes.max())}); compare them with FD-CAM through the "

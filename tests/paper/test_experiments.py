@@ -302,6 +302,12 @@ def test_table_1_means_differences_and_subsets(tmp_path: Path) -> None:
     assert "Grad-CAM insertion: -0.100 [-0.100, -0.100], FD-CAM better" in text
     assert "deletion: best Score-CAM (on 2 of 3);" in text  # a heavy method on fewer images
     assert "not every method on the same images: Score-CAM 2 (the others 3)" in text
+    # A method without rows yet is named as such, not listed among those on fewer images.
+    none_yet = table.assign(n=table["n"].where(table["method"] != "scorecam", 0))
+    text = verdicts.findings(none_yet, None)
+    assert "no images yet for Score-CAM: the table and the paired differences leave them out" \
+        in text
+    assert "not every method on the same images" not in text
     ranks = tables.ranks(table)
     assert ranks.loc["FD-CAM", "insertion ours"] == 1
     assert ranks.loc["Score-CAM", "deletion ours"] == 1  # lowest deletion is best
@@ -383,11 +389,13 @@ def test_hard_pairs_are_each_images_least_probable_class(tmp_path: Path) -> None
     assert table.loc[("fdcam", "pointing_game"), "ours"] == pytest.approx(100.0)
     assert table.loc[("gradcam", "pointing_game"), "ours"] == pytest.approx(0.0)
     assert table.loc[("gradcam", "pointing_game"), "n"] == 2
+    assert table["paper"].isna().all() and table["paper_in_ci"].isna().all()  # none for it
     paired = tables.paired_vs_fdcam(setup, "II", pairs="hard")
     assert paired["mean_difference"].iloc[0] == pytest.approx(-100.0)
     assert paired["n"].iloc[0] == 2
     everything = tables.table_2(setup).set_index(["method", "metric"])
     assert everything.loc[("gradcam", "pointing_game"), "n"] == 6
+    assert everything.loc[("fdcam", "pointing_game"), "paper"] == pytest.approx(82.4, abs=5)
     verdict = verdicts.claim_verdicts(setup, n_resamples=200, tables=["II hard"],
                                       min_images=1)
     assert verdict["n"].tolist() == [2]
