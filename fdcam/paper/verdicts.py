@@ -318,7 +318,12 @@ def findings(table: pd.DataFrame, paired: pd.DataFrame | None = None) -> str:
               f"paired differences, which use the shared {unit} only")
     known = table["paper_in_ci"].dropna()
     if len(known):
-        lines.append(f"paper's value inside our 95 % CI: {int(known.sum())} of {len(known)}")
+        # Table IV's label row is held against the paper's third row, printed once.
+        borrowed = int(table.loc[known.index, "paper"].isna().sum()) if "paper" in table \
+            else 0
+        lines.append(f"paper's value inside our 95 % CI: {int(known.sum())} of {len(known)}"
+                     + (f" ({borrowed} of them compare a row with the paper's value printed "
+                        f"on another row)" if borrowed else ""))
     if paired is not None and len(paired):
         lower = paired["metric"] == "deletion"
         significant = (paired["ci_low"] > 0) | (paired["ci_high"] < 0)

@@ -333,6 +333,10 @@ def test_tables_3_and_4(tmp_path: Path) -> None:
     assert rows.loc[("fdcam-exp-shifted", "overall"), "difference"] == pytest.approx(
         (0.7 - 0.1) - 0.4533)
     assert "Eq. 10" in rows.loc[("fdcam", "overall"), "rho"]
+    # Every CI here is a single value, so none holds the paper's; 9 cells show a paper
+    # value, and the findings say that 3 more compare with one printed on another row.
+    assert "paper's value inside our 95 % CI: 0 of 9 (3 of them compare a row with the " \
+        "paper's value printed on another row)" in verdicts.findings(table4, None)
     check = pd.DataFrame([{"image": "a", "max |Δω| (shifted·e^0.5 − exp)": 1e-7,
                            "max |Δmap| exp-shifted vs exp": 1e-6,
                            "max |Δmap| Eq. 10 vs exp": 0.4,
