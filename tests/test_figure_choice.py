@@ -237,6 +237,43 @@ def test_fig4_finding_counts_agreeing_peaks_and_ranks_correlations() -> None:
     assert ff.fig4_finding({"ig": a, "fdcam": a}, ["goldfish", "tench"]) == ""
 
 
+def test_blank_maps_are_named_and_left_out_of_the_peaks() -> None:
+    blank = torch.zeros(2, 14, 14)
+    a = torch.stack([_point_map(1, 1, 14), _point_map(9, 9, 14)])
+    far = torch.stack([_point_map(12, 12, 14), _point_map(9, 9, 14)])
+    maps = {"gradcam": blank.clone(), "xgradcam": torch.stack([blank[0], a[1]]),
+            "scorecam": far, "fdcam": a}
+    text = ff.fig4_finding(maps, ["goldfish", "tench"], (7, 7))
+    assert text.startswith("Blank maps, zero at every pixel (the CAM's weighted sum is nowhere "
+                           "positive), whose peaks say nothing and are left out below: "
+                           "Grad-CAM on 2 of 2 photos, XGrad-CAM on 1 of 2 photos. ")
+    # tench: XGrad-CAM, Score-CAM and FD-CAM agree (Grad-CAM's blank map at (0, 0) is not
+    # counted); goldfish: Score-CAM is far from FD-CAM.
+    assert "on 1 of 2 photos. Methods whose peak lies more than one cell from FD-CAM's: " \
+           "Score-CAM on goldfish." in text
+    assert " Grad-CAM's" not in text.split("left out below")[1].split(". ", 1)[1]
+    assert "on none of the 2 photos." in ff.fig4_finding(
+        {"scorecam": far, "fdcam": torch.stack([a[0], _point_map(0, 0, 14)])},
+        ["goldfish", "tench"], (7, 7))
+
+    fig1 = _fig1({10: 0.9712, 13: 0.0068})
+    dominant, weak = _point_map(1, 1), _point_map(6, 6)
+    maps = {"gradcam": torch.stack([dominant, torch.zeros(8, 8)]),
+            "scorecam": torch.stack([dominant, dominant]), "fdcam": torch.stack([dominant, weak])}
+    categories = [f"class{c}" for c in range(CLASSES)]
+    text = ff.fig1_finding(fig1, maps, categories)
+    assert "For **class13** (0.68 %, bottom right quadrant), FD-CAM peaks inside its quadrant, " \
+           "Score-CAM peaks in the top left quadrant (Grad-CAM's map is blank: zero at every " \
+           "pixel); the map most confined" in text
+    # The blank map's "peak" is the top-left pixel: not a sign of following the weak class.
+    assert text.endswith("does not appear here: for the weak class, FD-CAM peaks in its "
+                         "quadrant and Grad-CAM and Score-CAM do not.")
+    table = ff.peak_table(fig1, maps, categories)
+    assert table["peak in"].tolist()[1] == "top left (blank map)"
+    assert table["in its quadrant (%)"].isna().tolist() == [False, True, False, False, False,
+                                                            False]
+
+
 # ------------------------------------------------------------------------------- the head
 
 

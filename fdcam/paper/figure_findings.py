@@ -131,12 +131,26 @@ def peak_table(fig1: Fig1Image, maps: Mapping[str, Tensor],
     maps: method -> [n_classes, H, W] in the order of ``fig1.classes``."""
     return pd.DataFrame([
         {"method": method_label(method), "class": categories[fig1.labels[q]],
-         "its quadrant": QUADRANTS[q], "peak in": QUADRANTS[peak_quadrant(saliency, fig1.boxes)],
+         "its quadrant": QUADRANTS[q],
+         "peak in": QUADRANTS[peak_quadrant(saliency, fig1.boxes)]
+         + (" (blank map)" if is_blank(saliency) else ""),
          "hit": pointing_hit(saliency, fig1.boxes[q:q + 1]),
-         "in its quadrant (%)": round(100 * box_share(saliency, fig1.boxes[q]), 1)}
+         "in its quadrant (%)": (None if is_blank(saliency) else
+                                 round(100 * box_share(saliency, fig1.boxes[q]), 1))}
         for method, per_class in maps.items()
         for saliency, q in zip(per_class, fig1.quadrants, strict=True)
     ])
+
+
+#: A map whose values span less than this is blank (`is_blank`).
+BLANK_RANGE = 1e-6
+
+
+def is_blank(saliency: Tensor) -> bool:
+    """Whether a map is blank: the same value at every pixel (a CAM whose weighted sum is
+    nowhere positive is zero everywhere). Its "peak" is then the first pixel, by the
+    protocol's tie order, and says nothing about the image."""
+    return float(saliency.max() - saliency.min()) < BLANK_RANGE
 
 
 def _peak(subjects: Sequence[str]) -> str:
@@ -157,16 +171,21 @@ def fig1_finding(fig1: Fig1Image, maps: Mapping[str, Tensor],
     sentences = []
     hits = [{m: pointing_hit(per_class[j], fig1.boxes[q:q + 1]) for m, per_class in maps.items()}
             for j, q in enumerate(fig1.quadrants)]
+    blank = [{m for m, per_class in maps.items() if is_blank(per_class[j])}
+             for j in range(len(fig1.quadrants))]
     for j, q in enumerate(fig1.quadrants):
         name = categories[fig1.labels[q]]
         p = 100 * float(fig1.probabilities[fig1.labels[q]])
-        inside = [method_label(m) for m, hit in hits[j].items() if hit]
+        shown = {m: hit for m, hit in hits[j].items() if m not in blank[j]}
+        inside = [method_label(m) for m, hit in shown.items() if hit]
         elsewhere: dict[str, list[str]] = {}  # quadrant -> the methods that peak there
-        for m, hit in hits[j].items():
+        for m, hit in shown.items():
             if not hit:
                 quadrant = QUADRANTS[peak_quadrant(maps[m][j], fig1.boxes)]
                 elsewhere.setdefault(quadrant, []).append(method_label(m))
-        if not elsewhere:
+        if not shown:
+            where = "no map peaks anywhere"
+        elif not elsewhere:
             where = ("the map peaks" if len(inside) == 1 else
                      "both maps peak" if len(inside) == 2 else f"all {len(inside)} maps peak")
             where += " inside its quadrant"
@@ -175,14 +194,20 @@ def fig1_finding(fig1: Fig1Image, maps: Mapping[str, Tensor],
                                for quadrant, ms in elsewhere.items())
             where = (f"{_join(inside)} {_peak(inside)} inside its quadrant, {others}" if inside
                      else f"no map peaks inside its quadrant: {others}")
-        shares = {m: box_share(per_class[j], fig1.boxes[q]) for m, per_class in maps.items()}
-        confined = max(shares, key=lambda m: shares[m])
-        sentences.append(
-            f"For **{name}** ({p:.2f} %, {QUADRANTS[q]} quadrant), {where}; the map most "
-            f"confined to the quadrant is {method_label(confined)}'s "
-            f"({100 * shares[confined]:.0f} % of it inside).")
+        empty = [method_label(m) for m in maps if m in blank[j]]
+        if empty:
+            where += (f" ({_join(empty)}'s map is blank: zero at every pixel)" if len(empty) == 1
+                      else f" ({_join(empty)}'s maps are blank: zero at every pixel)")
+        shares = {m: box_share(per_class[j], fig1.boxes[q]) for m, per_class in maps.items()
+                  if m not in blank[j]}
+        confined = (f"; the map most confined to the quadrant is {method_label(m)}'s "
+                    f"({100 * shares[m]:.0f} % of it inside)"
+                    if (m := max(shares, key=lambda k: shares[k], default=None)) else "")
+        sentences.append(f"For **{name}** ({p:.2f} %, {QUADRANTS[q]} quadrant), {where}"
+                         f"{confined}.")
     if {"gradcam", "scorecam", "fdcam"} <= set(maps) and len(fig1.quadrants) > 1:
-        weak_hits = hits[-1]  # the weak class is explained last
+        # A blank map points nowhere: it does not count as following the weak class.
+        weak_hits = {m: hit and m not in blank[-1] for m, hit in hits[-1].items()}
         paper = weak_hits["gradcam"] and weak_hits["fdcam"] and not weak_hits["scorecam"]
         follow = [method_label(m) for m in ("gradcam", "scorecam", "fdcam") if weak_hits[m]]
         stay = [method_label(m) for m in ("gradcam", "scorecam", "fdcam") if not weak_hits[m]]
@@ -223,29 +248,46 @@ def fig4_finding(maps: Mapping[str, Tensor], photos: Sequence[str],
     if len(cam) < 2:
         return ""
     n = len(photos)
+    blank = {m: [is_blank(s) for s in maps[m]] for m in cam}
     cells = {m: [peak_cell(s, grid) for s in maps[m]] for m in cam}
+    text = ""
+    empty = [(m, sum(blank[m])) for m in cam if any(blank[m])]
+    if empty:
+        text = ("Blank maps, zero at every pixel (the CAM's weighted sum is nowhere positive), "
+                "whose peaks say nothing and are left out below: "
+                + ", ".join(f"{method_label(m)} on {k} of {n} photo{'s' if n != 1 else ''}"
+                            for m, k in empty) + ". ")
     agree, strays = 0, []
     for i, photo in enumerate(photos):
-        peaks = [cells[m][i] for m in cam]
-        if max(max(abs(r1 - r2), abs(c1 - c2)) for r1, c1 in peaks for r2, c2 in peaks) <= 1:
+        drawn = [m for m in cam if not blank[m][i]]
+        peaks = [cells[m][i] for m in drawn]
+        if len(peaks) > 1 and max(max(abs(r1 - r2), abs(c1 - c2))
+                                  for r1, c1 in peaks for r2, c2 in peaks) <= 1:
             agree += 1
-        elif "fdcam" in cells:
+        elif "fdcam" in drawn:
             r0, c0 = cells["fdcam"][i]
-            far = [method_label(m) for m in cam
+            far = [method_label(m) for m in drawn
                    if max(abs(cells[m][i][0] - r0), abs(cells[m][i][1] - c0)) > 1]
             if far:
                 strays.append(f"{_join(far)} on {photo}")
-    count = f"all {n}" if agree == n and n > 1 else f"{agree} of {n}"
-    text = (f"The peaks of the {len(cam)} CAM methods ({_join([method_label(m) for m in cam])}) "
-            f"fall in the same or a neighbouring cell of a {grid[0]} × {grid[1]} grid (the "
-            f"target layer's resolution) on {count} photo{'s' if n != 1 else ''}.")
+    count = (f"all {n}" if agree == n and n > 1 else "none" if agree == 0 else
+             f"{agree} of {n}")
+    plural = "s" if n != 1 else ""
+    text += (f"The peaks of the {len(cam)} CAM methods "
+             f"({_join([method_label(m) for m in cam])}) fall in the same or a neighbouring "
+             f"cell of a {grid[0]} × {grid[1]} grid (the target layer's resolution) on {count} "
+             f"of the {n} photo{plural}." if count == "none" else
+             f"The peaks of the {len(cam)} CAM methods "
+             f"({_join([method_label(m) for m in cam])}) fall in the same or a neighbouring "
+             f"cell of a {grid[0]} × {grid[1]} grid (the target layer's resolution) on {count} "
+             f"photo{plural}.")
     if strays:
         text += (" Methods whose peak lies more than one cell from FD-CAM's: "
                  + "; ".join(strays) + ".")
     others = [m for m in cam if m != "fdcam"]
     if "fdcam" in maps and others:
         mean = {}
-        for m in others:
+        for m in others:  # a blank map has no correlation (NaN): left out
             values = [_correlation(maps["fdcam"][i], maps[m][i]) for i in range(n)]
             values = [v for v in values if not math.isnan(v)]
             if values:
