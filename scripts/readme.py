@@ -61,7 +61,8 @@ def readme_block(notebook: str | Path = SUMMARY_NOTEBOOK) -> str:
         "",
         values["summary_markdown"]["text/markdown"].strip(),
         "",
-        f"*Each cell: ours (the paper's); our best per column in bold. "
+        f"*Each cell: ours, our 95 % interval in brackets, (the paper's); our best per "
+        f"column in bold. "
         f"{values['summary_profile']['text/markdown'].strip()}*",
         "",
         README_END,

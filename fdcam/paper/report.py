@@ -158,7 +158,8 @@ def styled_table(table: pd.DataFrame, *, caption: str | None = None,
     shown[("", "n")] = frame[("", "n")].tolist()
     display = pd.DataFrame(shown, index=frame.index)
     display.columns = pd.MultiIndex.from_tuples(list(shown))
-    return _style(display, caption, name)
+    # The row labels are the methods; their index name would be a header row of its own.
+    return _style(display, caption, name).hide(axis="index", names=True)
 
 
 def _bold(value: str, best: bool) -> str:
@@ -176,7 +177,8 @@ def _style(frame: pd.DataFrame, caption: str | None, name: str) -> Any:
     styler.set_uuid(re.sub(r"[^A-Za-z0-9_-]", "-", name))
     styler.set_table_styles(_TABLE_STYLES)
     if caption:
-        styler.set_caption(caption)
+        # A caption is HTML: a Markdown code span (a layer's name) becomes <code>.
+        styler.set_caption(re.sub(r"`([^`]+)`", r"<code>\1</code>", caption))
     return styler
 
 
@@ -232,7 +234,7 @@ def summary_table(table_1: pd.DataFrame, table_2: pd.DataFrame, *,
 def sample_sizes(table: pd.DataFrame, unit: str = "images") -> str:
     """How many images (or pairs, `unit`) a table's numbers rest on, for a caption that
     stands in for its hidden n column: the largest n, then the methods run on fewer, e.g.
-    "1,000 images (Score-CAM, Ablation-CAM: 250)" — the rule of `verdicts.findings`. A
+    "1,000 images (Score-CAM, Ablation-CAM on 250)" — the rule of `verdicts.findings`. A
     method's n is its largest over the metrics; methods without numbers are left out."""
     if "n" not in table.columns or "method" not in table.columns:
         raise FdcamError("sample_sizes needs a table with method and n columns")
@@ -242,9 +244,20 @@ def sample_sizes(table: pd.DataFrame, unit: str = "images") -> str:
         return f"no {unit}"
     full = int(per_method.max())
     fewer = per_method[per_method < full]
-    parts = [", ".join(method_label(m) for m in fewer.index[fewer == n]) + f": {n:,}"
+    parts = [", ".join(method_label(m) for m in fewer.index[fewer == n]) + f" on {n:,}"
              for n in dict.fromkeys(fewer)]
     return f"{full:,} {unit}" + (f" ({'; '.join(parts)})" if parts else "")
+
+
+def planned_note(setup: Any, table_1: pd.DataFrame) -> str:
+    """", of the 1,000 images planned (the run is still adding rows)" where Table I rests on
+    fewer images than `setup` plans for it, else "": for a sentence that gives the run's n
+    while its rows are still growing."""
+    planned = len(setup.faithfulness_images)
+    done = int(table_1["n"].max()) if len(table_1) and table_1["n"].notna().any() else 0
+    if done >= planned:
+        return ""
+    return f", of the {planned:,} images planned (the run is still adding rows)"
 
 
 _ASCII_FORMULAS = {"a*e^s": "α̂·exp(ŝ)", "a*s": "α̂·ŝ"}
@@ -267,8 +280,8 @@ def bullets(text: str) -> str:
 
 def summary_markdown(table_1: pd.DataFrame, table_2: pd.DataFrame) -> str:
     """Table I's AUCs and Table II's pointing game as a GitHub-flavoured Markdown table (the
-    README's summary): one row per method, each cell "ours (paper)", our best per column
-    bold, "—" where there is no number; inputs as in `summary_table`."""
+    README's summary): one row per method, each cell "ours [95 % interval] (paper)", our
+    best per column bold, "—" where there is no number; inputs as in `summary_table`."""
     pointing = table_2[table_2["metric"] == "pointing_game"]
     both = pd.concat([table_1, pointing], ignore_index=True)
     methods = list(dict.fromkeys([*table_1["method"], *pointing["method"]]))
@@ -288,6 +301,9 @@ def summary_markdown(table_1: pd.DataFrame, table_2: pd.DataFrame) -> str:
             ours = _format(rows["ours"].iloc[i], places)
             if bool(best[metric].iloc[i]):
                 ours = f"**{ours}**"
+            interval = _interval(rows["ci_low"].iloc[i], rows["ci_high"].iloc[i], places)
+            if interval != _MISSING:
+                ours += f" {interval}"
             cells.append(f"{ours} ({_format(rows['paper'].iloc[i], places)})")
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)

@@ -64,12 +64,12 @@ CLAIMS: tuple[Claim, ...] = (
           "fdcam-g-off", ("fdcam-ng-off",),
           paper="“the channel grouping and the switch-on score can both improve the "
                 "performance” (§IV-D, Table III).",
-          short="grouping adds (Table III)"),
+          short="grouping improves FD-CAM (Table III)"),
     Claim("switch-on improves on switch-off alone (Table III: full over g+off)", "III",
           "fdcam", ("fdcam-g-off",),
           paper="“… and the full version FD-CAM can produce the best AUC values” "
                 "(§IV-D, Table III).",
-          short="switch-on adds (Table III)"),
+          short="switch-on improves FD-CAM (Table III)"),
     Claim("Eq. 10's combination is the best of Table IV", "IV", "fdcam",
           paper="“From Table IV, the proposed weighting scheme can achieve the best "
                 "performance” (§IV-D).",
@@ -236,7 +236,8 @@ def conclusion(verdicts: pd.DataFrame, *, model: str, layer: str, images: str) -
     text = [f"This run tested the paper's {count} claims on {model} at layer `{layer}`, "
             f"with {images}."]
     verdict = []
-    verdict.append(("Held: " + "; ".join(held)) if held else "No claim held on every metric")
+    verdict.append(("Confirmed on every metric: " + "; ".join(held)) if held
+                   else "No claim was confirmed on every metric")
     if refuted:
         verdict.append("refuted: " + "; ".join(refuted))
     text.append(", ".join(verdict[:1]) + ("; " + verdict[1] if len(verdict) > 1 else "")

@@ -259,6 +259,11 @@ def test_summary_table_and_markdown_put_table_ii_beside_table_i():
     assert lines[0].startswith("| Method | Insertion ↑ | Deletion ↓ | Overall ↑ | Pointing")
     fdcam = next(line for line in lines if line.startswith("| FD-CAM |"))
     assert "**90.0** (" in fdcam
+    # Table I's cells carry our interval: ours [low, high] (paper).
+    gradcam = next(line for line in lines if line.startswith("| Grad-CAM |"))
+    assert gradcam.split(" | ")[1] == "0.536 [0.516, 0.556] (0.536)"
+    assert summary_table(_table_1(), table_2, caption="at `_swish`").caption == (
+        "at <code>_swish</code>")
     assert "— (" in next(line for line in lines if line.startswith("| Score-CAM |"))
 
 
@@ -266,8 +271,8 @@ def test_sample_sizes_name_the_methods_run_on_fewer_images():
     table = pd.DataFrame({"method": ["gradcam", "gradcam", "scorecam", "ablationcam", "fdcam",
                                      "groupcam", "layercam"],
                           "n": [1000, 990, 250, 250, 1000, None, 63]})
-    assert sample_sizes(table) == ("1,000 images (Score-CAM, Ablation-CAM: 250; "
-                                   "Layer-CAM: 63)")
+    assert sample_sizes(table) == ("1,000 images (Score-CAM, Ablation-CAM on 250; "
+                                   "Layer-CAM on 63)")
     assert sample_sizes(table[table["method"].isin(["gradcam", "fdcam"])],
                         "pairs") == "1,000 pairs"
     assert sample_sizes(table[table["method"] == "groupcam"]) == "no images"
@@ -357,17 +362,18 @@ def test_conclusion_names_model_layer_and_what_held():
                       images="250 photos")
     assert text == (
         "This run tested the paper's 3 claims on EfficientNet-Lite0 at layer "
-        "`_blocks.15._swish#2`, with 250 photos. Held: grouping adds (Table III); refuted: "
+        "`_blocks.15._swish#2`, with 250 photos. Confirmed on every metric: grouping improves "
+        "FD-CAM (Table III); refuted: "
         "FD-CAM the most faithful (Table I), in insertion and overall (insertion: deciding "
         "rival Group-CAM +0.012 [+0.004, +0.020], n = 250). Not decided (an interval that "
         "contains zero, or too few images): FD-CAM the best at the pointing game (Table II).")
     nothing = conclusion(verdicts[verdicts["claim"] == table_2], model="m", layer="l",
                          images="2 photos")
-    assert "No claim held on every metric." in nothing
+    assert "No claim was confirmed on every metric." in nothing
     unrun = verdicts.assign(verdict="no data")
     assert conclusion(unrun, model="m", layer="l", images="0 photos").endswith(
         "No rows yet: FD-CAM the most faithful (Table I); FD-CAM the best at the pointing "
-        "game (Table II); grouping adds (Table III).")
+        "game (Table II); grouping improves FD-CAM (Table III).")
     with pytest.raises(FdcamError, match=r"^conclusion needs a claim_verdicts result"):
         conclusion(pd.DataFrame({"claim": []}), model="m", layer="l", images="")
 
@@ -385,3 +391,14 @@ def test_cross_check_sentence_says_where_setups_agree():
         "Per metric — insertion: refuted at all 2; overall: confirmed for A at `x` "
         "(n = 250), undecided for B at `y` (n = 100).")
     assert cross_check_sentence(frame.iloc[:0]) == "No cross-check has rows yet."
+
+
+def test_planned_note_says_when_the_rows_are_still_growing():
+    from types import SimpleNamespace
+
+    from fdcam.paper.report import planned_note
+
+    setup = SimpleNamespace(faithfulness_images=[("i", None)] * 1000)
+    assert planned_note(setup, _table_1(n=69)) == (
+        ", of the 1,000 images planned (the run is still adding rows)")
+    assert planned_note(setup, _table_1(n=1000)) == ""
