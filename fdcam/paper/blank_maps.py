@@ -84,35 +84,90 @@ def run_blank_maps(setup: Setup, images: Sequence[str] | None = None, *,
     return path
 
 
+def blank_rows(setup: Setup, methods: Sequence[str] | None = None,
+               tolerance: float = TOLERANCE) -> pd.DataFrame:
+    """`setup`'s faithfulness rows (`fdcam.paper.runs.faithfulness_results`: its images and
+    methods, default all) that have a blank-map row for their image and class, with
+    ``blank``: whether both AUCs equal the blank map's within `tolerance`. Empty (with
+    that column) where no blank-map rows exist yet."""
+    from fdcam.paper.runs import faithfulness_results
+
+    path = blank_csv(setup)
+    if not path.exists() or not setup.faithfulness_csv.exists():
+        return pd.DataFrame(columns=["image", "method", "target", "insertion", "deletion",
+                                     "overall", "blank"])
+    reference = read_results(path)
+    reference = reference[reference["error"].isna()].set_index(["image", "target"])
+    reference = reference[["insertion", "deletion"]].add_suffix("_blank")
+    rows = faithfulness_results(setup)
+    rows = rows[rows["error"].isna()]
+    if methods is not None:
+        rows = rows[rows["method"].isin(methods)]
+    joined = rows.join(reference, on=["image", "target"], how="inner")
+    blank = ((joined["insertion"] - joined["insertion_blank"]).abs() <= tolerance) \
+        & ((joined["deletion"] - joined["deletion_blank"]).abs() <= tolerance)
+    return joined.drop(columns=["insertion_blank", "deletion_blank"]).assign(
+        blank=blank.astype(bool))
+
+
 def blank_map_counts(setup: Setup, methods: Sequence[str] | None = None,
                      tolerance: float = TOLERANCE) -> pd.DataFrame:
-    """Per method of `setup`'s faithfulness rows (default: all in the file), on how many of
-    its images that have a blank-map row its insertion and deletion AUCs both equal the
-    blank map's (within `tolerance`): the images where its map was blank.
+    """Per method (`blank_rows`' methods, in that order): on how many of its images with a
+    blank-map row its insertion and deletion AUCs both equal the blank map's — the images
+    where its map was blank.
 
     Columns: method, label, n (its images with a blank-map row), blank, share (blank / n).
     Empty where no blank-map rows exist yet.
     """
     columns = ["method", "label", "n", "blank", "share"]
-    path = blank_csv(setup)
-    if not path.exists() or not setup.faithfulness_csv.exists():
+    rows = blank_rows(setup, methods, tolerance)
+    if rows.empty:
         return pd.DataFrame(columns=columns)
-    blank = read_results(path)
-    blank = blank[blank["error"].isna()].set_index(["image", "target"])
-    rows = read_results(setup.faithfulness_csv)
-    rows = rows[rows["error"].isna()]
-    if methods is not None:
-        rows = rows[rows["method"].isin(methods)]
-    reference = blank[["insertion", "deletion"]].add_suffix("_blank")
-    joined = rows.join(reference, on=["image", "target"], how="inner")
-    joined["is_blank"] = ((joined["insertion"] - joined["insertion_blank"]).abs() <= tolerance) \
-        & ((joined["deletion"] - joined["deletion_blank"]).abs() <= tolerance)
     order = list(dict.fromkeys(methods if methods is not None else rows["method"]))
-    table = joined.groupby("method").agg(n=("is_blank", "size"), blank=("is_blank", "sum"))
+    table = rows.groupby("method").agg(n=("blank", "size"), blank=("blank", "sum"))
     table = table.reindex([m for m in order if m in table.index]).reset_index()
     table["label"] = table["method"].map(method_label)
     table["share"] = table["blank"] / table["n"]
     return table[columns]
+
+
+def without_blank_maps(setup: Setup, methods: Sequence[str] | None = None,
+                       metric: str = "overall", tolerance: float = TOLERANCE) -> pd.DataFrame:
+    """FD-CAM minus each method with blank maps, in `metric`, on the images where neither
+    map is blank: whether FD-CAM's lead over a method rests on that method's blank maps.
+
+    Paired as in `fdcam.paper.tables.paired_vs_fdcam` (images resampled, 95 %); a positive
+    difference is FD-CAM ahead in insertion and overall, behind in deletion. Columns:
+    method, label, n (images left), fdcam_minus_rival, ci_low, ci_high, verdict ("FD-CAM
+    better", "rival better", "undecided", "too few images"). Methods without blank maps
+    are left out.
+    """
+    from fdcam.evaluation.statistics import paired_differences, paired_verdicts
+    from fdcam.paper.by_layer import VERDICT_WORDS
+
+    columns = ["method", "label", "n", "fdcam_minus_rival", "ci_low", "ci_high", "verdict"]
+    rows = blank_rows(setup, methods, tolerance)
+    blanks = rows[rows["blank"]]
+    rivals = [m for m in dict.fromkeys(blanks["method"]) if m != "fdcam"]
+    if rows.empty or not rivals or "fdcam" not in set(rows["method"]):
+        return pd.DataFrame(columns=columns)
+    fdcam_blank = set(blanks.loc[blanks["method"] == "fdcam", "image"])
+    parts = []
+    for method in rivals:
+        empty = set(blanks.loc[blanks["method"] == method, "image"]) | fdcam_blank
+        kept = rows[rows["method"].isin([method, "fdcam"]) & ~rows["image"].isin(empty)]
+        if kept["method"].nunique() < 2:
+            continue
+        parts.append(paired_differences(kept, "fdcam", metrics=[metric], seed=setup.seed))
+    if not parts:
+        return pd.DataFrame(columns=columns)
+    paired = pd.concat(parts, ignore_index=True)
+    words = paired_verdicts(paired, paired["n"]).map(VERDICT_WORDS)
+    return pd.DataFrame({
+        "method": paired["method"], "label": paired["method"].map(method_label),
+        "n": paired["n"].astype(int), "fdcam_minus_rival": -paired["mean_difference"],
+        "ci_low": -paired["ci_high"], "ci_high": -paired["ci_low"], "verdict": words},
+        columns=columns)
 
 
 def blank_map_sentence(counts: pd.DataFrame, where: str) -> str:
@@ -132,3 +187,55 @@ def blank_map_sentence(counts: pd.DataFrame, where: str) -> str:
     return (f"{where}, the map is blank — zero at every pixel — for {listed}. On those "
             f"photos the method's insertion and deletion AUCs are the blank map's: they "
             f"measure the row-by-row order, not the method.")
+
+
+def blank_map_table(counts: pd.DataFrame, without: pd.DataFrame) -> pd.DataFrame:
+    """For the page: `blank_map_counts` beside `without_blank_maps` — per method its photos,
+    blank maps and their share, and FD-CAM minus it on the photos where neither map is blank
+    (difference [95 % interval], n), "—" where it had no blank map."""
+    from fdcam.paper.numbers import MISSING, format_difference
+
+    kept = without.set_index("method") if len(without) else without
+    cells = []
+    for row in counts.itertuples(index=False):
+        if len(kept) and row.method in kept.index:
+            other = kept.loc[row.method]
+            difference = format_difference(other["fdcam_minus_rival"], other["ci_low"],
+                                           other["ci_high"])
+            cells.append(f"{difference}, n = {int(other['n'])}")
+        else:
+            cells.append(MISSING)
+    return pd.DataFrame({"method": counts["label"], "photos": counts["n"],
+                         "blank maps": counts["blank"],
+                         "share": [f"{v:.0%}" for v in counts["share"]],
+                         "FD-CAM − it, overall, without blank maps": cells})
+
+
+def without_blank_sentence(without: pd.DataFrame) -> str:
+    """Whether FD-CAM's lead over the methods with blank maps survives leaving those photos
+    out, from `without_blank_maps`: "" where no method had blank maps."""
+    if without.empty:
+        return ""
+    from fdcam.paper.numbers import format_difference
+
+    def quoted(row: pd.Series) -> str:
+        difference = format_difference(row["fdcam_minus_rival"], row["ci_low"],
+                                       row["ci_high"])
+        return f"{row['label']} ({difference}, n = {int(row['n'])})"
+
+    groups = {word: [quoted(r) for _, r in without.iterrows() if r["verdict"] == word]
+              for word in ("FD-CAM better", "rival better", "undecided", "too few images")}
+    parts = []
+    if groups["FD-CAM better"]:
+        parts.append("FD-CAM stays ahead of " + _and(groups["FD-CAM better"]))
+    if groups["rival better"]:
+        parts.append("FD-CAM falls behind " + _and(groups["rival better"]))
+    if groups["undecided"]:
+        parts.append("the interval holds zero against " + _and(groups["undecided"]))
+    if groups["too few images"]:
+        parts.append("too few photos remain to decide against " + _and(groups["too few images"]))
+    return ("Overall, on the photos where neither map is blank, " + "; ".join(parts) + ".")
+
+
+def _and(items: Sequence[str]) -> str:
+    return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " and " + items[-1]

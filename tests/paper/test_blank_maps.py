@@ -84,3 +84,38 @@ def test_a_setup_that_reads_rows_computes_none(tmp_path: Path) -> None:
     setup = tiny_setup(tmp_path)
     setup.run_missing = False
     assert not blank_maps.run_blank_maps(setup, engine="eager").exists()
+
+
+def test_without_blank_maps_pairs_only_the_images_where_neither_map_is_blank(
+        tmp_path: Path) -> None:
+    setup = tiny_setup(tmp_path)
+    setup.faithfulness_images = [(f"p{k:02d}", torch.zeros(3, 12, 12)) for k in range(30)]
+    header = ",".join(result_columns(False, content=False))
+    blank_lines, rows = [], []
+    for k in range(30):
+        image = f"p{k:02d}"
+        blank_lines.append(f"{image},blank,1,0.9,0.3,0.2,{0.3 - 0.2!r},")
+        # Grad-CAM blank on the first 20 photos (FD-CAM far ahead there), 0.02 behind
+        # FD-CAM's overall on the other 10 (± 0.001 per photo).
+        fd = (0.6, 0.1)
+        gc = (0.3, 0.2) if k < 20 else (0.6 - 0.02 + (0.001 if k % 2 else -0.001), 0.1)
+        rows.append(f"{image},fdcam,1,0.9,{fd[0]!r},{fd[1]!r},{fd[0] - fd[1]!r},")
+        rows.append(f"{image},gradcam,1,0.9,{gc[0]!r},{gc[1]!r},{gc[0] - gc[1]!r},")
+    (tmp_path / "blank_map.csv").write_text(header + "\n" + "\n".join(blank_lines) + "\n")
+    setup.faithfulness_csv.write_text(header + "\n" + "\n".join(rows) + "\n")
+    counts = blank_maps.blank_map_counts(setup).set_index("method")
+    assert counts.loc["gradcam", "blank"] == 20 and counts.loc["fdcam", "blank"] == 0
+    table = blank_maps.without_blank_maps(setup)
+    assert list(table["method"]) == ["gradcam"]  # FD-CAM has no blank map: not a rival row
+    row = table.iloc[0]
+    assert row["n"] == 10 and abs(row["fdcam_minus_rival"] - 0.02) < 1e-9
+    assert row["ci_low"] > 0 and row["verdict"] == "too few images"  # 10 < 20 photos
+    shown = blank_maps.blank_map_table(counts.reset_index(), table)
+    assert list(shown.columns) == ["method", "photos", "blank maps", "share",
+                                   "FD-CAM − it, overall, without blank maps"]
+    assert shown.iloc[0, 4].startswith("+0.020 [") and shown.iloc[0, 4].endswith(", n = 10")
+    assert shown.iloc[1, 4] == "—" and shown.iloc[0, 3] == "67%"
+    assert blank_maps.without_blank_sentence(table).startswith(
+        "Overall, on the photos where neither map is blank, too few photos remain to decide "
+        "against Grad-CAM (+0.020 [")
+    assert blank_maps.without_blank_sentence(table.iloc[:0]) == ""
