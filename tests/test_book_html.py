@@ -36,7 +36,8 @@ What is checked, page by page (every ``*.html`` of the book, the theme's own pag
   columns must fit the column. A table inside a collapsed ``<details>`` (a cell tagged
   ``hide-output``, opened on request) is a diagnostic the reader asks for and is not checked;
 * no pandas index column: no table whose row headers (``<th>`` in ``<tbody>``) are the
-  integers 0, 1, 2, … (a DataFrame shown with its default index);
+  integers 0, 1, 2, … (a DataFrame shown with its default index), and no header row that
+  holds only the index's name (an empty row under the column titles);
 * no code cell on a page unless it is a chapter's deliberate example: a cell whose input is
   rendered (not removed, not collapsed behind "Show code cell source" by ``hide-input``)
   carries the tag ``example``;
@@ -331,6 +332,40 @@ def test_no_pandas_index_column():
         for i, table in enumerate(_tables(_soup(page))):
             assert not is_pandas_index(table), \
                 f"{page.relative_to(HTML)}: table {i + 1} shows a pandas index (0, 1, 2, …)"
+
+
+def has_index_name_row(table) -> bool:
+    """Whether `table`'s header has a row of its own for the index's name (pandas writes
+    ``<th class="index_name">Method</th>`` followed by blank cells): a header row that says
+    nothing but a name the row labels already make plain."""
+    for row in table.select("thead > tr"):
+        cells = row.find_all(["th", "td"], recursive=False)
+        texts = [c.get_text().strip() for c in cells]
+        if len(cells) > 1 and texts[0] and not any(texts[1:]):
+            return True
+    return False
+
+
+def test_index_name_row_rule():
+    bs4 = pytest.importorskip("bs4")
+    named = bs4.BeautifulSoup(
+        "<table><thead><tr><th></th><th>Ours</th></tr><tr><th>Method</th><th></th></tr>"
+        "</thead><tbody><tr><th>FD-CAM</th><td>1</td></tr></tbody></table>",
+        "html.parser").table
+    assert has_index_name_row(named)
+    plain = bs4.BeautifulSoup(
+        "<table><thead><tr><th></th><th>Ours</th></tr></thead>"
+        "<tbody><tr><th>FD-CAM</th><td>1</td></tr></tbody></table>", "html.parser").table
+    assert not has_index_name_row(plain)
+
+
+@needs_build
+def test_no_index_name_row():
+    for page in _pages():
+        for i, table in enumerate(_tables(_soup(page))):
+            assert not has_index_name_row(table), (
+                f"{page.relative_to(HTML)}: table {i + 1} has a header row holding only the "
+                f"index's name")
 
 
 @needs_build

@@ -108,7 +108,9 @@ def quadrant_table(fig1: Fig1Image, categories: Sequence[str]) -> pd.DataFrame:
     columns["class"] = [categories[c] for c in fig1.labels]
     columns["probability (%)"] = [round(100 * float(fig1.probabilities[c]), 2)
                                   for c in fig1.labels]
-    return pd.DataFrame(columns).set_index("quadrant")
+    # The index's name in the header's corner, not on a header row of its own.
+    return pd.DataFrame(columns).set_index("quadrant").rename_axis(index=None,
+                                                                   columns="quadrant")
 
 
 def peak_quadrant(saliency: Tensor, boxes: Tensor) -> int:
