@@ -188,21 +188,32 @@ def cross_checks(named: Mapping[str, Setup], table: str = "I", *,
 
 
 def cross_check_sentence(frame: pd.DataFrame) -> str:
-    """`cross_checks` in one sentence: per metric, the verdict where every setup agrees,
-    else each setup's verdict with its n."""
+    """`cross_checks` in one sentence, against its first setup (the main layer): which of
+    the other setups reach the same verdict in every metric, and where each other one
+    differs (its verdict, then the first setup's)."""
     if frame.empty:
         return "No cross-check has rows yet."
     setups = list(dict.fromkeys(frame["claim"]))
-    parts = []
-    for metric, rows in frame.groupby("metric", sort=False):
-        words = list(dict.fromkeys(rows["verdict"]))
-        if len(words) == 1 and len(rows) == len(setups):
-            parts.append(f"{metric}: {words[0]} at all {len(setups)}")
+    verdict = frame.set_index(["claim", "metric"])["verdict"]
+    first = setups[0]
+    metrics = list(dict.fromkeys(frame.loc[frame["claim"] == first, "metric"]))
+    same, different = [], []
+    for other in setups[1:]:
+        changes = [f"{metric} ({verdict[(other, metric)]}, not {verdict[(first, metric)]})"
+                   for metric in metrics if (other, metric) in verdict.index
+                   and verdict[(other, metric)] != verdict[(first, metric)]]
+        if changes:
+            different.append(f"{other} differs in " + ", ".join(changes))
         else:
-            each = ", ".join(f"{row.verdict} for {row.claim} (n = {int(row.n)})"
-                             for row in rows.itertuples(index=False))
-            parts.append(f"{metric}: {each}")
-    return "Per metric — " + "; ".join(parts) + "."
+            same.append(other)
+    parts = []
+    if same:
+        parts.append(", ".join(same) + (" reaches" if len(same) == 1 else " reach")
+                     + " the same verdict in every metric")
+    parts.extend(different)
+    if not parts:
+        return f"Only {first} has rows."
+    return f"Against {first}: " + "; ".join(parts) + "."
 
 
 def conclusion(verdicts: pd.DataFrame, *, model: str, layer: str, images: str) -> str:

@@ -388,8 +388,12 @@ def test_cross_check_sentence_says_where_setups_agree():
         ("B at `y`", "overall", "undecided", 100, ""),
     ], columns=["claim", "metric", "verdict", "n", "evidence"])
     assert cross_check_sentence(frame) == (
-        "Per metric — insertion: refuted at all 2; overall: confirmed for A at `x` "
-        "(n = 250), undecided for B at `y` (n = 100).")
+        "Against A at `x`: B at `y` differs in overall (undecided, not confirmed).")
+    same = frame.assign(verdict="refuted")
+    three = pd.concat([same, same[same["claim"] == "B at `y`"].assign(claim="C at `z`")])
+    assert cross_check_sentence(three) == (
+        "Against A at `x`: B at `y`, C at `z` reach the same verdict in every metric.")
+    assert cross_check_sentence(frame[frame["claim"] == "A at `x`"]) == "Only A at `x` has rows."
     assert cross_check_sentence(frame.iloc[:0]) == "No cross-check has rows yet."
 
 
