@@ -41,6 +41,8 @@ What is checked, page by page (every ``*.html`` of the book, the theme's own pag
 * no code cell on a page unless it is a chapter's deliberate example: a cell whose input is
   rendered (not removed, not collapsed behind "Show code cell source" by ``hide-input``)
   carries the tag ``example``;
+* no table ends past the text column when headless Chromium lays the page out at 1280 px
+  (measured by a script added to a copy of the page; skipped without Chromium);
 * the summary sentences agree with the tables they cite: every number in a paragraph or
   list item of the results page and chapter 08 that quotes a paired difference with its
   interval, "−0.004 [−0.009, +0.001]", appears in a table of the book (the chapter's paired
@@ -400,3 +402,71 @@ def test_summary_sentences_quote_numbers_of_their_tables():
                 assert quoted in tables, f"{name}: {quoted!r} is in no table of the book"
                 checked += 1
     assert checked >= 0
+
+
+# ---------------------------------------------------------- measured in a real browser
+
+#: Where the browser's measurements are written into the page, for --dump-dom to carry out.
+_MEASURE_ID = "fdcam-measured-widths"
+_MEASURE_JS = """
+<script>
+window.addEventListener("load", () => {
+  const found = [];
+  document.querySelectorAll("main table").forEach((table, i) => {
+    if (table.closest(".math") || table.closest("details:not([open])")) { return; }
+    const box = table.closest("article") || table.parentElement;
+    const column = box.getBoundingClientRect();
+    const rect = table.getBoundingClientRect();
+    found.push([i + 1, Math.round(rect.width), Math.round(column.width),
+                Math.round(rect.right - column.right)]);
+  });
+  const out = document.createElement("pre");
+  out.id = "MEASURE_ID";
+  out.textContent = JSON.stringify(found);
+  document.body.appendChild(out);
+});
+</script>
+""".replace("MEASURE_ID", _MEASURE_ID)
+
+
+def measured_table_overflow(page: Path, browser: str, window: str = "1280,2400"
+                            ) -> list[tuple[int, int, int, int]]:
+    """(table number, width, column width, px past the column's right edge) of each table of
+    `page` as headless Chromium lays it out at `window`: a copy of the page with a script
+    that measures on load, read back with --dump-dom."""
+    import subprocess
+    import tempfile
+
+    text = page.read_text(encoding="utf-8").replace("</body>", _MEASURE_JS + "</body>", 1)
+    with tempfile.NamedTemporaryFile("w", suffix=".html", dir=page.parent, delete=False,
+                                     encoding="utf-8") as copy:
+        copy.write(text)
+    try:
+        dom = subprocess.run(
+            [browser, "--headless", "--no-sandbox", "--disable-gpu", f"--window-size={window}",
+             "--virtual-time-budget=5000", "--dump-dom", Path(copy.name).as_uri()],
+            capture_output=True, text=True, timeout=120, check=False).stdout
+    finally:
+        Path(copy.name).unlink()
+    match = re.search(rf'<pre id="{_MEASURE_ID}"[^>]*>(.*?)</pre>', dom, re.S)
+    assert match, f"{page.name}: the browser wrote no measurements"
+    return [tuple(row) for row in json.loads(html.unescape(match.group(1)))]
+
+
+@needs_build
+def test_no_table_runs_past_the_column_in_a_browser():
+    """The min-content estimate above misses tables the browser lays out wider (headers it
+    will not wrap): here Chromium lays out every page at 1280 px and each table must end
+    inside the text column. Skipped without Chromium."""
+    import shutil
+
+    browser = next((b for b in ("chromium", "chromium-browser", "google-chrome")
+                    if shutil.which(b)), None)
+    if browser is None:
+        pytest.skip("no Chromium to lay the pages out")
+    wide = [f"{page.relative_to(HTML)}: table {number} is {width} px wide and ends {past} px "
+            f"past the {column} px column"
+            for page in _pages()
+            for number, width, column, past in measured_table_overflow(page, browser)
+            if past > 1]
+    assert not wide, "; ".join(wide)
