@@ -466,7 +466,7 @@ def test_no_table_runs_past_the_column_in_a_browser():
         pytest.skip("no Chromium to lay the pages out")
     wide = [f"{page.relative_to(HTML)}: table {number} is {width} px wide and ends {past} px "
             f"past the {column} px column"
-            for page in _pages()
+            for page in _pages() if "http-equiv" not in page.read_text(encoding="utf-8")[:2000]
             for number, width, column, past in measured_table_overflow(page, browser)
             if past > 1]
     assert not wide, "; ".join(wide)
