@@ -23,7 +23,8 @@ grows Table I to all photos:
 
 Every stage of insertion and deletion first computes each of its photos' blank-map AUCs
 (``blank_map.csv`` per network, the pseudo-method ``blank``; `fdcam.paper.blank_maps`), by
-which a method's blank maps are recognised in its rows.
+which a method's blank maps are recognised in its rows — when ``--methods`` matches
+``blank`` (the default ``*`` does; ``--methods gradcam`` alone does not).
 
 ``--upgrade`` (once, after fdcam's results format 3): binds every row of the profile's
 results CSVs to the content of the image it was made from (the photos and mosaics this
@@ -108,8 +109,14 @@ def _run_chosen(made: setups.Setup, methods: Sequence[str], patterns: Sequence[s
     made.run_missing = True  # this script computes the rows that the notebooks read
     if faithfulness and any(fnmatch.fnmatchcase(blank_maps.BLANK, p) for p in patterns):
         # Each photo's blank-map AUCs first (about a second each): the rows of a method
-        # whose map was blank are recognised by them (`fdcam.paper.blank_maps`).
-        blank_maps.run_blank_maps(made, engine=engine)
+        # whose map was blank are recognised by them (`fdcam.paper.blank_maps`). The file
+        # is one per network: a run of another stage of it may be writing it.
+        try:
+            blank_maps.run_blank_maps(made, engine=engine)
+        except FdcamError as error:
+            if "being written by another process" not in str(error):
+                raise
+            print(f"blank maps skipped for now: {error}", flush=True)
     if not chosen:
         return
     if faithfulness:
@@ -198,7 +205,21 @@ def log_time(folder: Path, stage: int, started: float, seconds: float | None,
     with path.open("a", encoding="utf-8") as handle, _locked(handle):
         if handle.tell() == 0:
             line = WALL_TIME_HEADER + "\n" + line
+        else:
+            _upgrade_header(path)
         handle.write(line)
+
+
+def _upgrade_header(path: Path) -> None:
+    """Give a log written before a column was added (its header a prefix of
+    `WALL_TIME_HEADER`) today's header, in place; its old lines read as empty there. Called
+    with the file's lock held."""
+    with path.open("r+", encoding="utf-8", newline="") as whole:
+        text = whole.read()
+        header, _, rest = text.partition("\n")
+        if header != WALL_TIME_HEADER and WALL_TIME_HEADER.startswith(header + ","):
+            whole.seek(0)
+            whole.write(WALL_TIME_HEADER + "\n" + rest)
 
 
 @contextlib.contextmanager
@@ -218,7 +239,9 @@ def _locked(handle: IO[str]) -> Iterator[None]:
 
 #: How often a running stage rewrites its heartbeat file (seconds).
 HEARTBEAT_SECONDS = 60.0
-#: A beat this much later than due means the process was stopped (SIGSTOP) meanwhile.
+#: How often the heartbeat's thread wakes to look for a pause (seconds).
+TICK_SECONDS = 5.0
+#: A wake this much later than due means the process was stopped (SIGSTOP) meanwhile.
 PAUSE_SLACK_SECONDS = 10.0
 
 
@@ -230,15 +253,17 @@ class Heartbeat:
     next run logs it as an unfinished part (`recover`), to within a minute.
 
     Time the process spent stopped (SIGSTOP, to keep a benchmark or a notebook run quiet)
-    is not running time: a beat that comes more than `PAUSE_SLACK_SECONDS` late counts its
-    delay as paused, and `seconds` leaves it out."""
+    is not running time: the heartbeat's thread wakes every `TICK_SECONDS`, a wake that
+    comes more than `PAUSE_SLACK_SECONDS` late counts its delay as paused, and `seconds`
+    leaves it out. A pause is so measured to within a tick; one shorter than the slack is
+    not seen."""
 
     def __init__(self, folder: Path, stage: int, threads: int, device: str) -> None:
         self.path = folder / f"wall_time.{os.getpid()}.running"
         self.stage, self.threads, self.device = stage, threads, device
         self.started = time.time()
         self.paused = 0.0
-        self._last = time.monotonic()
+        self._last = self._written = time.monotonic()
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._beat, daemon=True)
@@ -262,16 +287,23 @@ class Heartbeat:
 
     def _account(self) -> None:
         now = time.monotonic()
-        late = now - self._last - HEARTBEAT_SECONDS
+        late = now - self._last - TICK_SECONDS
         if late > PAUSE_SLACK_SECONDS:
             self.paused += late
         self._last = now
 
     def _beat(self) -> None:
-        while not self._stop.wait(HEARTBEAT_SECONDS):
+        while not self._stop.wait(TICK_SECONDS):
+            self._tick()
+
+    def _tick(self) -> None:
+        with self._lock:
+            self._account()
+        if time.monotonic() - self._written >= HEARTBEAT_SECONDS:
             self._write()
 
     def _write(self) -> None:
+        self._written = time.monotonic()
         self.path.parent.mkdir(parents=True, exist_ok=True)
         temporary = self.path.with_suffix(".tmp")
         seconds = self.seconds()
@@ -285,13 +317,17 @@ class Heartbeat:
         """Log the heartbeats of runs that were killed (their process is gone) as unfinished
         parts in wall_time.csv; returns how many."""
         count = 0
-        for path in sorted(folder.glob("wall_time.*.running")):
-            pid = int(path.name.split(".")[1])
-            if _alive(pid):
+        # A heartbeat (``wall_time.<pid>.running``), or one that a run claimed and was killed
+        # before it logged it (``….running.claimed-<its pid>``): whose process must be gone.
+        for path in sorted(folder.glob("wall_time.*.running*")):
+            owner = (path.name.rsplit("-", 1)[1] if ".claimed-" in path.name
+                     else path.name.split(".")[1])
+            if not owner.isdigit() or _alive(int(owner)):
                 continue
             # Claim it first: of two runs that start together, only one renames it, so its
             # line is logged once (the other finds it gone and moves on).
-            claimed = path.with_name(f"{path.name}.claimed-{os.getpid()}")
+            heartbeat = path.name.split(".claimed-")[0]
+            claimed = path.with_name(f"{heartbeat}.claimed-{os.getpid()}")
             try:
                 path.rename(claimed)
             except FileNotFoundError:

@@ -252,6 +252,13 @@ def test_blank_maps_are_named_and_left_out_of_the_peaks() -> None:
     assert "on 1 of 2 photos. Methods whose peak lies more than one cell from FD-CAM's: " \
            "Score-CAM on goldfish." in text
     assert " Grad-CAM's" not in text.split("left out below")[1].split(". ", 1)[1]
+    few = ff.fig4_finding({"gradcam": torch.stack([blank[0], a[1]]), "scorecam": far,
+                           "fdcam": a}, ["goldfish", "tench"], (7, 7))
+    assert "on 1 of 2 photos." in few  # both photos have two maps or more
+    one = ff.fig4_finding({"gradcam": blank.clone(), "xgradcam": torch.stack([blank[0], a[1]]),
+                           "fdcam": a}, ["goldfish", "tench"], (7, 7))
+    # goldfish has FD-CAM's map only: the peaks are compared on tench alone.
+    assert "on 1 of 1 photo with two maps or more drawn." in one
     assert "on none of the 2 photos." in ff.fig4_finding(
         {"scorecam": far, "fdcam": torch.stack([a[0], _point_map(0, 0, 14)])},
         ["goldfish", "tench"], (7, 7))
@@ -265,11 +272,11 @@ def test_blank_maps_are_named_and_left_out_of_the_peaks() -> None:
     assert "For **class13** (0.68 %, bottom right quadrant), FD-CAM peaks inside its quadrant, " \
            "Score-CAM peaks in the top left quadrant (Grad-CAM's map is blank: zero at every " \
            "pixel); the map most confined" in text
-    # The blank map's "peak" is the top-left pixel: not a sign of following the weak class.
-    assert text.endswith("does not appear here: for the weak class, FD-CAM peaks in its "
-                         "quadrant and Grad-CAM and Score-CAM do not.")
+    # A blank map neither follows the weak class nor stays on the dominant one.
+    assert text.endswith("cannot be read here: Grad-CAM's map is blank for the weak class.")
     table = ff.peak_table(fig1, maps, categories)
     assert table["peak in"].tolist()[1] == "top left (blank map)"
+    assert table["hit"].tolist()[1] is None  # its "peak" is the first pixel: no hit or miss
     assert table["in its quadrant (%)"].isna().tolist() == [False, True, False, False, False,
                                                             False]
 

@@ -94,8 +94,8 @@ def blank_rows(setup: Setup, methods: Sequence[str] | None = None,
 
     path = blank_csv(setup)
     if not path.exists() or not setup.faithfulness_csv.exists():
-        return pd.DataFrame(columns=["image", "method", "target", "insertion", "deletion",
-                                     "overall", "blank"])
+        return pd.DataFrame({"image": [], "method": [], "target": [], "insertion": [],
+                             "deletion": [], "overall": [], "blank": pd.Series([], dtype=bool)})
     reference = read_results(path)
     reference = reference[reference["error"].isna()].set_index(["image", "target"])
     reference = reference[["insertion", "deletion"]].add_suffix("_blank")
@@ -147,9 +147,11 @@ def without_blank_maps(setup: Setup, methods: Sequence[str] | None = None,
 
     columns = ["method", "label", "n", "fdcam_minus_rival", "ci_low", "ci_high", "verdict"]
     rows = blank_rows(setup, methods, tolerance)
+    if rows.empty or "fdcam" not in set(rows["method"]):
+        return pd.DataFrame(columns=columns)
     blanks = rows[rows["blank"]]
     rivals = [m for m in dict.fromkeys(blanks["method"]) if m != "fdcam"]
-    if rows.empty or not rivals or "fdcam" not in set(rows["method"]):
+    if not rivals:
         return pd.DataFrame(columns=columns)
     fdcam_blank = set(blanks.loc[blanks["method"] == "fdcam", "image"])
     parts = []
@@ -181,7 +183,7 @@ def blank_map_sentence(counts: pd.DataFrame, where: str) -> str:
     n = int(counts["n"].max())
     if blank.empty:
         return f"{where}, no method's map was blank on any of the {n} photos."
-    parts = [f"{row.label}'s on {int(row.blank)} of {int(row.n)} photos ({row.share:.0%})"
+    parts = [f"{row.label} on {int(row.blank)} of {int(row.n)} photos ({_share(row.share)})"
              for row in blank.itertuples(index=False)]
     listed = parts[0] if len(parts) == 1 else ", ".join(parts[:-1]) + " and " + parts[-1]
     return (f"{where}, the map is blank — zero at every pixel — for {listed}. On those "
@@ -203,11 +205,13 @@ def blank_map_table(counts: pd.DataFrame, without: pd.DataFrame) -> pd.DataFrame
             difference = format_difference(other["fdcam_minus_rival"], other["ci_low"],
                                            other["ci_high"])
             cells.append(f"{difference}, n = {int(other['n'])}")
+        elif row.blank:  # blank maps, but no photo left where neither map is
+            cells.append("no photo left")
         else:
             cells.append(MISSING)
     return pd.DataFrame({"method": counts["label"], "photos": counts["n"],
                          "blank maps": counts["blank"],
-                         "share": [f"{v:.0%}" for v in counts["share"]],
+                         "share": [_share(v) for v in counts["share"]],
                          "FD-CAM − it, overall, without blank maps": cells})
 
 
@@ -227,14 +231,21 @@ def without_blank_sentence(without: pd.DataFrame) -> str:
               for word in ("FD-CAM better", "rival better", "undecided", "too few images")}
     parts = []
     if groups["FD-CAM better"]:
-        parts.append("FD-CAM stays ahead of " + _and(groups["FD-CAM better"]))
+        parts.append("FD-CAM is ahead of " + _and(groups["FD-CAM better"]))
     if groups["rival better"]:
-        parts.append("FD-CAM falls behind " + _and(groups["rival better"]))
+        parts.append("FD-CAM is behind " + _and(groups["rival better"]))
     if groups["undecided"]:
         parts.append("the interval holds zero against " + _and(groups["undecided"]))
     if groups["too few images"]:
-        parts.append("too few photos remain to decide against " + _and(groups["too few images"]))
-    return ("Overall, on the photos where neither map is blank, " + "; ".join(parts) + ".")
+        parts.append("too few photos are left to decide against "
+                     + _and(groups["too few images"]))
+    return ("In overall AUC on the photos where neither map is blank, " + "; ".join(parts)
+            + ".")
+
+
+def _share(value: float) -> str:
+    """A share as a whole percentage; "<1%" for a share that is not zero but rounds to it."""
+    return "<1%" if 0 < value < 0.005 else f"{value:.0%}"
 
 
 def _and(items: Sequence[str]) -> str:

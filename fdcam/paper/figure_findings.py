@@ -136,7 +136,7 @@ def peak_table(fig1: Fig1Image, maps: Mapping[str, Tensor],
          "its quadrant": QUADRANTS[q],
          "peak in": QUADRANTS[peak_quadrant(saliency, fig1.boxes)]
          + (" (blank map)" if is_blank(saliency) else ""),
-         "hit": pointing_hit(saliency, fig1.boxes[q:q + 1]),
+         "hit": None if is_blank(saliency) else pointing_hit(saliency, fig1.boxes[q:q + 1]),
          "in its quadrant (%)": (None if is_blank(saliency) else
                                  round(100 * box_share(saliency, fig1.boxes[q]), 1))}
         for method, per_class in maps.items()
@@ -207,9 +207,16 @@ def fig1_finding(fig1: Fig1Image, maps: Mapping[str, Tensor],
                     if (m := max(shares, key=lambda k: shares[k], default=None)) else "")
         sentences.append(f"For **{name}** ({p:.2f} %, {QUADRANTS[q]} quadrant), {where}"
                          f"{confined}.")
-    if {"gradcam", "scorecam", "fdcam"} <= set(maps) and len(fig1.quadrants) > 1:
-        # A blank map points nowhere: it does not count as following the weak class.
-        weak_hits = {m: hit and m not in blank[-1] for m, hit in hits[-1].items()}
+    trio = ("gradcam", "scorecam", "fdcam")
+    if set(trio) <= set(maps) and len(fig1.quadrants) > 1 and blank[-1] & set(trio):
+        # A blank map neither follows the weak class nor stays on the dominant one.
+        empty = [method_label(m) for m in trio if m in blank[-1]]
+        whose = "'s map is" if len(empty) == 1 else "'s maps are"
+        sentences.append(f"The paper's contrast (Grad-CAM and FD-CAM move to the weak class's "
+                         f"object, Score-CAM does not) cannot be read here: {_join(empty)}"
+                         f"{whose} blank for the weak class.")
+    elif set(trio) <= set(maps) and len(fig1.quadrants) > 1:
+        weak_hits = hits[-1]  # the weak class is explained last
         paper = weak_hits["gradcam"] and weak_hits["fdcam"] and not weak_hits["scorecam"]
         follow = [method_label(m) for m in ("gradcam", "scorecam", "fdcam") if weak_hits[m]]
         stay = [method_label(m) for m in ("gradcam", "scorecam", "fdcam") if not weak_hits[m]]
@@ -259,11 +266,12 @@ def fig4_finding(maps: Mapping[str, Tensor], photos: Sequence[str],
                 "whose peaks say nothing and are left out below: "
                 + ", ".join(f"{method_label(m)} on {k} of {n} photo{'s' if n != 1 else ''}"
                             for m, k in empty) + ". ")
-    agree, strays = 0, []
+    agree, comparable, strays = 0, 0, []
     for i, photo in enumerate(photos):
         drawn = [m for m in cam if not blank[m][i]]
         peaks = [cells[m][i] for m in drawn]
-        if len(peaks) > 1 and max(max(abs(r1 - r2), abs(c1 - c2))
+        comparable += len(peaks) > 1  # a photo with fewer than two maps drawn: no peaks to
+        if len(peaks) > 1 and max(max(abs(r1 - r2), abs(c1 - c2))  # compare
                                   for r1, c1 in peaks for r2, c2 in peaks) <= 1:
             agree += 1
         elif "fdcam" in drawn:
@@ -272,17 +280,15 @@ def fig4_finding(maps: Mapping[str, Tensor], photos: Sequence[str],
                    if max(abs(cells[m][i][0] - r0), abs(cells[m][i][1] - c0)) > 1]
             if far:
                 strays.append(f"{_join(far)} on {photo}")
-    count = (f"all {n}" if agree == n and n > 1 else "none" if agree == 0 else
-             f"{agree} of {n}")
-    plural = "s" if n != 1 else ""
-    text += (f"The peaks of the {len(cam)} CAM methods "
+    of = n if comparable == n else comparable
+    count = (f"all {of}" if agree == of and of > 1 else f"none of the {of}" if agree == 0
+             else f"{agree} of {of}")
+    text += "" if comparable == 0 else (f"The peaks of the {len(cam)} CAM methods "
              f"({_join([method_label(m) for m in cam])}) fall in the same or a neighbouring "
              f"cell of a {grid[0]} × {grid[1]} grid (the target layer's resolution) on {count} "
-             f"of the {n} photo{plural}." if count == "none" else
-             f"The peaks of the {len(cam)} CAM methods "
-             f"({_join([method_label(m) for m in cam])}) fall in the same or a neighbouring "
-             f"cell of a {grid[0]} × {grid[1]} grid (the target layer's resolution) on {count} "
-             f"photo{plural}.")
+             f"photo{'s' if of != 1 else ''}"
+             + (" with two maps or more drawn" if comparable < n else "") + ".")
+    text = text.strip()
     if strays:
         text += (" Methods whose peak lies more than one cell from FD-CAM's: "
                  + "; ".join(strays) + ".")

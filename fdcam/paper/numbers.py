@@ -61,14 +61,16 @@ def _near_zero(value: Any, decimals: int) -> str:
 def format_interval(low: Any, high: Any, decimals: int, *, signed: bool = False) -> str:
     """A 95 % interval as "[low, high]", each end by `format_number`; an end that rounds to
     zero but is not zero keeps its sign and first significant digit ("[-0.015, -0.0004]",
-    which excludes zero, beside "[-0.015, 0.000]", which holds it), and "-0.000" is never
-    written. "—" where an end is missing."""
+    which excludes zero, beside "[-0.015, 0.000]": zero, or zero to `EXTRA_PLACES` more
+    places), and "-0.000" is never written; "+" only where `signed`. "—" where an end is
+    missing."""
     if _missing(low) or _missing(high):
         return MISSING
 
     def end(value: Any) -> str:
         if rounded(value, decimals) == 0:
-            return _near_zero(value, decimals)
+            near = _near_zero(value, decimals)
+            return near if signed or not near.startswith("+") else near[1:]
         return format_number(value, decimals, signed=signed)
 
     return f"[{end(low)}, {end(high)}]"

@@ -6,13 +6,16 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
 from fdcam.errors import FdcamError
 from fdcam.paper.names import METRICS, method_label
 from fdcam.paper.numbers import MISSING, format_interval, format_number, rounded
+
+if TYPE_CHECKING:
+    from fdcam.paper.setup_types import Setup
 
 # ------------------------------------------------------------------ tables for the reader
 
@@ -249,7 +252,7 @@ def sample_sizes(table: pd.DataFrame, unit: str = "images") -> str:
     return f"{full:,} {unit}" + (f" ({'; '.join(parts)})" if parts else "")
 
 
-def planned_note(setup: Any, table_1: pd.DataFrame) -> str:
+def planned_note(setup: Setup, table_1: pd.DataFrame) -> str:
     """", of the 1,000 images planned (the run is still adding rows)" where Table I rests on
     fewer images than `setup` plans for it, else "": for a sentence that gives the run's n
     while its rows are still growing."""

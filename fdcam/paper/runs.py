@@ -293,7 +293,8 @@ def wall_time(setup: Setup) -> pd.DataFrame:
         return ", ".join(map(str, sorted(set(values))))
 
     table = log.groupby(["stage", "subject"], sort=True).agg(
-        seconds=("seconds", "sum"), paused=("paused", "sum"), runs=("seconds", "size"),
+        seconds=("seconds", "sum"), paused=("paused", lambda v: v.sum(min_count=1)),
+        runs=("seconds", "size"),
         finished=("finished", "any"),
         threads=("threads", listed), device=("device", listed)).reset_index()
     table["hours"] = (table["seconds"] / 3600).round(2)

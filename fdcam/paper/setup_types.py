@@ -137,20 +137,23 @@ class Setup:
             limit = self.heavy_limits.get(kind)
             heavy_planned = planned if limit is None else min(limit, planned)
             rows = read_results(path) if path.exists() else pd.DataFrame(
-                columns=["image", "method"])
+                columns=["image", "method", "error"])
+            rows = rows[rows["error"].isna()]  # a row that failed is not done
             # Images per planned method (0 for one without rows); the least is how far.
             # (A method that shares another's map, `SAME_MAP`, has that one's rows.)
             per_method = rows.groupby("method")["image"].nunique().reindex(
                 list(dict.fromkeys(SAME_MAP.get(m, m) for m in methods)), fill_value=0)
             heavy = per_method[per_method.index.isin(self.heavy_methods)]
             light = per_method[~per_method.index.isin(self.heavy_methods)]
-            light_done = int(light.min()) if len(light) else 0
-            heavy_done = int(heavy.min()) if len(heavy) else 0
-            done[f"{kind} rows so far"] = (
-                f"light methods on {light_done} of {planned} images, heavy on {heavy_done} of "
-                f"{heavy_planned}" + (" (the run is still growing them)"
-                                      if light_done < planned or heavy_done < heavy_planned
-                                      else ""))
+            parts, growing = [], False
+            for name, group, of in (("light methods", light, planned),
+                                    ("heavy", heavy, heavy_planned)):
+                if len(group):  # a table without heavy (or light) methods: nothing to say
+                    parts.append(f"{name} on {int(group.min())} of {of} images")
+                    growing |= int(group.min()) < of
+            if parts:
+                done[f"{kind} rows so far"] = ", ".join(parts) + (
+                    " (the run is still growing them)" if growing else "")
         return done
 
 

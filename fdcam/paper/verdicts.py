@@ -200,8 +200,9 @@ def cross_check_sentence(frame: pd.DataFrame) -> str:
     same, different = [], []
     for other in setups[1:]:
         changes = [f"{metric} ({verdict[(other, metric)]}, not {verdict[(first, metric)]})"
-                   for metric in metrics if (other, metric) in verdict.index
-                   and verdict[(other, metric)] != verdict[(first, metric)]]
+                   if (other, metric) in verdict.index else f"{metric} (no rows)"
+                   for metric in metrics if (other, metric) not in verdict.index
+                   or verdict[(other, metric)] != verdict[(first, metric)]]
         if changes:
             different.append(f"{other} differs in " + ", ".join(changes))
         else:

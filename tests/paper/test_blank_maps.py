@@ -50,7 +50,10 @@ def test_blank_rows_are_the_curves_of_a_zero_map_in_row_major_order(tmp_path: Pa
 
 def test_counts_find_the_rows_equal_to_the_blank_map(tmp_path: Path) -> None:
     setup = tiny_setup(tmp_path)  # a folder not named by the layer: the file goes inside
-    assert blank_maps.blank_map_counts(setup).empty
+    assert blank_maps.blank_map_counts(setup).empty  # no rows of either kind yet
+    assert blank_maps.without_blank_maps(setup).empty
+    assert blank_maps.blank_map_table(blank_maps.blank_map_counts(setup),
+                                      blank_maps.without_blank_maps(setup)).empty
     header = ",".join(result_columns(False, content=False))
     blank = {"i0": (0.30, 0.20), "i1": (0.40, 0.10), "i2": (0.25, 0.15)}
     (tmp_path / "blank_map.csv").write_text(header + "\n" + "".join(
@@ -71,8 +74,8 @@ def test_counts_find_the_rows_equal_to_the_blank_map(tmp_path: Path) -> None:
     assert list(only["method"]) == ["fdcam"]
     sentence = blank_maps.blank_map_sentence(table.reset_index(), "On tiny at `3`")
     assert sentence.startswith("On tiny at `3`, the map is blank — zero at every pixel — for "
-                               "Grad-CAM's on 2 of 3 photos (67%) and FD-CAM's on 1 of 3 "
-                               "photos (33%). ")
+                               "Grad-CAM on 2 of 3 photos (67%) and FD-CAM on 1 of 3 photos "
+                               "(33%). ")
     none = table.reset_index().assign(blank=0, share=0.0)
     assert blank_maps.blank_map_sentence(none, "Here") == (
         "Here, no method's map was blank on any of the 3 photos.")
@@ -119,6 +122,19 @@ def test_without_blank_maps_pairs_only_the_images_where_neither_map_is_blank(
     assert shown.loc["Grad-CAM", last].endswith(", n = 10")
     assert shown.loc["FD-CAM", last] == "—" and shown.loc["Grad-CAM", "share"] == "67%"
     assert blank_maps.without_blank_sentence(table).startswith(
-        "Overall, on the photos where neither map is blank, too few photos remain to decide "
-        "against Grad-CAM (+0.020 [")
+        "In overall AUC on the photos where neither map is blank, too few photos are left to "
+        "decide against Grad-CAM (+0.020 [")
     assert blank_maps.without_blank_sentence(table.iloc[:0]) == ""
+
+
+def test_the_page_tells_no_photo_left_from_no_blank_map() -> None:
+    import pandas as pd
+
+    counts = pd.DataFrame({"method": ["gradcam", "fdcam"], "label": ["Grad-CAM", "FD-CAM"],
+                           "n": [300, 300], "blank": [300, 1], "share": [1.0, 1 / 300]})
+    shown = blank_maps.blank_map_table(counts, pd.DataFrame(columns=["method"]))
+    assert list(shown.iloc[:, 4]) == ["no photo left", "no photo left"]
+    assert list(shown["share"]) == ["100%", "<1%"]
+    none = counts.assign(blank=[0, 0], share=[0.0, 0.0])
+    assert list(blank_maps.blank_map_table(none, pd.DataFrame(columns=["method"])).iloc[:, 4]) \
+        == ["—", "—"]

@@ -101,8 +101,7 @@ def test_cross_checks_decide_table_i_at_each_setup(tmp_path: Path) -> None:
     assert set(insertion["n"]) == {len(IMAGES)}
     assert "paper" not in frame.columns
     assert cross_check_sentence(frame).startswith(
-        f"Per metric — insertion: confirmed for A at `x` (n = {len(IMAGES)}), refuted for "
-        f"B at `y` (n = {len(IMAGES)})")
+        "Against A at `x`: B at `y` differs in insertion (refuted, not confirmed)")
 
 
 def test_replication_setup_needs_the_finished_survey(tmp_path: Path,

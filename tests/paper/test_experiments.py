@@ -600,6 +600,10 @@ def test_wall_time_sums_each_stage_over_its_runs(tmp_path: Path) -> None:
          lines[3] + ",m at b,0"]) + "\n")
     table = runs.wall_time(setup).set_index("stage")
     assert list(table["paused_hours"]) == [0.5, 0.0]
+    assert runs.wall_time(setup).pipe(lambda t: t)["paused_hours"].notna().all()
+    (tmp_path / "wall_time.csv").write_text("\n".join(
+        [lines[0] + ",subject,paused", lines[1] + ",m at a,"]) + "\n")
+    assert runs.wall_time(setup)["paused_hours"].isna().all()  # unknown, not 0
     assert list(table["hours"]) == [1.5, 0.2]
 
 
@@ -639,6 +643,9 @@ def test_describe_says_how_far_rows_made_elsewhere_have_got(tmp_path: Path) -> N
                               ("b", "fdcam-exp"): (0.5, 0.1), ("a", "scorecam"): (0.5, 0.1)})
     shown = made.describe()["value"]
     # The least of the light methods (FD-CAM and fdcam-exp-shifted's source: 2 images).
-    assert shown["faithfulness rows so far"] == (
-        "light methods on 2 of 4 images, heavy on 1 of 2 (the run is still growing them)")
+    assert shown["faithfulness rows so far"] == ("light methods on 2 of 4 images, heavy on 1 of "
+                                                 "2 images (the run is still growing them)")
     assert "pointing rows so far" not in shown  # no pointing images planned
+    made.heavy_methods = ()  # no heavy methods: nothing said about them
+    assert made.describe()["value"]["faithfulness rows so far"] == (
+        "light methods on 1 of 4 images (the run is still growing them)")  # Score-CAM: 1

@@ -28,6 +28,8 @@ def test_format_interval_and_difference():
     assert format_interval(-0.0041, 0.0, 3, signed=True) == "[-0.004, 0.000]"
     assert format_interval(-0.0041, -1e-9, 3) == "[-0.004, 0.000]"
     assert format_interval(-0.04, 0.05, 1) == "[-0.04, 0.1]"
+    assert format_interval(0.0004, 0.01, 3) == "[0.0004, 0.010]"  # unsigned: no "+"
+    assert format_interval(0.0004, 0.01, 3, signed=True) == "[+0.0004, +0.010]"
     assert format_interval(float("nan"), 1.0, 3) == "—"
     assert format_difference(-0.0004, -0.0091, 0.0012) == "-0.0004 [-0.009, +0.001]"
     assert math.isnan(rounded(None, 3)) and rounded(-0.0001, 3) == 0.0

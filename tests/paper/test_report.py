@@ -394,6 +394,9 @@ def test_cross_check_sentence_says_where_setups_agree():
     assert cross_check_sentence(three) == (
         "Against A at `x`: B at `y`, C at `z` reach the same verdict in every metric.")
     assert cross_check_sentence(frame[frame["claim"] == "A at `x`"]) == "Only A at `x` has rows."
+    partial = frame[~((frame["claim"] == "B at `y`") & (frame["metric"] == "overall"))]
+    assert cross_check_sentence(partial) == (
+        "Against A at `x`: B at `y` differs in overall (no rows).")
     assert cross_check_sentence(frame.iloc[:0]) == "No cross-check has rows yet."
 
 

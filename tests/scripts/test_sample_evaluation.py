@@ -94,6 +94,7 @@ def test_a_heartbeat_another_run_recovers_first_is_logged_once(
     assert not list(tmp_path.glob("*.running*"))
 
 
+@pytest.mark.skipif(sample_evaluation.fcntl is None, reason="no advisory locks here")
 def test_concurrent_runs_append_one_header_and_whole_lines(tmp_path: Path) -> None:
     import multiprocessing
 
@@ -113,8 +114,9 @@ def _log_many(folder: Path, stage: int) -> None:
 
 def test_time_a_run_spent_stopped_is_paused_not_running(tmp_path: Path,
                                                         monkeypatch: pytest.MonkeyPatch) -> None:
-    # A clock the test moves: the run beats on time, then is stopped for 300 s (SIGSTOP;
-    # its next beat comes that much late), then ends 20 s after its last beat.
+    # A clock the test moves: the heartbeat's thread wakes every 5 s (one wake 1 s late:
+    # not a pause), then the run is stopped for 300 s (SIGSTOP; its next wake comes that
+    # late), then runs on.
     clock = {"wall": 1000.0, "mono": 50.0}
     monkeypatch.setattr(sample_evaluation.time, "time", lambda: clock["wall"])
     monkeypatch.setattr(sample_evaluation.time, "monotonic", lambda: clock["mono"])
@@ -123,17 +125,45 @@ def test_time_a_run_spent_stopped_is_paused_not_running(tmp_path: Path,
     def advance(seconds: float) -> None:
         clock["wall"] += seconds
         clock["mono"] += seconds
+        beat._tick()
 
-    for gap in (60.0, 60.0 + 300.0, 61.0):  # on time, stopped, on time (1 s late: not a pause)
-        advance(gap)
-        beat._write()
-    advance(20.0)
+    for _ in range(12):
+        advance(5.0)
+    advance(6.0)
+    assert beat.path.exists() and beat.paused == 0  # written at 60 s; 1 s late is no pause
+    advance(5.0 + 300.0)
+    for _ in range(4):
+        advance(5.0)
     assert beat.paused == pytest.approx(300.0)
-    assert beat.seconds() == pytest.approx(60 + 360 + 61 + 20 - 300)
+    assert beat.seconds() == pytest.approx(12 * 5 + 6 + 305 + 4 * 5 - 300)
     fields = beat.path.read_text().strip().split(",")
-    assert fields[2] == "181" and fields[5] == "300"  # as of the last beat
+    assert fields[2] == "71" and fields[5] == "300"  # written at the late wake (376 s - 305)
     # A run killed meanwhile: the next run logs its running seconds and the pause.
     monkeypatch.setattr(sample_evaluation, "_alive", lambda pid: False)
     assert sample_evaluation.Heartbeat.recover(tmp_path) == 1
     line = (tmp_path / "wall_time.csv").read_text().splitlines()[1].split(",")
-    assert line[2] == "181" and line[8] == "300"
+    assert line[2] == "71" and line[8] == "300"
+
+
+def test_a_log_with_an_older_header_gets_todays(tmp_path: Path) -> None:
+    old = "stage,started_utc,seconds,finished,threads,device,cpus,subject"
+    (tmp_path / "wall_time.csv").write_text(old + "\n1,2026-01-01T00:00:00Z,5,True,1,cpu,2,m\n")
+    sample_evaluation.log_time(tmp_path, 2, 1700000000.0, 7.0, 1, "cpu", paused=3.0)
+    lines = (tmp_path / "wall_time.csv").read_text().splitlines()
+    assert lines[0] == sample_evaluation.WALL_TIME_HEADER
+    assert lines[1] == "1,2026-01-01T00:00:00Z,5,True,1,cpu,2,m"  # kept: paused unknown
+    assert lines[2].startswith("2,2023-11-14T22:13:20Z,7,True,") and lines[2].endswith(",3")
+    import pandas as pd
+    assert pd.read_csv(tmp_path / "wall_time.csv")["paused"].tolist()[1] == 3
+
+
+def test_a_heartbeat_claimed_by_a_run_killed_before_it_logged_it_is_logged_next(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "wall_time.111.running.claimed-222").write_text("2,1700000000.0,125,1,cpu,0\n")
+    alive = {222}
+    monkeypatch.setattr(sample_evaluation, "_alive", lambda pid: pid in alive)
+    assert sample_evaluation.Heartbeat.recover(tmp_path) == 0  # its claimant still runs
+    alive.clear()
+    assert sample_evaluation.Heartbeat.recover(tmp_path) == 1
+    assert not list(tmp_path.glob("*.running*"))
+    assert (tmp_path / "wall_time.csv").read_text().splitlines()[1].startswith("2,2023-11-14")
