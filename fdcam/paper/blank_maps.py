@@ -58,7 +58,7 @@ def blank_csv(setup: Setup) -> Path:
     folder is named by the layer (imagenet-sample: one file for all layers, since the blank
     map's AUCs do not depend on the layer), else in the results folder."""
     folder = setup.results_dir
-    if folder.name == setup.model.target_layer:
+    if folder.name == getattr(setup.model, "target_layer", None):
         folder = folder.parent
     return folder / "blank_map.csv"
 

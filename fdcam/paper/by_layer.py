@@ -18,6 +18,7 @@ import pandas as pd
 
 from fdcam.errors import FdcamError
 from fdcam.evaluation.statistics import paired_verdicts
+from fdcam.paper.blank_maps import blank_map_counts
 from fdcam.paper.layer_survey import committed_survey
 from fdcam.paper.setups import Setup, setup
 from fdcam.paper.tables import paired_vs_fdcam
@@ -27,7 +28,7 @@ VERDICT_WORDS = {"better": "rival better", "worse": "FD-CAM better", "undecided"
                  "too few images": "too few images"}
 
 BY_LAYER_COLUMNS = ["layer", "share_negative", "head_linear", "method", "label", "metric",
-                    "n", "fdcam_minus_rival", "ci_low", "ci_high", "verdict"]
+                    "n", "fdcam_minus_rival", "ci_low", "ci_high", "verdict", "blank_share"]
 
 
 def layer_setups(main: Setup, layers: Sequence[str], *,
@@ -59,6 +60,8 @@ def by_layer(setups: Mapping[str, Setup], survey: pd.DataFrame, *,
     (NaN / None for a layer it lacks).
     ``verdict``: "FD-CAM better", "rival better", "undecided" by the interval, or "too few
     images" under `fdcam.evaluation.statistics.MIN_IMAGES` (`paired_verdicts`' rule).
+    ``blank_share``: the share of the rival's maps at that layer that were blank
+    (`fdcam.paper.blank_maps.blank_map_counts`; NaN without blank-map rows).
     """
     rows = []
     for layer, made in setups.items():
@@ -71,6 +74,8 @@ def by_layer(setups: Mapping[str, Setup], survey: pd.DataFrame, *,
         linear = survey["linear head"].get(layer) if "linear head" in survey else None
         # The rival's word against FD-CAM, by the rule `fdcam compare` prints.
         words = paired_verdicts(paired, paired["n"]).map(VERDICT_WORDS)
+        # How often the rival's map was blank here (`fdcam.paper.blank_maps`; NaN: unknown).
+        blank = blank_map_counts(made).set_index("method")["share"]
         for item, verdict in zip(paired.itertuples(index=False), words, strict=True):
             rows.append({"layer": layer,
                          "share_negative": float("nan") if negative is None else negative,
@@ -78,7 +83,8 @@ def by_layer(setups: Mapping[str, Setup], survey: pd.DataFrame, *,
                          "method": item.method, "label": item.label, "metric": metric,
                          "n": int(item.n), "fdcam_minus_rival": -item.mean_difference,
                          "ci_low": -item.ci_high, "ci_high": -item.ci_low,
-                         "verdict": verdict})
+                         "verdict": verdict,
+                         "blank_share": float(blank.get(item.method, float("nan")))})
     return pd.DataFrame(rows, columns=BY_LAYER_COLUMNS)
 
 
@@ -111,6 +117,11 @@ def premise_note(frame: pd.DataFrame) -> str:
         wins = int((rows["verdict"] == "FD-CAM better").sum())
         losses = int((rows["verdict"] == "rival better").sum())
         share_text = f"{share:.0%} negative" if share == share else "share of negatives unknown"
+        blank = rows[rows["blank_share"] > 0] if "blank_share" in rows else rows.iloc[:0]
+        blank_text = ("; blank maps: " + ", ".join(
+            f"{r.label} {r.blank_share:.0%}" for r in blank.itertuples(index=False))
+            if len(blank) else "")
         parts.append(f"`{layer}` ({share_text}, {premise}, {head}; n = {rows['n'].max()}): "
-                     f"FD-CAM ahead of {wins} and behind {losses} of {len(rows)} rivals")
+                     f"FD-CAM ahead of {wins} and behind {losses} of {len(rows)} rivals"
+                     f"{blank_text}")
     return "; ".join(parts) + "." if parts else ""

@@ -144,3 +144,19 @@ def test_verdict_by_layer_needs_the_sample_profile_and_two_layers_with_rows(
                                                                    "_blocks.15._swish#2"]
     monkeypatch.setattr(by_layer_module, "layer_setups", lambda main, layers: {"a": act})
     assert verdict_by_layer(act, survey=survey) is None  # rows at one layer only
+
+
+def test_premise_note_names_the_rivals_blank_maps(tmp_path: Path) -> None:
+    act = rows_at(tmp_path / "act", {"fdcam": (0.55, 0.2), "gradcam": (0.5, 0.2),
+                                     "gradcam++": (0.54, 0.2)}, 0.02)
+    header = ",".join(result_columns(False, content=False))
+    # Grad-CAM's rows equal the blank map's on every photo: 100 % blank; Grad-CAM++ never.
+    (tmp_path / "act" / "blank_map.csv").write_text(header + "\n" + "".join(
+        f"{image},blank,1,0.9,{(a := 0.5 + (0.02 if k % 2 else -0.02))!r},0.2,{a - 0.2!r},\n"
+        for k, image in enumerate(IMAGES)))
+    survey = pd.DataFrame({"share negative": [0.0], "linear head": [False]},
+                          index=pd.Index(["act"], name="layer"))
+    frame = by_layer({"act": act}, survey)
+    assert frame.set_index("method")["blank_share"].to_dict() == {"gradcam": 1.0,
+                                                                   "gradcam++": 0.0}
+    assert premise_note(frame).endswith("rivals; blank maps: Grad-CAM 100%.")
