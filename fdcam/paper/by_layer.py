@@ -28,7 +28,8 @@ VERDICT_WORDS = {"better": "rival better", "worse": "FD-CAM better", "undecided"
                  "too few images": "too few images"}
 
 BY_LAYER_COLUMNS = ["layer", "share_negative", "head_linear", "method", "label", "metric",
-                    "n", "fdcam_minus_rival", "ci_low", "ci_high", "verdict", "blank_share"]
+                    "n", "fdcam_minus_rival", "ci_low", "ci_high", "verdict", "blank_share",
+                    "fdcam_blank_share"]
 
 
 def layer_setups(main: Setup, layers: Sequence[str], *,
@@ -61,7 +62,8 @@ def by_layer(setups: Mapping[str, Setup], survey: pd.DataFrame, *,
     ``verdict``: "FD-CAM better", "rival better", "undecided" by the interval, or "too few
     images" under `fdcam.evaluation.statistics.MIN_IMAGES` (`paired_verdicts`' rule).
     ``blank_share``: the share of the rival's maps at that layer that were blank
-    (`fdcam.paper.blank_maps.blank_map_counts`; NaN without blank-map rows).
+    (`fdcam.paper.blank_maps.blank_map_counts`; NaN without blank-map rows);
+    ``fdcam_blank_share``: FD-CAM's own.
     """
     rows = []
     for layer, made in setups.items():
@@ -84,7 +86,8 @@ def by_layer(setups: Mapping[str, Setup], survey: pd.DataFrame, *,
                          "n": int(item.n), "fdcam_minus_rival": -item.mean_difference,
                          "ci_low": -item.ci_high, "ci_high": -item.ci_low,
                          "verdict": verdict,
-                         "blank_share": float(blank.get(item.method, float("nan")))})
+                         "blank_share": float(blank.get(item.method, float("nan"))),
+                         "fdcam_blank_share": float(blank.get("fdcam", float("nan")))})
     return pd.DataFrame(rows, columns=BY_LAYER_COLUMNS)
 
 
@@ -118,9 +121,11 @@ def premise_note(frame: pd.DataFrame) -> str:
         losses = int((rows["verdict"] == "rival better").sum())
         share_text = f"{share:.0%} negative" if share == share else "share of negatives unknown"
         blank = rows[rows["blank_share"] > 0] if "blank_share" in rows else rows.iloc[:0]
-        blank_text = ("; blank maps: " + ", ".join(
-            f"{r.label} {r.blank_share:.0%}" for r in blank.itertuples(index=False))
-            if len(blank) else "")
+        named = [f"{r.label} {r.blank_share:.0%}" for r in blank.itertuples(index=False)]
+        own = rows["fdcam_blank_share"].iloc[0] if "fdcam_blank_share" in rows else 0.0
+        if own > 0:
+            named.insert(0, f"FD-CAM {own:.0%}")
+        blank_text = "; blank maps: " + ", ".join(named) if named else ""
         parts.append(f"`{layer}` ({share_text}, {premise}, {head}; n = {rows['n'].max()}): "
                      f"FD-CAM ahead of {wins} and behind {losses} of {len(rows)} rivals"
                      f"{blank_text}")

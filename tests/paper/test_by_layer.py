@@ -160,3 +160,4 @@ def test_premise_note_names_the_rivals_blank_maps(tmp_path: Path) -> None:
     assert frame.set_index("method")["blank_share"].to_dict() == {"gradcam": 1.0,
                                                                    "gradcam++": 0.0}
     assert premise_note(frame).endswith("rivals; blank maps: Grad-CAM 100%.")
+    assert frame["fdcam_blank_share"].eq(0.0).all()
