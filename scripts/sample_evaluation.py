@@ -436,8 +436,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                      finished=False, paused=beat.paused)
             raise
         seconds = beat.seconds()
+        # Only a run of all its methods finishes a stage; one restricted by --methods (say
+        # the blank maps alone) finishes its part.
         log_time(folder, stage, beat.started, seconds, args.threads, device,
-                 paused=beat.paused)
+                 finished=args.methods == "*", paused=beat.paused)
         print(f"stage {stage} done in {seconds:.0f} s", flush=True)
     return 0
 
