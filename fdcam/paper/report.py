@@ -161,8 +161,7 @@ def styled_table(table: pd.DataFrame, *, caption: str | None = None,
     shown[("", "n")] = frame[("", "n")].tolist()
     display = pd.DataFrame(shown, index=frame.index)
     display.columns = pd.MultiIndex.from_tuples(list(shown))
-    # The row labels are the methods; their index name would be a header row of its own.
-    return _style(display, caption, name).hide(axis="index", names=True)
+    return _style(display, caption, name)
 
 
 def _bold(value: str, best: bool) -> str:
@@ -182,7 +181,8 @@ def _style(frame: pd.DataFrame, caption: str | None, name: str) -> Any:
     if caption:
         # A caption is HTML: a Markdown code span (a layer's name) becomes <code>.
         styler.set_caption(re.sub(r"`([^`]+)`", r"<code>\1</code>", caption))
-    return styler
+    # The row labels are the methods; their index name would be a header row of its own.
+    return styler.hide(axis="index", names=True)
 
 
 def styled_paired(paired: pd.DataFrame, *, caption: str | None = None,
