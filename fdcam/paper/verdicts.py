@@ -166,7 +166,7 @@ def claim_verdicts(setup: Setup, *, n_resamples: int = 2000,
             closest = part.loc[advantage.idxmax()]
             evidence = (f"{method_label(str(closest['method']))} "
                         + format_difference(closest["mean_difference"], closest["ci_low"],
-                                            closest["ci_high"]))
+                                            closest["ci_high"], _places(_metric_name(metric))))
             rows.append({"claim": claim.claim, "metric": _metric_name(metric),
                          "verdict": verdict, "n": int(closest["n"]), "evidence": evidence,
                          "paper": claim.paper})

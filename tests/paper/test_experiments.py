@@ -403,6 +403,8 @@ def test_hard_pairs_are_each_images_least_probable_class(tmp_path: Path) -> None
     verdict = verdicts.claim_verdicts(setup, n_resamples=200, tables=["II hard"],
                                       min_images=1)
     assert verdict["n"].tolist() == [2]
+    # Percentage points, written to one decimal as Table II prints them.
+    assert verdict["evidence"].tolist() == ["Grad-CAM -100.0 [-100.0, -100.0]"]
     with pytest.raises(FdcamError, match="pairs must be one of all, hard; got 'easy'"):
         runs.pointing_results(setup, "easy")
 
