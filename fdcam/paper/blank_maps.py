@@ -23,6 +23,7 @@ from fdcam.evaluation.results_file import read_results
 from fdcam.evaluation.runner import evaluate
 from fdcam.explanation import Explanation
 from fdcam.models import LoadedModel
+from fdcam.paper.figure_findings import join_words
 from fdcam.paper.names import method_label
 from fdcam.paper.setups import Setup
 from fdcam.targets import resolve_targets
@@ -231,14 +232,14 @@ def without_blank_sentence(without: pd.DataFrame) -> str:
               for word in ("FD-CAM better", "rival better", "undecided", "too few images")}
     parts = []
     if groups["FD-CAM better"]:
-        parts.append("FD-CAM is ahead of " + _and(groups["FD-CAM better"]))
+        parts.append("FD-CAM is ahead of " + join_words(groups["FD-CAM better"]))
     if groups["rival better"]:
-        parts.append("FD-CAM is behind " + _and(groups["rival better"]))
+        parts.append("FD-CAM is behind " + join_words(groups["rival better"]))
     if groups["undecided"]:
-        parts.append("the interval holds zero against " + _and(groups["undecided"]))
+        parts.append("the interval holds zero against " + join_words(groups["undecided"]))
     if groups["too few images"]:
         parts.append("too few photos are left to decide against "
-                     + _and(groups["too few images"]))
+                     + join_words(groups["too few images"]))
     return ("In overall AUC on the photos where neither map is blank, " + "; ".join(parts)
             + ".")
 
@@ -247,6 +248,3 @@ def _share(value: float) -> str:
     """A share as a whole percentage; "<1%" for a share that is not zero but rounds to it."""
     return "<1%" if 0 < value < 0.005 else f"{value:.0%}"
 
-
-def _and(items: Sequence[str]) -> str:
-    return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " and " + items[-1]

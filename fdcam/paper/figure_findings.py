@@ -159,7 +159,8 @@ def _peak(subjects: Sequence[str]) -> str:
     return "peaks" if len(subjects) == 1 else "peak"
 
 
-def _join(words: Sequence[str]) -> str:
+def join_words(words: Sequence[str]) -> str:
+    """"a", "a and b", "a, b and c"."""
     words = list(words)
     return words[0] if len(words) == 1 else ", ".join(words[:-1]) + " and " + words[-1]
 
@@ -192,14 +193,14 @@ def fig1_finding(fig1: Fig1Image, maps: Mapping[str, Tensor],
                      "both maps peak" if len(inside) == 2 else f"all {len(inside)} maps peak")
             where += " inside its quadrant"
         else:
-            others = ", ".join(f"{_join(ms)} {_peak(ms)} in the {quadrant} quadrant"
+            others = ", ".join(f"{join_words(ms)} {_peak(ms)} in the {quadrant} quadrant"
                                for quadrant, ms in elsewhere.items())
-            where = (f"{_join(inside)} {_peak(inside)} inside its quadrant, {others}" if inside
+            where = (f"{join_words(inside)} {_peak(inside)} inside its quadrant, {others}" if inside
                      else f"no map peaks inside its quadrant: {others}")
         empty = [method_label(m) for m in maps if m in blank[j]]
         if empty:
-            where += (f" ({_join(empty)}'s map is blank: zero at every pixel)" if len(empty) == 1
-                      else f" ({_join(empty)}'s maps are blank: zero at every pixel)")
+            whose = "'s map is" if len(empty) == 1 else "'s maps are"
+            where += f" ({join_words(empty)}{whose} blank: zero at every pixel)"
         shares = {m: box_share(per_class[j], fig1.boxes[q]) for m, per_class in maps.items()
                   if m not in blank[j]}
         confined = (f"; the map most confined to the quadrant is {method_label(m)}'s "
@@ -213,16 +214,16 @@ def fig1_finding(fig1: Fig1Image, maps: Mapping[str, Tensor],
         empty = [method_label(m) for m in trio if m in blank[-1]]
         whose = "'s map is" if len(empty) == 1 else "'s maps are"
         sentences.append(f"The paper's contrast (Grad-CAM and FD-CAM move to the weak class's "
-                         f"object, Score-CAM does not) cannot be read here: {_join(empty)}"
+                         f"object, Score-CAM does not) cannot be read here: {join_words(empty)}"
                          f"{whose} blank for the weak class.")
     elif set(trio) <= set(maps) and len(fig1.quadrants) > 1:
         weak_hits = hits[-1]  # the weak class is explained last
         paper = weak_hits["gradcam"] and weak_hits["fdcam"] and not weak_hits["scorecam"]
         follow = [method_label(m) for m in ("gradcam", "scorecam", "fdcam") if weak_hits[m]]
         stay = [method_label(m) for m in ("gradcam", "scorecam", "fdcam") if not weak_hits[m]]
-        detail = (f"for the weak class, {_join(follow) if follow else 'no method'} "
+        detail = (f"for the weak class, {join_words(follow) if follow else 'no method'} "
                   f"{'peak' if len(follow) > 1 else 'peaks'} in its quadrant"
-                  + (f" and {_join(stay)} {'does' if len(stay) == 1 else 'do'} not"
+                  + (f" and {join_words(stay)} {'does' if len(stay) == 1 else 'do'} not"
                      if stay and follow else ""))
         sentences.append(
             ("As in the paper's Fig. 1, " if paper else
@@ -279,12 +280,12 @@ def fig4_finding(maps: Mapping[str, Tensor], photos: Sequence[str],
             far = [method_label(m) for m in drawn
                    if max(abs(cells[m][i][0] - r0), abs(cells[m][i][1] - c0)) > 1]
             if far:
-                strays.append(f"{_join(far)} on {photo}")
+                strays.append(f"{join_words(far)} on {photo}")
     of = n if comparable == n else comparable
     count = (f"all {of}" if agree == of and of > 1 else f"none of the {of}" if agree == 0
              else f"{agree} of {of}")
     text += "" if comparable == 0 else (f"The peaks of the {len(cam)} CAM methods "
-             f"({_join([method_label(m) for m in cam])}) fall in the same or a neighbouring "
+             f"({join_words([method_label(m) for m in cam])}) fall in the same or a neighbouring "
              f"cell of a {grid[0]} × {grid[1]} grid (the target layer's resolution) on {count} "
              f"photo{'s' if of != 1 else ''}"
              + (" with two maps or more drawn" if comparable < n else "") + ".")
