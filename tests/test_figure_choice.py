@@ -333,3 +333,14 @@ def test_the_chapter_states_the_rule_the_module_applies() -> None:
     assert f"at least {100 * fc.FIG1_DOMINANT:g} %" in prose
     assert f"less than {100 * fc.FIG1_WEAK:g} %" in prose
     assert f"the first {words[fc.FIG4_PHOTOS]} photos" in prose
+
+
+def test_recognised_counts_photos_whose_top1_is_their_class() -> None:
+    import pandas as pd
+
+    # tench (class 0) recognised, once per photo however many methods; goldfish (class 1)
+    # explained as class 5: not recognised.
+    rows = pd.DataFrame({"image": ["n01440764_tench", "n01440764_tench", "n01443537_goldfish"],
+                         "method": ["fdcam", "gradcam", "fdcam"], "target": [0, 0, 5]})
+    assert fc.recognised(rows) == (1, 2)
+    assert fc.recognised(rows.iloc[:0]) == (0, 0)

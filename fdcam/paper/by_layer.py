@@ -126,7 +126,36 @@ def premise_note(frame: pd.DataFrame) -> str:
         if own > 0:
             named.insert(0, f"FD-CAM {own:.0%}")
         blank_text = "; blank maps: " + ", ".join(named) if named else ""
-        parts.append(f"`{layer}` ({share_text}, {premise}, {head}; n = {rows['n'].max()}): "
+        parts.append(f"`{layer}` ({share_text}, {premise}, {head}; n = {_photos(rows)}): "
                      f"FD-CAM ahead of {wins} and behind {losses} of {len(rows)} rivals"
                      f"{blank_text}")
     return "; ".join(parts) + "." if parts else ""
+
+
+def summary_line(frame: pd.DataFrame, model: str) -> str:
+    """The verdict by layer in one sentence, for the landing page and the README: per layer,
+    whether it is inside the premise and its head, and how many rivals FD-CAM is ahead of
+    and behind by the interval (`premise_note` says more, blank maps included)."""
+    if frame.empty:
+        return ""
+    parts = []
+    for layer, rows in frame.groupby("layer", sort=False):
+        share = rows["share_negative"].iloc[0]
+        premise = ("premise not surveyed" if share != share
+                   else f"{share:.0%} negative, outside the premise" if share > 0
+                   else "A ≥ 0")
+        head = {True: "linear head", False: "non-linear head"}.get(
+            rows["head_linear"].iloc[0], "head not surveyed")
+        wins = int((rows["verdict"] == "FD-CAM better").sum())
+        losses = int((rows["verdict"] == "rival better").sum())
+        parts.append(f"at `{layer}` ({premise}, {head}; n = {_photos(rows)}), ahead of "
+                     f"{wins} and behind {losses} of {len(rows)} rivals")
+    return (f"How the verdict moves with the layer ({model}, FD-CAM's overall AUC against "
+            f"each rival of Table I by its paired 95 % interval): "
+            + "; ".join(parts) + ".")
+
+
+def _photos(rows: pd.DataFrame) -> str:
+    """A layer's n: "300", or "100–300" where some rivals (the heavy ones) ran on fewer."""
+    low, high = int(rows["n"].min()), int(rows["n"].max())
+    return f"{high}" if low == high else f"{low}–{high}"

@@ -22,6 +22,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
+import pandas as pd
 import torch
 from torch import Tensor
 
@@ -251,3 +252,13 @@ def sample_fig4(setup: Setup, k: int = FIG4_PHOTOS) -> Fig4Images:
            f"(the rule above; {skipped} photo{'s' if skipped != 1 else ''} before them "
            f"{'were' if skipped != 1 else 'was'} skipped), each explained for that class.")
     return Fig4Images(ids, x, [sample_label(i) for i in ids], _softmax(setup.model, x), how)
+
+
+def recognised(rows: pd.DataFrame) -> tuple[int, int]:
+    """How many imagenet-sample photos the model recognises: of the photos in `rows`
+    (results rows with ``image`` and ``target``, the explained top-1 class), those whose
+    top-1 class is the photo's own (`sample_label`), and how many photos there are."""
+    first = rows.drop_duplicates("image")
+    hits = sum(int(target) == sample_label(str(image))
+               for image, target in zip(first["image"], first["target"], strict=True))
+    return hits, len(first)

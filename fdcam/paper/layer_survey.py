@@ -239,21 +239,26 @@ def choose_layer(summary: pd.DataFrame) -> str | None:
     return None if both.empty else str(both.index[-1])
 
 
-def choose_premise_layer(summary: pd.DataFrame) -> str | None:
-    """The rule of issue 21, fixed before the evaluation: of the layers where
+def meets_premise_rule(summary: pd.DataFrame) -> pd.Series:
+    """Per layer of a `summarize_survey` summary, whether it meets the conditions of the
+    rule of issue 21, fixed before the evaluation at the layer it chooses:
 
     * A ≥ 0 (share negative == 0: an activation output, as VGG16's after a ReLU),
     * the head is not linear in A (else switch-on only shifts switch-off),
-    * switch-on and grouping each change the map on at least `MAJORITY` of the photos,
-
-    the one nearest the output (the last in survey order: input to output). None if none.
+    * switch-on and grouping each change the map on at least `MAJORITY` of the photos.
     """
     if not {"share negative", "linear head"} <= set(summary.columns):
         raise FdcamError("the survey has no premise columns (share negative, linear head); "
                          "rerun python -m fdcam.paper.layer_survey")
-    keep = summary[(summary["share negative"] == 0) & ~summary["linear head"].astype(bool)
-                   & (summary["switch-on: share changed"] >= MAJORITY)
-                   & (summary["grouping: share changed"] >= MAJORITY)]
+    return ((summary["share negative"] == 0) & ~summary["linear head"].astype(bool)
+            & (summary["switch-on: share changed"] >= MAJORITY)
+            & (summary["grouping: share changed"] >= MAJORITY))
+
+
+def choose_premise_layer(summary: pd.DataFrame) -> str | None:
+    """The rule of issue 21: of the layers that meet its conditions (`meets_premise_rule`),
+    the one nearest the output (the last in survey order: input to output). None if none."""
+    keep = summary[meets_premise_rule(summary)]
     return None if keep.empty else str(keep.index[-1])
 
 

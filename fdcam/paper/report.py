@@ -175,14 +175,18 @@ def _small(interval: str) -> str:
 
 
 def _style(frame: pd.DataFrame, caption: str | None, name: str) -> Any:
-    styler = frame.style
+    # The row labels are the methods; their index name would be a header row of its own.
+    return _decorate(frame.style, caption, name).hide(axis="index", names=True)
+
+
+def _decorate(styler: Any, caption: str | None, name: str) -> Any:
+    """The book's table look (`_TABLE_STYLES`), a stable id from `name`, and the caption."""
     styler.set_uuid(re.sub(r"[^A-Za-z0-9_-]", "-", name))
     styler.set_table_styles(_TABLE_STYLES)
     if caption:
         # A caption is HTML: a Markdown code span (a layer's name) becomes <code>.
         styler.set_caption(re.sub(r"`([^`]+)`", r"<code>\1</code>", caption))
-    # The row labels are the methods; their index name would be a header row of its own.
-    return styler.hide(axis="index", names=True)
+    return styler
 
 
 def styled_paired(paired: pd.DataFrame, *, caption: str | None = None,
@@ -216,6 +220,74 @@ def styled_paired(paired: pd.DataFrame, *, caption: str | None = None,
     frame = pd.DataFrame(columns, index=pd.Index(_row_names(methods), name="Method"))
     frame.columns = pd.MultiIndex.from_tuples(list(columns))
     return _style(frame, caption, name)
+
+
+def styled_by_layer(frame: pd.DataFrame, *, caption: str | None = None,
+                    name: str = "by-layer") -> Any:
+    """`fdcam.paper.by_layer.by_layer` as styled HTML: one row per rival, one column per
+    layer (its share of negative activations, its head and n in the header), each cell
+    FD-CAM minus the rival with its paired 95 % interval under it — bold where the interval
+    excludes zero in FD-CAM's favour, italic where it does in the rival's; a rival run on
+    fewer images than the layer's n says on how many."""
+    needed = {"layer", "share_negative", "head_linear", "method", "n", "fdcam_minus_rival",
+              "ci_low", "ci_high", "verdict", "metric"}
+    if not isinstance(frame, pd.DataFrame) or not needed <= set(frame.columns):
+        raise FdcamError("styled_by_layer needs a by_layer result (columns "
+                         f"{', '.join(sorted(needed))})")
+    methods = list(dict.fromkeys(frame["method"]))
+    columns: dict[str, list[str]] = {}
+    for layer, rows in frame.groupby("layer", sort=False):
+        share = rows["share_negative"].iloc[0]
+        head = {True: "linear head", False: "non-linear head"}.get(
+            rows["head_linear"].iloc[0], "head not surveyed")
+        most = int(rows["n"].max())
+        premise = f"{share:.0%} negative" if share == share else "negatives not surveyed"
+        header = f"<code>{layer}</code><br>{premise}<br>{head}<br>n = {most}"
+        rows = rows.set_index("method").reindex(methods)
+        cells = []
+        for item in rows.itertuples():
+            if pd.isna(item.fdcam_minus_rival):
+                cells.append(_MISSING)
+                continue
+            places = _decimals(str(item.metric))
+            value = format_number(item.fdcam_minus_rival, places, signed=True)
+            value = {"FD-CAM better": f"<b>{value}</b>",
+                     "rival better": f"<i>{value}</i>"}.get(str(item.verdict), value)
+            fewer = f" (n = {int(item.n)})" if int(item.n) < most else ""
+            cells.append(value + _small(format_interval(item.ci_low, item.ci_high, places,
+                                                        signed=True) + fewer))
+        columns[header] = cells
+    shown = pd.DataFrame(columns, index=pd.Index(_row_names(methods), name="rival"))
+    return _style(shown, caption, name)
+
+
+#: The layer survey's columns as two-line headers of short words (so that the table fits
+#: the column): *median r* is the median correlation between the maps with and without the
+#: idea, *moved* the share of photos on which it moves some pixel by more than 0.05.
+SURVEY_HEADERS = {"share negative": "share<br>negative", "linear head": "linear<br>head",
+                  "switch-on: median correlation": "switch-on<br>median r",
+                  "switch-on: share changed": "switch-on<br>moved",
+                  "grouping: median correlation": "grouping<br>median r",
+                  "grouping: share changed": "grouping<br>moved",
+                  "rule": "meets<br>the rule"}
+
+
+def styled_survey(summary: pd.DataFrame, *, caption: str | None = None,
+                  name: str = "survey") -> Any:
+    """`fdcam.paper.layer_survey.committed_survey`'s summary as styled HTML: per layer the
+    share of negative activations, whether the head is linear, each idea's median
+    correlation and share of photos moved, and whether the layer meets the premise rule's
+    conditions (`meets_premise_rule`; the rule takes the last of those)."""
+    from fdcam.paper.layer_survey import meets_premise_rule
+
+    shown = summary.drop(columns=["photos", "channels"], errors="ignore").assign(
+        rule=meets_premise_rule(summary))
+    shown = shown.rename(columns=SURVEY_HEADERS).rename_axis(index=None, columns="layer")
+    shares = [SURVEY_HEADERS[c] for c in ("share negative", "switch-on: share changed",
+                                          "grouping: share changed")]
+    flags = [SURVEY_HEADERS[c] for c in ("linear head", "rule")]
+    return _decorate(shown.style.format(precision=2).format("{:.0%}", subset=shares)
+                     .format(lambda v: "yes" if v else "no", subset=flags), caption, name)
 
 
 def summary_table(table_1: pd.DataFrame, table_2: pd.DataFrame, *,

@@ -29,7 +29,7 @@ from fdcam.checks import check_int, check_shard
 from fdcam.errors import FdcamError
 from fdcam.evaluation.pointing import ClassBoxes
 from fdcam.evaluation.results_file import merge_results, read_results, write_table
-from fdcam.evaluation.runner import evaluate
+from fdcam.evaluation.runner import OnExplained, evaluate
 from fdcam.paper.figure_cache import FigureKeeper
 from fdcam.paper.settings import SAME_MAP
 from fdcam.paper.setups import PointingImage, Setup
@@ -99,7 +99,11 @@ def _run(setup: Setup, kind: str, methods: list[str], shard: tuple[int, int],
     else:
         images = list(setup.faithfulness_images)
         boxes = None
-    keeper = FigureKeeper(setup, kind)
+    keeper: OnExplained = FigureKeeper(setup, kind)
+    if pointing:  # and whether each map was blank (`fdcam.paper.blank_maps`), for free
+        from fdcam.paper.blank_maps import PointingBlankKeeper
+
+        keeper = _both(keeper, PointingBlankKeeper(setup))
     # Light methods over every image first, then the heavy ones over their prefix: both
     # append to the same CSV, whose (image, method, target) rows make reruns resume.
     groups: dict[int, list[str]] = {}
@@ -120,6 +124,16 @@ def _run(setup: Setup, kind: str, methods: list[str], shard: tuple[int, int],
 
         path.write_text(",".join(result_columns(pointing)) + "\n")
     return path
+
+
+def _both(first: OnExplained, second: OnExplained) -> OnExplained:
+    """One ``on_explained`` callback that calls `first`, then `second`."""
+
+    def call(*args: Any) -> None:
+        first(*args)
+        second(*args)
+
+    return call
 
 
 def method_options(method: str, setup: Setup) -> dict[str, Any]:
@@ -300,3 +314,26 @@ def wall_time(setup: Setup) -> pd.DataFrame:
     table["hours"] = (table["seconds"] / 3600).round(2)
     table["paused_hours"] = (table["paused"] / 3600).round(2)
     return table.rename(columns={"subject": "what"})[columns]
+
+
+def elapsed_hours(setup: Setup) -> float:
+    """Hours during which at least one staged run of the profile was running: the union of
+    the runs' intervals [start, start + seconds + paused] in ``wall_time.csv`` (runs of two
+    stages often ran side by side, one per core, so this is less than `wall_time`'s sum).
+    0 where no run logged time."""
+    folder = setup.results_dir
+    path = next((p / "wall_time.csv" for p in (folder, folder.parent)
+                 if (p / "wall_time.csv").exists()), None)
+    if path is None:
+        return 0.0
+    log = pd.read_csv(path)
+    start = (pd.to_datetime(log["started_utc"], utc=True)
+             - pd.Timestamp(0, tz="UTC")).dt.total_seconds()
+    paused = log["paused"].fillna(0) if "paused" in log.columns else 0.0
+    intervals = sorted(zip(start, start + log["seconds"] + paused, strict=True))
+    total, end = 0.0, float("-inf")
+    for begin, stop in intervals:
+        if stop > end:
+            total += stop - max(begin, end)
+            end = stop
+    return total / 3600

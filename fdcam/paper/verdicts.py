@@ -15,12 +15,13 @@ from fdcam.evaluation.statistics import (
     paired_differences,
     paired_verdicts,
 )
+from fdcam.paper.figure_findings import join_words
 from fdcam.paper.names import method_label
 from fdcam.paper.numbers import format_difference
 from fdcam.paper.runs import hard_pairs, read_run_results, table_methods
 from fdcam.paper.settings import FAITHFULNESS_METRICS
 from fdcam.paper.setups import Setup
-from fdcam.paper.tables import ranks
+from fdcam.paper.tables import paired_vs_fdcam, ranks
 
 
 @dataclass(frozen=True)
@@ -48,18 +49,18 @@ CLAIMS: tuple[Claim, ...] = (
           paper="“It can be observed FD-CAM can generally outperform other methods on "
                 "faithfulness” (§IV-B); Table I marks FD-CAM best in insertion and overall, "
                 "second (italic) in deletion, where Group-CAM is best.",
-          short="FD-CAM the most faithful (Table I)"),
+          short="FD-CAM best in insertion and overall, second in deletion (Table I)"),
     Claim("FD-CAM points at the right object more often than every baseline (Table II)", "II",
           "fdcam",
           paper="“Our FD-CAM outperforms both kinds of methods by combining them in a proper "
                 "manner” (§IV-C, Table II).",
           short="FD-CAM the best at the pointing game (Table II)"),
-    Claim("… also for each image's least probable class (Table II, hard pairs)", "II hard",
-          "fdcam",
+    Claim("… also for each image's least probable class (§IV-C's expectation, measured on "
+          "Table II's hard pairs)", "II hard", "fdcam",
           paper="“For the non-dominant class in the image, even its probability may be low, "
                 "an effective method is still expected to correctly visualize the regions "
                 "…” (§IV-C, Fig. 6).",
-          short="… also for the least probable class (Table II, hard pairs)"),
+          short="… also for the least probable class (§IV-C, on Table II's hard pairs)"),
     Claim("grouping improves switch-off scores (Table III: g+off over ng+off)", "III",
           "fdcam-g-off", ("fdcam-ng-off",),
           paper="“the channel grouping and the switch-on score can both improve the "
@@ -164,7 +165,12 @@ def claim_verdicts(setup: Setup, *, n_resamples: int = 2000,
             if candidates is not None and candidates.any():
                 advantage = advantage[candidates]
             closest = part.loc[advantage.idxmax()]
-            evidence = (f"{method_label(str(closest['method']))} "
+            # rival − claimed; named in full where the claimed method is not FD-CAM
+            # itself (Table III's g+off), since elsewhere a difference is against FD-CAM.
+            rival = method_label(str(closest["method"]))
+            if method != "fdcam":
+                rival = f"{rival} − {method_label(method)}"
+            evidence = (f"{rival} "
                         + format_difference(closest["mean_difference"], closest["ci_low"],
                                             closest["ci_high"], _places(_metric_name(metric))))
             rows.append({"claim": claim.claim, "metric": _metric_name(metric),
@@ -217,12 +223,101 @@ def cross_check_sentence(frame: pd.DataFrame) -> str:
     return f"Against {first}: " + "; ".join(parts) + "."
 
 
-def conclusion(verdicts: pd.DataFrame, *, model: str, layer: str, images: str) -> str:
-    """The landing page's opening, in two or three sentences, from `claim_verdicts`: what was
+def replication(first: Setup, second: Setup, table: str = "I") -> pd.DataFrame:
+    """Rival by rival, FD-CAM's paired verdict against each rival of `table` on two setups
+    (the main layer, and the same table on another network or layer). Columns: method,
+    label, metric, first, second — each "FD-CAM better", "rival better", "undecided" or
+    "too few images" by `paired_verdicts` (`fdcam.paper.by_layer.VERDICT_WORDS`), or
+    "no rows" where that setup has no rows of the rival (or of FD-CAM)."""
+    from fdcam.paper.by_layer import VERDICT_WORDS
+
+    words = []
+    for made in (first, second):
+        try:
+            paired = paired_vs_fdcam(made, table)
+        except FdcamError:  # no FD-CAM rows yet
+            paired = pd.DataFrame(columns=["method", "label", "metric", "n", "ci_low",
+                                           "ci_high"])
+        paired = paired[paired["method"] != "fdcam"]
+        said = paired_verdicts(paired, paired["n"]).map(VERDICT_WORDS) if len(paired) else []
+        words.append(paired.assign(word=said).set_index(["method", "metric"]))
+    keys = list(dict.fromkeys([*words[0].index, *words[1].index]))
+    rows = []
+    for method, metric in keys:
+        rows.append({"method": method, "label": method_label(method), "metric": metric,
+                     "first": words[0]["word"].get((method, metric), "no rows"),
+                     "second": words[1]["word"].get((method, metric), "no rows")})
+    return pd.DataFrame(rows, columns=["method", "label", "metric", "first", "second"])
+
+
+def replication_sentence(frame: pd.DataFrame, first: str, second: str) -> str:
+    """`replication` in one sentence: on how many of the comparisons that both setups
+    (named `first` and `second`, e.g. "EfficientNet-Lite0 at `x`") decide on enough images
+    the paired intervals say the same — FD-CAM better on both, the rival better on both,
+    undecided on both — and where they differ; rivals without rows, or with too few images,
+    on one of them are named, not counted. Agreement in "undecided" is agreement that
+    neither run can tell the two methods apart, not a replicated advantage."""
+    if frame.empty:
+        return f"No rival has rows on both {first} and {second} yet."
+    short = {name: name.split(" at ")[0] for name in (first, second)}
+    if short[first] == short[second]:
+        short = {first: first, second: second}
+    unknown = {"no rows", "too few images"}
+    both = frame[~frame["first"].isin(unknown) & ~frame["second"].isin(unknown)]
+    same = both[both["first"] == both["second"]]
+    kinds = [(same["first"] == word).sum() for word in
+             ("FD-CAM better", "rival better", "undecided")]
+    named = [f"{count} {what}" for count, what in zip(
+        kinds, ("with FD-CAM better on both", "with the rival better on both",
+                "undecided on both"), strict=True) if count]
+    text = (f"Rival by rival, {second} agrees with {first} on {len(same)} of the {len(both)} "
+            f"comparisons of FD-CAM with a rival in one metric that both decide"
+            + (f" ({', '.join(named)})" if named else ""))
+    differ = both[both["first"] != both["second"]]
+    if len(differ):
+        text += "; they differ on " + ", ".join(
+            f"{r.label} {METRIC_NAMES.get(r.metric, r.metric)} ({r.first} on "
+            f"{short[first]}, {r.second} on {short[second]})"
+            for r in differ.itertuples(index=False))
+    for column, name in (("first", first), ("second", second)):
+        for word, what in (("no rows", "no rows"), ("too few images", "too few images")):
+            missing = list(frame.loc[frame[column] == word, "label"].drop_duplicates())
+            if missing:
+                text += (f"; {join_words(missing)} {'has' if len(missing) == 1 else 'have'} "
+                         f"{what} on {short[name]} yet")
+    return text + "."
+
+
+def replication_line(checks: pd.DataFrame, agreement: pd.DataFrame, first: str,
+                     second: str) -> str:
+    """The replication on the landing page: Table I's claim on `second` (another network)
+    beside `first` (the main layer), metric by metric, from `cross_checks` (whose ``claim``
+    column holds the names), then `replication_sentence` of `agreement` (`replication`)."""
+
+    def said(name: str) -> str:
+        rows = checks[checks["claim"] == name]
+        if rows.empty:
+            return "without rows yet"
+        by_word: dict[str, list[str]] = {}
+        for metric, word in zip(rows["metric"], rows["verdict"], strict=True):
+            by_word.setdefault(str(word), []).append(str(metric))
+        return ", ".join(f"{word} in {join_words(metrics)}" for word, metrics in by_word.items())
+
+    photos = checks.loc[checks["claim"] == second, "n"]
+    count = f" (n = {int(photos.max())})" if len(photos) else ""
+    return (f"On a second network, {second}{count}, Table I's claim is {said(second)}; on "
+            f"{first}, {said(first)}. " + replication_sentence(agreement, first, second))
+
+
+def conclusion(verdicts: pd.DataFrame, *, model: str, layer: str, images: str,
+               more: Sequence[str] = ()) -> str:
+    """The landing page's opening, in a few sentences, from `claim_verdicts`: what was
     tested (the claims, on `model` at `layer`, with `images`, e.g. "250 photos"), then
     which claims held (confirmed on every metric) and which were refuted, each refuted one
     with the metrics that refute it and, for the first, its deciding rival's difference,
-    interval and n; then the claims not decided, and those without rows yet."""
+    interval and n; then the claims not decided, and those without rows yet. Every verdict
+    sentence names the model and the layer. `more`: sentences appended as they are (the
+    verdict by layer, the replication on another network)."""
     needed = {"claim", "metric", "verdict", "n", "evidence"}
     if not needed <= set(verdicts.columns):
         raise FdcamError("conclusion needs a claim_verdicts result (columns "
@@ -245,20 +340,19 @@ def conclusion(verdicts: pd.DataFrame, *, model: str, layer: str, images: str) -
         else:
             open_.append(name)
     count = len(held) + len(refuted) + len(open_) + len(empty)
-    text = [f"This run tested the paper's {count} claims on {model} at layer `{layer}`, "
-            f"with {images}."]
-    verdict = []
-    verdict.append(("Confirmed on every metric: " + "; ".join(held)) if held
-                   else "No claim was confirmed on every metric")
+    where = f"{model} at `{layer}`"
+    text = [f"This run tested {count} claims of the paper on {where}, with {images}."]
+    verdict = (f"On {where}, confirmed on every metric: " + "; ".join(held) if held
+               else f"On {where}, no claim was confirmed on every metric")
     if refuted:
-        verdict.append("refuted: " + "; ".join(refuted))
-    text.append(", ".join(verdict[:1]) + ("; " + verdict[1] if len(verdict) > 1 else "")
-                + ".")
+        verdict += "; refuted: " + "; ".join(refuted)
+    text.append(verdict + ".")
     if open_:
-        text.append("Not decided (an interval that contains zero, or too few images): "
-                    + "; ".join(open_) + ".")
+        text.append(f"Not decided on {where} (an interval that contains zero, or too few "
+                    "images): " + "; ".join(open_) + ".")
     if empty:
         text.append("No rows yet: " + "; ".join(empty) + ".")
+    text.extend(sentence for sentence in more if sentence)
     return " ".join(text)
 
 

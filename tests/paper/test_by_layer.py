@@ -161,3 +161,78 @@ def test_premise_note_names_the_rivals_blank_maps(tmp_path: Path) -> None:
                                                                    "gradcam++": 0.0}
     assert premise_note(frame).endswith("rivals; blank maps: Grad-CAM 100%.")
     assert frame["fdcam_blank_share"].eq(0.0).all()
+
+
+def test_summary_line_and_table_show_each_layer_and_rival(tmp_path: Path) -> None:
+    from fdcam.errors import FdcamError
+    from fdcam.paper.by_layer import summary_line
+    from fdcam.paper.report import styled_by_layer
+
+    block = rows_at(tmp_path / "block", {"fdcam": (0.5, 0.2), "gradcam": (0.6, 0.2)}, 0.02)
+    act = rows_at(tmp_path / "act", {"fdcam": (0.55, 0.2), "gradcam": (0.5, 0.2),
+                                     "gradcam++": (0.54, 0.2)}, 0.02)
+    survey = pd.DataFrame({"share negative": [0.49, 0.0], "linear head": [False, True]},
+                          index=pd.Index(["_blocks.14", "_swish"], name="layer"))
+    frame = by_layer({"_blocks.14": block, "_swish": act}, survey)
+    assert summary_line(frame, "M") == (
+        "How the verdict moves with the layer (M, FD-CAM's overall AUC against each rival of "
+        "Table I by its paired 95 % interval): at `_blocks.14` (49% negative, outside the "
+        "premise, non-linear head; n = 24), ahead of 0 and behind 1 of 1 rivals; at `_swish` "
+        "(A ≥ 0, linear head; n = 24), ahead of 1 and behind 0 of 2 rivals.")
+    assert summary_line(frame.iloc[:0], "M") == ""
+    fewer = frame.copy()
+    fewer.loc[fewer.index[-1], "n"] = 10  # a heavy rival on fewer photos: the range
+    assert "(A ≥ 0, linear head; n = 10–24)" in summary_line(fewer, "M")
+    assert "a linear head; n = 10–24)" in premise_note(fewer)
+    html = styled_by_layer(frame, caption="by layer").to_html()
+    # One column per layer, its premise in the header; Grad-CAM ahead of FD-CAM at the
+    # block output (italic), behind at `_swish` (bold); Grad-CAM++ has no rows at the first.
+    assert "<code>_blocks.14</code><br>49% negative<br>non-linear head<br>n = 24" in html
+    assert "<i>-0.100</i>" in html and "<b>+0.050</b>" in html
+    assert html.count("—") == 1
+    with pytest.raises(FdcamError, match=r"^styled_by_layer needs a by_layer result"):
+        styled_by_layer(frame.drop(columns="verdict"))
+
+
+def test_replication_compares_each_rival_and_counts_only_decided_pairs(tmp_path: Path) -> None:
+    from fdcam.paper.verdicts import replication, replication_sentence
+
+    # Grad-CAM: FD-CAM ahead in insertion on both (agree); Grad-CAM++: ahead on the first,
+    # a tie (undecided) on the second; XGrad-CAM has rows on the first only.
+    first = rows_at(tmp_path / "a", {"fdcam": (0.55, 0.2), "gradcam": (0.5, 0.2),
+                                     "gradcam++": (0.45, 0.2), "xgradcam": (0.5, 0.2)}, 0.02)
+    second = rows_at(tmp_path / "b", {"fdcam": (0.55, 0.2), "gradcam": (0.5, 0.2),
+                                      "gradcam++": (0.54, 0.2)}, 0.02)
+    frame = replication(first, second)
+    insertion = frame[frame["metric"] == "insertion"].set_index("method")
+    assert insertion.loc["gradcam", ["first", "second"]].tolist() == ["FD-CAM better"] * 2
+    assert insertion.loc["gradcam++", ["first", "second"]].tolist() == ["FD-CAM better",
+                                                                        "undecided"]
+    assert insertion.loc["xgradcam", "second"] == "no rows"
+    text = replication_sentence(frame, "L0 at `x`", "L2 at `y`")
+    # Deletion is tied everywhere (undecided on both); overall follows insertion.
+    assert text == (
+        "Rival by rival, L2 at `y` agrees with L0 at `x` on 4 of the 6 comparisons of FD-CAM "
+        "with a rival in one metric that both decide (2 with FD-CAM better on both, 2 "
+        "undecided on both); they differ on Grad-CAM++ insertion (FD-CAM better on L0, "
+        "undecided on L2), Grad-CAM++ overall (FD-CAM better on L0, undecided on L2); "
+        "XGrad-CAM has no rows on L2 yet.")
+    assert replication_sentence(frame.iloc[:0], "a", "b") == (
+        "No rival has rows on both a and b yet.")
+
+
+def test_replication_line_says_both_verdicts_per_metric(tmp_path: Path) -> None:
+    from fdcam.paper.verdicts import cross_checks, replication, replication_line
+
+    first = rows_at(tmp_path / "a", {"fdcam": (0.55, 0.2), "gradcam": (0.5, 0.2)}, 0.02)
+    second = rows_at(tmp_path / "b", {"fdcam": (0.5, 0.2), "gradcam": (0.6, 0.2)}, 0.02)
+    checks = cross_checks({"L0 at `x`": first, "L2 at `y`": second}, n_resamples=200)
+    line = replication_line(checks, replication(first, second), "L0 at `x`", "L2 at `y`")
+    # Deletion ties (undecided) on both; Grad-CAM ahead in insertion and overall on L2.
+    assert line.startswith(
+        "On a second network, L2 at `y` (n = 24), Table I's claim is refuted in insertion and "
+        "overall, undecided in deletion; on L0 at `x`, confirmed in insertion and overall, "
+        "undecided in deletion. Rival by rival, L2 at `y` agrees with L0 at `x` on 1 of the 3 ")
+    assert replication_line(checks.iloc[:3], replication(first, second), "L0 at `x`",
+                            "L2 at `y`").startswith(
+        "On a second network, L2 at `y`, Table I's claim is without rows yet;")

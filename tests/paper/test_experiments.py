@@ -340,8 +340,6 @@ def test_tables_3_and_4(tmp_path: Path) -> None:
     check = pd.DataFrame([{"image": "a", "max |Δω| (shifted·e^0.5 − exp)": 1e-7,
                            "max |Δmap| exp-shifted vs exp": 1e-6,
                            "max |Δmap| Eq. 10 vs exp": 0.4,
-                           "Δinsertion exp-shifted − exp": 0.0,
-                           "Δdeletion exp-shifted − exp": 0.0,
                            "Δinsertion Eq. 10 − exp": 0.1}])
     verdict = ablations.combination_verdict(check, table4)
     assert "label's maps equal a*e^s maps (max |diff| < 1e-05): yes" in verdict
@@ -514,8 +512,20 @@ def test_claim_verdicts_by_hand(tmp_path: Path) -> None:
     claims = {c.rivals[0] if c.rivals else c.table: c.claim for c in verdicts.CLAIMS}
     switch_on = claims["fdcam-g-off"]  # full vs g+off: identical rows, a zero difference
     assert verdict_table.loc[(switch_on, "overall"), "verdict"] == "undecided"
+    # Against FD-CAM itself the evidence names the rival only (rival − FD-CAM) ...
+    assert verdict_table.loc[(switch_on, "overall"), "evidence"] == (
+        "FD-CAM (g+off) 0.000 [0.000, 0.000]")
     grouping = claims["fdcam-ng-off"]  # no ng+off rows yet
     assert verdict_table.loc[(grouping, "insertion"), "verdict"] == "no data"
+    # ... and both sides where the claimed method is another (grouping: g+off over ng+off).
+    setup.methods["III"] = ("fdcam-ng-off", "fdcam-g-off", "fdcam")
+    write_faithfulness(setup, {**values, ("a", "fdcam-ng-off"): (0.5, 0.2),
+                               ("b", "fdcam-ng-off"): (0.6, 0.3),
+                               ("c", "fdcam-ng-off"): (0.7, 0.2)})
+    regrouped = verdicts.claim_verdicts(setup, n_resamples=200, min_images=1,
+                                        tables=["III"]).set_index(["claim", "metric"])
+    assert regrouped.loc[(grouping, "insertion"), "evidence"] == (
+        "FD-CAM (ng+off) − FD-CAM (g+off) -0.100 [-0.100, -0.100]")
     only = verdicts.claim_verdicts(setup, n_resamples=200, tables=["I"])
     assert set(only["claim"]) == {table_1}
     assert set(only["verdict"]) == {"too few images"}  # 3 images < MIN_IMAGES
@@ -576,13 +586,14 @@ def test_differing_images(tmp_path: Path) -> None:
 
 def test_wall_time_sums_each_stage_over_its_runs(tmp_path: Path) -> None:
     setup = made_up_setup(tmp_path)
-    assert runs.wall_time(setup).empty
+    assert runs.wall_time(setup).empty and runs.elapsed_hours(setup) == 0
     (tmp_path / "wall_time.csv").write_text(
         "stage,started_utc,seconds,finished,threads,device,cpus\n"
         "1,2026-01-01T00:00:00Z,3600,False,1,cpu,2\n"
         "1,2026-01-02T00:00:00Z,1800,True,2,cpu,2\n"
         "3,2026-01-02T01:00:00Z,720,False,1,cuda,16\n")
     table = runs.wall_time(setup).set_index("stage")
+    assert runs.elapsed_hours(setup) == pytest.approx(1.7)  # 1 h + 0.5 h + 0.2 h, apart
     assert list(table["what"]) == ["", ""]  # a log from before stages named their subject
     assert table.loc[1, "hours"] == pytest.approx(1.5)
     assert table.loc[1, "runs"] == 2
@@ -602,6 +613,9 @@ def test_wall_time_sums_each_stage_over_its_runs(tmp_path: Path) -> None:
          lines[3] + ",m at b,0"]) + "\n")
     table = runs.wall_time(setup).set_index("stage")
     assert list(table["paused_hours"]) == [0.5, 0.0]
+    # The first run, paused for half an hour, ends at 01:30; the others as before, from
+    # 00:00 to 00:30 and 01:00 to 01:12 on the second day: 1.5 + 0.5 + 0.2 hours.
+    assert runs.elapsed_hours(setup) == pytest.approx(2.2)
     assert runs.wall_time(setup).pipe(lambda t: t)["paused_hours"].notna().all()
     (tmp_path / "wall_time.csv").write_text("\n".join(
         [lines[0] + ",subject,paused", lines[1] + ",m at a,"]) + "\n")

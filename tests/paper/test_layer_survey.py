@@ -14,6 +14,7 @@ from fdcam.paper.layer_survey import (
     choose_premise_layer,
     head_is_linear,
     lite_candidates,
+    meets_premise_rule,
     summarize_survey,
     survey,
 )
@@ -187,6 +188,7 @@ def test_the_premise_rule() -> None:
         ("grouping does not move it", 0.0, False, 1.0, 0.45),
     ])
     assert choose_premise_layer(summary) == "in premise, last"
+    assert meets_premise_rule(summary).tolist() == [True, True, False, False, False]
     assert choose_premise_layer(summary.iloc[2:]) is None
     assert choose_premise_layer(summary.iloc[[0, 4]]) == "in premise, early"
     with pytest.raises(FdcamError, match="no premise columns"):
@@ -204,3 +206,18 @@ def test_the_committed_survey_chooses_the_profiles_layers() -> None:
     for layer in settings.SAMPLE_BY_LAYER:
         assert summary.loc[layer, "share negative"] == 0, layer
     assert summary.loc[settings.SAMPLE_CONTRAST_LAYER, "share negative"] > 0.3
+
+
+def test_the_survey_table_marks_the_layers_that_meet_the_rule() -> None:
+    from fdcam.paper.report import styled_survey
+
+    summary = summary_of([("a", 0.0, False, 0.9, 0.6), ("b", 0.5, False, 1.0, 1.0)]).assign(
+        photos=20, channels=8)
+    summary["switch-on: median correlation"] = 0.9
+    html = styled_survey(summary, caption="The `x` survey").to_html()
+    assert "meets<br>the rule" in html and "<code>x</code>" in html
+    assert "photos" not in html and "channels" not in html
+    cells = [cell.split(">")[-1] for cell in html.split("</td>")[:-1]]
+    # a: A ≥ 0, non-linear head, both ideas move most photos -> meets the rule; b: negatives.
+    assert cells == ["0%", "no", "90%", "60%", "0.90", "yes",
+                     "50%", "no", "100%", "100%", "0.90", "no"]

@@ -359,21 +359,24 @@ def test_conclusion_names_model_layer_and_what_held():
         (grouping, "deletion", "confirmed", 250, "ng+off +0.010 [+0.005, +0.015]"),
     ], columns=["claim", "metric", "verdict", "n", "evidence"])
     text = conclusion(verdicts, model="EfficientNet-Lite0", layer="_blocks.15._swish#2",
-                      images="250 photos")
+                      images="250 photos", more=["By layer: …", ""])
     assert text == (
-        "This run tested the paper's 3 claims on EfficientNet-Lite0 at layer "
-        "`_blocks.15._swish#2`, with 250 photos. Confirmed on every metric: grouping improves "
-        "FD-CAM (Table III); refuted: "
-        "FD-CAM the most faithful (Table I), in insertion and overall (insertion: deciding "
-        "rival Group-CAM +0.012 [+0.004, +0.020], n = 250). Not decided (an interval that "
-        "contains zero, or too few images): FD-CAM the best at the pointing game (Table II).")
+        "This run tested 3 claims of the paper on EfficientNet-Lite0 at `_blocks.15._swish#2`, "
+        "with 250 photos. On EfficientNet-Lite0 at `_blocks.15._swish#2`, confirmed on every "
+        "metric: grouping improves FD-CAM (Table III); refuted: "
+        "FD-CAM best in insertion and overall, second in deletion (Table I), in insertion and "
+        "overall (insertion: deciding rival Group-CAM +0.012 [+0.004, +0.020], n = 250). Not "
+        "decided on EfficientNet-Lite0 at `_blocks.15._swish#2` (an interval that "
+        "contains zero, or too few images): FD-CAM the best at the pointing game (Table II). "
+        "By layer: …")
     nothing = conclusion(verdicts[verdicts["claim"] == table_2], model="m", layer="l",
                          images="2 photos")
-    assert "No claim was confirmed on every metric." in nothing
+    assert "On m at `l`, no claim was confirmed on every metric." in nothing
     unrun = verdicts.assign(verdict="no data")
     assert conclusion(unrun, model="m", layer="l", images="0 photos").endswith(
-        "No rows yet: FD-CAM the most faithful (Table I); FD-CAM the best at the pointing "
-        "game (Table II); grouping improves FD-CAM (Table III).")
+        "No rows yet: FD-CAM best in insertion and overall, second in deletion (Table I); "
+        "FD-CAM the best at the pointing game (Table II); grouping improves FD-CAM "
+        "(Table III).")
     with pytest.raises(FdcamError, match=r"^conclusion needs a claim_verdicts result"):
         conclusion(pd.DataFrame({"claim": []}), model="m", layer="l", images="")
 
