@@ -23,7 +23,7 @@ from fdcam.evaluation.results_file import read_results
 from fdcam.evaluation.runner import evaluate
 from fdcam.explanation import Explanation
 from fdcam.models import LoadedModel
-from fdcam.paper.figure_findings import join_words
+from fdcam.paper.figure_findings import join_words, model_at_layer
 from fdcam.paper.names import method_label
 from fdcam.paper.setups import Setup
 from fdcam.targets import resolve_targets
@@ -143,25 +143,36 @@ def without_blank_maps(setup: Setup, methods: Sequence[str] | None = None,
     better", "rival better", "undecided", "too few images"). Methods without blank maps
     are left out.
     """
+    return _without_blank(blank_rows(setup, methods, tolerance), metric, setup.seed)
+
+
+def _without_blank(rows: pd.DataFrame, metric: str, seed: int) -> pd.DataFrame:
+    """`without_blank_maps` of rows with a ``blank`` column: FD-CAM minus each rival that has
+    blank maps, paired on the (image, target) pairs where neither map is blank."""
     from fdcam.evaluation.statistics import paired_differences, paired_verdicts
     from fdcam.paper.by_layer import VERDICT_WORDS
 
     columns = ["method", "label", "n", "fdcam_minus_rival", "ci_low", "ci_high", "verdict"]
-    rows = blank_rows(setup, methods, tolerance)
     if rows.empty or "fdcam" not in set(rows["method"]):
         return pd.DataFrame(columns=columns)
     blanks = rows[rows["blank"]]
     rivals = [m for m in dict.fromkeys(blanks["method"]) if m != "fdcam"]
     if not rivals:
         return pd.DataFrame(columns=columns)
-    fdcam_blank = set(blanks.loc[blanks["method"] == "fdcam", "image"])
+    keys = pd.MultiIndex.from_frame(rows[["image", "target"]])
+
+    def blank_pairs(method: str) -> pd.MultiIndex:
+        return pd.MultiIndex.from_frame(
+            blanks.loc[blanks["method"] == method, ["image", "target"]])
+
+    fdcam_blank = blank_pairs("fdcam")
     parts = []
     for method in rivals:
-        empty = set(blanks.loc[blanks["method"] == method, "image"]) | fdcam_blank
-        kept = rows[rows["method"].isin([method, "fdcam"]) & ~rows["image"].isin(empty)]
+        empty = keys.isin(blank_pairs(method)) | keys.isin(fdcam_blank)
+        kept = rows[rows["method"].isin([method, "fdcam"]).to_numpy() & ~empty]
         if kept["method"].nunique() < 2:
             continue
-        parts.append(paired_differences(kept, "fdcam", metrics=[metric], seed=setup.seed))
+        parts.append(paired_differences(kept, "fdcam", metrics=[metric], seed=seed))
     if not parts:
         return pd.DataFrame(columns=columns)
     paired = pd.concat(parts, ignore_index=True)
@@ -171,6 +182,156 @@ def without_blank_maps(setup: Setup, methods: Sequence[str] | None = None,
         "n": paired["n"].astype(int), "fdcam_minus_rival": -paired["mean_difference"],
         "ci_low": -paired["ci_high"], "ci_high": -paired["ci_low"], "verdict": words},
         columns=columns)
+
+
+# ------------------------------------------------------------------ the pointing game
+
+#: Whether each map of the pointing game was blank, beside its ``pointing.csv``.
+POINTING_BLANK_CSV = "pointing_blank.csv"
+_POINTING_BLANK_COLUMNS = ["image", "method", "target", "blank"]
+
+
+def pointing_blank_csv(setup: Setup) -> Path:
+    """``pointing_blank.csv`` in `setup`'s results folder: image, method, target, blank."""
+    return setup.results_dir / POINTING_BLANK_CSV
+
+
+class PointingBlankKeeper:
+    """An ``on_explained`` callback of the pointing game (`fdcam.evaluation.runner.evaluate`):
+    appends, for each class explained, whether the method's map was blank — zero at every
+    pixel, so that its peak is the first pixel in row-major order (`saliency_peak`'s tie
+    rule) and its hit says where the class's box is, not what the method found."""
+
+    def __init__(self, setup: Setup) -> None:
+        self.path = pointing_blank_csv(setup)
+
+    def __call__(self, image_id: str, method: str, classes: list[int], saliency: Tensor,
+                 curves: object = None) -> None:
+        maps = saliency.reshape(len(classes), -1)
+        _append_flags(self.path, [(image_id, method, int(c), bool(m.max() <= 0))
+                                  for c, m in zip(classes, maps, strict=True)])
+
+
+def _append_flags(path: Path, rows: Sequence[tuple[str, str, int, bool]]) -> None:
+    import csv
+
+    new = not path.exists()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle)
+        if new:
+            writer.writerow(_POINTING_BLANK_COLUMNS)
+        writer.writerows(rows)
+
+
+def _read_flags(setup: Setup) -> pd.DataFrame:
+    path = pointing_blank_csv(setup)
+    if not path.exists():
+        return pd.DataFrame(columns=_POINTING_BLANK_COLUMNS)
+    flags = pd.read_csv(path, dtype={"image": str, "method": str})
+    flags = flags.dropna(subset=["target", "blank"])  # a line cut by a kill: tried again
+    flags["blank"] = flags["blank"].astype(str).str.lower().eq("true")
+    flags["target"] = flags["target"].astype(int)
+    return flags.drop_duplicates(["image", "method", "target"], keep="last")
+
+
+def run_pointing_blank_maps(setup: Setup, methods: Sequence[str] | None = None) -> Path:
+    """The flags of `PointingBlankKeeper` for the pointing rows made before it kept them (or
+    whose flag a kill lost): each such map is made again with the method's explainer and
+    checked. A setup that does not run missing rows only reads them. Returns the path."""
+    from fdcam.baselines import make_explainer
+    from fdcam.paper.figure_data import image_tensor
+    from fdcam.paper.runs import method_options, pointing_results
+
+    path = pointing_blank_csv(setup)
+    if not setup.run_missing or not setup.pointing_csv.exists():
+        return path
+    rows = pointing_results(setup)
+    rows = rows[rows["error"].isna()]
+    if methods is not None:
+        rows = rows[rows["method"].isin(methods)]
+    done = pd.MultiIndex.from_frame(_read_flags(setup)[["image", "method", "target"]])
+    todo = rows[~pd.MultiIndex.from_frame(rows[["image", "method", "target"]]).isin(done)]
+    keeper = PointingBlankKeeper(setup)
+    explainers: dict[str, object] = {}
+    for (image_id, method), part in todo.groupby(["image", "method"], sort=False):
+        if method not in explainers:
+            explainers[method] = make_explainer(method, setup.pointing_model,
+                                                **method_options(method, setup))
+        x = image_tensor(setup.pointing_images[image_id].image).to(setup.device)[None]
+        for target in part["target"].astype(int):
+            saliency = explainers[method](x, target=[target]).saliency  # type: ignore[operator]
+            keeper(image_id, method, [target], saliency)
+    return path
+
+
+def pointing_blank_rows(setup: Setup, methods: Sequence[str] | None = None,
+                        pairs: str = "all") -> pd.DataFrame:
+    """`setup`'s pointing rows (`fdcam.paper.runs.pointing_results`, `pairs` "all" or
+    "hard") that have a blank flag, with ``blank`` and ``hit`` in percent (0 or 100)."""
+    from fdcam.paper.runs import pointing_results
+
+    flags = _read_flags(setup)
+    if flags.empty or not setup.pointing_csv.exists():
+        return pd.DataFrame({"image": [], "method": [], "target": [], "hit": [],
+                             "blank": pd.Series([], dtype=bool)})
+    rows = pointing_results(setup, pairs)
+    rows = rows[rows["error"].isna()]
+    if methods is not None:
+        rows = rows[rows["method"].isin(methods)]
+    joined = rows.merge(flags, on=["image", "method", "target"], how="inner")
+    return joined.assign(hit=joined["hit"].astype("Float64") * 100)
+
+
+def pointing_blank_counts(setup: Setup, methods: Sequence[str] | None = None) -> pd.DataFrame:
+    """Per method: on how many of its image–class pairs with a flag its map was blank.
+    Columns: method, label, n, blank, share, hit_rate (its pointing accuracy in % on the
+    pairs where its map was not blank)."""
+    columns = ["method", "label", "n", "blank", "share", "hit_rate"]
+    rows = pointing_blank_rows(setup, methods)
+    if rows.empty:
+        return pd.DataFrame(columns=columns)
+    order = list(dict.fromkeys(methods if methods is not None else rows["method"]))
+    table = rows.groupby("method").agg(n=("blank", "size"), blank=("blank", "sum"))
+    kept = rows[~rows["blank"]].groupby("method")["hit"].mean().astype(float)
+    table = table.reindex([m for m in order if m in table.index])
+    table["hit_rate"] = kept.reindex(table.index)
+    table = table.reset_index()
+    table["label"] = table["method"].map(method_label)
+    table["share"] = table["blank"] / table["n"]
+    return table[columns]
+
+
+def pointing_without_blank(setup: Setup, methods: Sequence[str] | None = None
+                           ) -> pd.DataFrame:
+    """FD-CAM minus each method with blank maps in pointing accuracy (percentage points),
+    on the image–class pairs where neither map is blank (`without_blank_maps`' columns)."""
+    return _without_blank(pointing_blank_rows(setup, methods), "hit", setup.seed)
+
+
+def pointing_blank_sentence(counts: pd.DataFrame, without: pd.DataFrame, where: str) -> str:
+    """The pointing game's blank maps in words: which methods had them on how many pairs,
+    what a blank map's hit means, and FD-CAM minus each of them without those pairs."""
+    from fdcam.paper.numbers import format_difference
+
+    if counts.empty:
+        return f"{where}, no pointing map has been checked for blankness yet."
+    blank = counts[counts["blank"] > 0].sort_values(["share", "label"],
+                                                     ascending=[False, True])
+    if blank.empty:
+        return (f"{where}, no method's map was blank on any of the "
+                f"{int(counts['n'].max())} image–class pairs checked.")
+    parts = [f"{r.label} on {int(r.blank)} of {int(r.n)} pairs ({_share(r.share)})"
+             for r in blank.itertuples(index=False)]
+    text = (f"{where}, the pointing map is blank — zero at every pixel — for "
+            f"{join_words(parts)}. A blank map's maximum is its first pixel, top left, so its "
+            f"hit says whether the class's box covers that corner, not what the method found.")
+    if len(without):
+        quoted = [f"{r.label} {format_difference(r.fdcam_minus_rival, r.ci_low, r.ci_high, 1)}"
+                  f" (n = {int(r.n)}, {r.verdict})" for r in without.itertuples(index=False)]
+        text += (" FD-CAM minus each, in points, on the pairs where neither map is blank: "
+                 + "; ".join(quoted) + ".")
+    return text
 
 
 def blank_map_sentence(counts: pd.DataFrame, where: str) -> str:
@@ -242,6 +403,14 @@ def without_blank_sentence(without: pd.DataFrame) -> str:
                      + join_words(groups["too few images"]))
     return ("In overall AUC on the photos where neither map is blank, " + "; ".join(parts)
             + ".")
+
+
+def blank_map_summary(setup: Setup, methods: Sequence[str] | None = None) -> str:
+    """`blank_map_sentence` and `without_blank_sentence` of `setup`'s rows together, naming
+    its network and layer: the pages' paragraph on blank maps."""
+    where = f"On {model_at_layer(setup.model)}"
+    return (f"{blank_map_sentence(blank_map_counts(setup, methods), where)} "
+            f"{without_blank_sentence(without_blank_maps(setup, methods))}").strip()
 
 
 def _share(value: float) -> str:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 import torch
 
 from fdcam.evaluation.faithfulness import insertion_deletion_curves
@@ -11,6 +12,7 @@ from fdcam.evaluation.results import result_columns
 from fdcam.evaluation.results_file import read_results
 from fdcam.models import LoadedModel
 from fdcam.paper import blank_maps
+from fdcam.paper.figure_data import image_tensor
 from fdcam.paper.setups import Setup
 from tests.models import tiny_sequential
 
@@ -125,6 +127,13 @@ def test_without_blank_maps_pairs_only_the_images_where_neither_map_is_blank(
         "In overall AUC on the photos where neither map is blank, too few photos are left to "
         "decide against Grad-CAM (+0.020 [")
     assert blank_maps.without_blank_sentence(table.iloc[:0]) == ""
+    # The pages' paragraph: both sentences, naming the network and layer.
+    from fdcam.paper.figure_findings import model_at_layer
+
+    summary = blank_maps.blank_map_summary(setup)
+    assert summary.startswith(f"On {model_at_layer(setup.model)}, the map is blank — zero at "
+                              f"every pixel — for Grad-CAM on 20 of 30 photos (67%). ")
+    assert summary.endswith(blank_maps.without_blank_sentence(table))
 
 
 def test_the_page_tells_no_photo_left_from_no_blank_map() -> None:
@@ -138,3 +147,65 @@ def test_the_page_tells_no_photo_left_from_no_blank_map() -> None:
     none = counts.assign(blank=[0, 0], share=[0.0, 0.0])
     assert list(blank_maps.blank_map_table(none, pd.DataFrame(columns=["method"])).iloc[:, 4]) \
         == ["—", "—"]
+
+
+def test_the_pointing_game_records_blank_maps_as_it_makes_them(tmp_path: Path) -> None:
+    from fdcam.paper import runs, setups
+
+    small = setups.setup("smoke", n_mosaics=1, results_dir=tmp_path / "run")
+    runs.run_pointing(small, ["gradcam"])
+    rows = runs.pointing_results(small)
+    flags = blank_maps.pointing_blank_rows(small)
+    # One flag per pointing row, each the literal check of its map: zero everywhere.
+    assert len(flags) == len(rows) > 0
+    mosaic = next(iter(small.pointing_images))
+    x = image_tensor(small.pointing_images[mosaic].image)[None]
+    from fdcam.baselines import make_explainer
+
+    explainer = make_explainer("gradcam", small.pointing_model)
+    for target, blank in zip(flags["target"], flags["blank"], strict=True):
+        saliency = explainer(x, target=[int(target)]).saliency
+        assert blank == bool((saliency == 0).all())
+    # A flag lost (rows made before the keeper, or a kill) is made again, the same.
+    before = flags.sort_values("target")["blank"].tolist()
+    blank_maps.pointing_blank_csv(small).unlink()
+    blank_maps.run_pointing_blank_maps(small)
+    again = blank_maps.pointing_blank_rows(small).sort_values("target")["blank"].tolist()
+    assert again == before
+    small.run_missing = False  # a setup that reads rows makes none
+    blank_maps.pointing_blank_csv(small).unlink()
+    blank_maps.run_pointing_blank_maps(small)
+    assert not blank_maps.pointing_blank_csv(small).exists()
+
+
+def test_pointing_blank_counts_and_the_game_without_them(tmp_path: Path) -> None:
+    setup = tiny_setup(tmp_path)
+    setup.pointing_images = {f"m{k:02d}": None for k in range(30)}  # type: ignore[misc]
+    setup.methods = {**setup.methods, "II": ("gradcam", "fdcam")}
+    header = ",".join(result_columns(True, content=False))
+    lines, flags = [header], []
+    for k in range(30):
+        image = f"m{k:02d}"
+        # FD-CAM hits every pair; Grad-CAM's map is blank on the first 10 (a miss each)
+        # and hits the others but the six with k % 3 == 0.
+        lines.append(f"{image},fdcam,1,0.5,,,,True,True,False,")
+        hit = k >= 10 and k % 3 != 0
+        lines.append(f"{image},gradcam,1,0.5,,,,{hit},{hit},False,")
+        flags += [(image, "fdcam", 1, False), (image, "gradcam", 1, k < 10)]
+    setup.pointing_csv.write_text("\n".join(lines) + "\n")
+    blank_maps._append_flags(blank_maps.pointing_blank_csv(setup), flags)
+    counts = blank_maps.pointing_blank_counts(setup).set_index("method")
+    assert counts.loc["gradcam", ["n", "blank"]].tolist() == [30, 10]
+    assert counts.loc["gradcam", "hit_rate"] == pytest.approx(100 * 14 / 20)
+    assert counts.loc["fdcam", "blank"] == 0
+    without = blank_maps.pointing_without_blank(setup)
+    assert without["method"].tolist() == ["gradcam"]
+    assert without["n"].iloc[0] == 20
+    assert without["fdcam_minus_rival"].iloc[0] == pytest.approx(100 * 6 / 20)
+    sentence = blank_maps.pointing_blank_sentence(counts.reset_index(), without, "On t")
+    assert sentence.startswith("On t, the pointing map is blank — zero at every pixel — for "
+                               "Grad-CAM on 10 of 30 pairs (33%). A blank map's maximum is")
+    assert "FD-CAM minus each, in points, on the pairs where neither map is blank: Grad-CAM " \
+           "+30.0 [" in sentence
+    assert blank_maps.pointing_blank_sentence(counts.iloc[:0], without.iloc[:0], "On t") == (
+        "On t, no pointing map has been checked for blankness yet.")
