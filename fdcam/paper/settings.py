@@ -118,6 +118,9 @@ SAMPLE_CONTRAST_LAYER = "_blocks.14"
 #: at the other activation call sites of the last two blocks (inside the premise).
 SAMPLE_BY_LAYER = ("_blocks.14._swish#1", "_blocks.14._swish#2", "_blocks.15._swish#1")
 SAMPLE_BY_LAYER_IMAGES = 250
+#: ... grown in steps of this many photos, layer after layer, so that a stopped run leaves
+#: every layer with about as many rows (the verdict by layer compares them side by side).
+SAMPLE_BY_LAYER_STEP = 50
 #: The replication on a second real network: Table I at the layer the same rule chooses from
 #: its own survey, on the first `SAMPLE_REPLICATION_IMAGES` photos (the heavy methods on
 #: `SAMPLE_REPLICATION_HEAVY_IMAGES`).

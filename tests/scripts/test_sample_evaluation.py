@@ -167,3 +167,46 @@ def test_a_heartbeat_claimed_by_a_run_killed_before_it_logged_it_is_logged_next(
     assert sample_evaluation.Heartbeat.recover(tmp_path) == 1
     assert not list(tmp_path.glob("*.running*"))
     assert (tmp_path / "wall_time.csv").read_text().splitlines()[1].startswith("2,2023-11-14")
+
+
+def test_verify_exits_1_above_the_tolerance(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                            capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setattr(settings, "RESULTS_ROOT", tmp_path)
+    committed = tmp_path / "imagenet-sample" / "_blocks.14" / "faithfulness.csv"
+    committed.parent.mkdir(parents=True)
+    committed.write_text(f"{HEADER}\nn01_tench,fdcam,0,0.9,0.5,0.2,0.3,\n")
+    identity = '# fdcam-results/2 {"layer": "_blocks.14", "model": "efficientnet-lite0"}'
+    fresh = tmp_path / "fresh.csv"
+    fresh.write_text(f"{identity}\n{HEADER}\nn01_tench.JPEG,fdcam,0,0.9,0.5002,0.2,"
+                     f"{0.5002 - 0.2!r},\n")
+    assert sample_evaluation.main(["--verify", str(fresh)]) == 0
+    assert "largest difference: 2.00e-04 over 1 rows, within 0.001" in capsys.readouterr().out
+    assert sample_evaluation.main(["--verify", str(fresh), "--tolerance", "1e-4"]) == 1
+    assert "above the tolerance 0.0001" in capsys.readouterr().out
+
+
+def test_stage_5_grows_every_layer_by_a_step_before_the_next(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from types import SimpleNamespace
+
+    from fdcam.paper import setups
+
+    calls: list[tuple[str, int]] = []
+
+    def fake_setup(profile: str, **kwargs: object) -> SimpleNamespace:
+        calls.append((str(kwargs["layer"]), int(kwargs["n_images"])))  # type: ignore[call-overload]
+        return SimpleNamespace(heavy_methods=("scorecam",))
+
+    monkeypatch.setattr(settings, "SAMPLE_BY_LAYER", ("a#1", "b#2"))
+    monkeypatch.setattr(settings, "SAMPLE_BY_LAYER_IMAGES", 120)
+    monkeypatch.setattr(settings, "SAMPLE_BY_LAYER_STEP", 50)
+    monkeypatch.setattr(setups, "setup", fake_setup)
+    monkeypatch.setattr(sample_evaluation.runs, "table_methods",
+                        lambda made, table: ("gradcam", "scorecam", "fdcam"))
+    chosen: list[list[str]] = []
+    monkeypatch.setattr(sample_evaluation, "_run_chosen",
+                        lambda made, methods, patterns, **kw: chosen.append(list(methods)))
+    sample_evaluation.run_stage(5, None, "cpu")
+    assert calls == [("a#1", 50), ("b#2", 50), ("a#1", 100), ("b#2", 100),
+                     ("a#1", 120), ("b#2", 120)]
+    assert chosen == [["gradcam", "fdcam"]] * 6  # the light methods only
