@@ -55,6 +55,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import IO
 
+import numpy as np
 import pandas as pd
 import torch
 
@@ -128,7 +129,7 @@ def _run_chosen(made: setups.Setup, methods: Sequence[str], patterns: Sequence[s
     if not faithfulness and any(fnmatch.fnmatchcase(blank_maps.BLANK, p) for p in patterns):
         # Whether each pointing map was blank: kept as the maps are made; this makes the
         # flags of rows written before that (or lost to a kill) again.
-        blank_maps.run_pointing_blank_maps(made, chosen)
+        blank_maps.run_pointing_blank_maps(made, chosen or None)  # `--methods blank`: all
     if not chosen:
         return
     if faithfulness:
@@ -144,6 +145,8 @@ def drop_rows(patterns: Sequence[str], folder: Path | None = None) -> dict[Path,
     folder = settings.RESULTS_ROOT / "imagenet-sample" if folder is None else folder
     dropped = {}
     for path in sorted(folder.glob("*/*.csv")):
+        if path.name == blank_maps.POINTING_BLANK_CSV:  # flags, not rows: made again anyway
+            continue
         table = read_results(path)
         gone = table["method"].map(lambda m: any(fnmatch.fnmatchcase(m, p) for p in patterns))
         if gone.any():
@@ -374,7 +377,8 @@ def verify(recomputed: str | Path, layer: str | None = None) -> pd.DataFrame:
     (default: the layer the recomputed file records, else `settings.SAMPLE_LAYER`).
 
     Rows are matched on (photo, method, target), the photo by its file stem; returns per
-    method the number of matched rows and the largest absolute difference of each metric.
+    method the number of matched rows, how many of them have no value to compare (an error
+    row on either side) and the largest absolute difference of each metric.
     """
     fresh = read_results(recomputed)
     if layer is None:
@@ -388,9 +392,11 @@ def verify(recomputed: str | Path, layer: str | None = None) -> pd.DataFrame:
         raise FdcamError(f"no row of {recomputed} matches a committed row of layer {layer!r}")
     metrics = ["probability", "insertion", "deletion", "overall"]
     gaps = pd.DataFrame({m: (pairs[m] - pairs[f"{m}_committed"]).abs() for m in metrics})
+    missing = gaps.isna().any(axis=1)  # an error row on either side: nothing to compare
     gaps["method"] = pairs["method"]
     table = gaps.groupby("method").max()
     table.insert(0, "rows", pairs.groupby("method").size())
+    table.insert(1, "no value", missing.groupby(pairs["method"]).sum().astype(int))
     return table
 
 
@@ -427,8 +433,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.verify is not None:
         table = verify(args.verify)
         print(table.to_string(float_format=lambda v: f"{v:.2e}"))
-        largest = float(table.drop(columns="rows").to_numpy().max())
-        rows = int(table["rows"].sum())
+        gaps = table.drop(columns=["rows", "no value"]).to_numpy(dtype=float)
+        largest = float(np.nanmax(gaps)) if np.isfinite(gaps).any() else float("nan")
+        rows, missing = int(table["rows"].sum()), int(table["no value"].sum())
+        if missing:
+            print(f"{missing} of {rows} rows have no value to compare (an error row); the "
+                  f"largest difference of the others: {largest:.2e}")
+            return 1
         if largest > args.tolerance:
             print(f"largest difference: {largest:.2e} over {rows} rows, above the tolerance "
                   f"{args.tolerance:g}")

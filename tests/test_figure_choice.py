@@ -344,3 +344,12 @@ def test_recognised_counts_photos_whose_top1_is_their_class() -> None:
                          "method": ["fdcam", "gradcam", "fdcam"], "target": [0, 0, 5]})
     assert fc.recognised(rows) == (1, 2)
     assert fc.recognised(rows.iloc[:0]) == (0, 0)
+
+
+def test_recognised_leaves_out_images_that_failed() -> None:
+    import pandas as pd
+
+    rows = pd.DataFrame({"image": ["n01440764_tench", "n01443537_goldfish"],
+                         "method": ["fdcam", "fdcam"], "target": [0, pd.NA],
+                         "error": [None, "OSError: truncated"]})
+    assert fc.recognised(rows) == (1, 1)

@@ -14,6 +14,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
+
+try:
+    import fcntl
+except ImportError:  # Windows: no advisory locks; flags are appended one row set at a time
+    fcntl = None  # type: ignore[assignment]
 
 import pandas as pd
 import torch
@@ -213,32 +219,57 @@ class PointingBlankKeeper:
 
 
 def _append_flags(path: Path, rows: Sequence[tuple[str, str, int, bool]]) -> None:
+    """Append flag rows under an exclusive lock (sharded runs share the file): the header
+    first into an empty file, and a line break first where a killed writer left a line
+    unfinished (`_read_flags` then skips that line; its flag is made again)."""
     import csv
+    import io
 
-    new = not path.exists()
+    text = io.StringIO()
+    writer = csv.writer(text, lineterminator="\n")
+    writer.writerows(rows)
     path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("a", newline="", encoding="utf-8") as handle:
-        writer = csv.writer(handle)
-        if new:
-            writer.writerow(_POINTING_BLANK_COLUMNS)
-        writer.writerows(rows)
+    with path.open("ab+") as handle:
+        if fcntl is not None:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
+        handle.seek(0, 2)
+        size = handle.tell()
+        prefix = b""
+        if size == 0:
+            prefix = (",".join(_POINTING_BLANK_COLUMNS) + "\n").encode()
+        else:
+            handle.seek(size - 1)
+            if handle.read(1) != b"\n":
+                prefix = b"\n"
+        handle.seek(0, 2)
+        handle.write(prefix + text.getvalue().encode("utf-8"))
+        handle.flush()
 
 
 def _read_flags(setup: Setup) -> pd.DataFrame:
+    """The flags of `pointing_blank_csv`, the last per (image, method, target). Only whole
+    rows count: a line cut by a kill (a field short, or a flag not exactly True or False)
+    and repeated headers are skipped, so that their maps are checked again."""
+    import csv
+
     path = pointing_blank_csv(setup)
-    if not path.exists():
-        return pd.DataFrame(columns=_POINTING_BLANK_COLUMNS)
-    flags = pd.read_csv(path, dtype={"image": str, "method": str})
-    flags = flags.dropna(subset=["target", "blank"])  # a line cut by a kill: tried again
-    flags["blank"] = flags["blank"].astype(str).str.lower().eq("true")
-    flags["target"] = flags["target"].astype(int)
+    rows = []
+    if path.exists():
+        with path.open(newline="", encoding="utf-8", errors="replace") as handle:
+            for fields in csv.reader(handle):
+                if (len(fields) == 4 and fields[3] in ("True", "False")
+                        and fields[2].isdigit()):
+                    rows.append((fields[0], fields[1], int(fields[2]), fields[3] == "True"))
+    flags = pd.DataFrame(rows, columns=_POINTING_BLANK_COLUMNS)
+    flags["blank"] = flags["blank"].astype(bool)
     return flags.drop_duplicates(["image", "method", "target"], keep="last")
 
 
 def run_pointing_blank_maps(setup: Setup, methods: Sequence[str] | None = None) -> Path:
     """The flags of `PointingBlankKeeper` for the pointing rows made before it kept them (or
-    whose flag a kill lost): each such map is made again with the method's explainer and
-    checked. A setup that does not run missing rows only reads them. Returns the path."""
+    whose flag a kill lost): each such map is made again with the method's explainer, the
+    image's classes in one batch as the run makes them, and checked. A setup that does not
+    run missing rows only reads them. Returns the path."""
     from fdcam.baselines import make_explainer
     from fdcam.paper.figure_data import image_tensor
     from fdcam.paper.runs import method_options, pointing_results
@@ -253,15 +284,17 @@ def run_pointing_blank_maps(setup: Setup, methods: Sequence[str] | None = None) 
     done = pd.MultiIndex.from_frame(_read_flags(setup)[["image", "method", "target"]])
     todo = rows[~pd.MultiIndex.from_frame(rows[["image", "method", "target"]]).isin(done)]
     keeper = PointingBlankKeeper(setup)
-    explainers: dict[str, object] = {}
+    explainers: dict[str, Any] = {}
     for (image_id, method), part in todo.groupby(["image", "method"], sort=False):
         if method not in explainers:
             explainers[method] = make_explainer(method, setup.pointing_model,
                                                 **method_options(method, setup))
-        x = image_tensor(setup.pointing_images[image_id].image).to(setup.device)[None]
-        for target in part["target"].astype(int):
-            saliency = explainers[method](x, target=[target]).saliency  # type: ignore[operator]
-            keeper(image_id, method, [target], saliency)
+        # As the run explains them: one batch of the image's classes per method.
+        classes = [int(c) for c in part["target"]]
+        x = image_tensor(setup.pointing_images[image_id].image).to(setup.device)
+        batch = x[None].repeat(len(classes), 1, 1, 1)
+        explained = explainers[method](batch, target=classes)
+        keeper(image_id, method, classes, explained.saliency)
     return path
 
 

@@ -107,26 +107,36 @@ def verdict_by_layer(main: Setup, *, metric: str = "overall",
     return frame if frame is not None and frame["layer"].nunique() > 1 else None
 
 
+def premise_words(rows: pd.DataFrame) -> tuple[str, str, str]:
+    """How the pages name a layer's premise, from its `by_layer` rows: its share of negative
+    activations ("49% negative"), whether it is inside the premise ("outside the premise",
+    "inside the premise (A ≥ 0)") and its head ("linear head", "non-linear head")."""
+    share = rows["share_negative"].iloc[0]
+    if share != share:  # NaN: a layer the survey lacks
+        negatives, premise = "share of negatives unknown", "premise not surveyed"
+    else:
+        negatives = f"{share:.0%} negative"
+        premise = "outside the premise" if share > 0 else "inside the premise (A ≥ 0)"
+    head = {True: "linear head", False: "non-linear head"}.get(rows["head_linear"].iloc[0],
+                                                              "head not surveyed")
+    return negatives, premise, head
+
+
 def premise_note(frame: pd.DataFrame) -> str:
     """One sentence per layer of a `by_layer` frame, for the page: the share of negatives,
     the head, and how many rivals FD-CAM beats and trails (by the interval)."""
     parts = []
     for layer, rows in frame.groupby("layer", sort=False):
-        share = rows["share_negative"].iloc[0]
-        head = {True: "a linear head", False: "a non-linear head"}.get(rows["head_linear"].iloc[0],
-                                                                      "a head not surveyed")
-        premise = ("outside the premise" if share > 0 else "inside the premise (A ≥ 0)"
-                   ) if share == share else "premise not surveyed"
+        negatives, premise, head = premise_words(rows)
         wins = int((rows["verdict"] == "FD-CAM better").sum())
         losses = int((rows["verdict"] == "rival better").sum())
-        share_text = f"{share:.0%} negative" if share == share else "share of negatives unknown"
         blank = rows[rows["blank_share"] > 0] if "blank_share" in rows else rows.iloc[:0]
         named = [f"{r.label} {r.blank_share:.0%}" for r in blank.itertuples(index=False)]
         own = rows["fdcam_blank_share"].iloc[0] if "fdcam_blank_share" in rows else 0.0
         if own > 0:
             named.insert(0, f"FD-CAM {own:.0%}")
         blank_text = "; blank maps: " + ", ".join(named) if named else ""
-        parts.append(f"`{layer}` ({share_text}, {premise}, {head}; n = {_photos(rows)}): "
+        parts.append(f"`{layer}` ({negatives}, {premise}, a {head}; n = {_photos(rows)}): "
                      f"FD-CAM ahead of {wins} and behind {losses} of {len(rows)} rivals"
                      f"{blank_text}")
     return "; ".join(parts) + "." if parts else ""
@@ -140,19 +150,14 @@ def summary_line(frame: pd.DataFrame, model: str) -> str:
         return ""
     parts = []
     for layer, rows in frame.groupby("layer", sort=False):
-        share = rows["share_negative"].iloc[0]
-        premise = ("premise not surveyed" if share != share
-                   else f"{share:.0%} negative, outside the premise" if share > 0
-                   else "A ≥ 0")
-        head = {True: "linear head", False: "non-linear head"}.get(
-            rows["head_linear"].iloc[0], "head not surveyed")
+        negatives, premise, head = premise_words(rows)
         wins = int((rows["verdict"] == "FD-CAM better").sum())
         losses = int((rows["verdict"] == "rival better").sum())
-        parts.append(f"at `{layer}` ({premise}, {head}; n = {_photos(rows)}), ahead of "
-                     f"{wins} and behind {losses} of {len(rows)} rivals")
-    return (f"How the verdict moves with the layer ({model}, FD-CAM's overall AUC against "
-            f"each rival of Table I by its paired 95 % interval): "
-            + "; ".join(parts) + ".")
+        parts.append(f"at `{layer}` ({negatives}, {premise}, {head}; n = {_photos(rows)}), "
+                     f"ahead of {wins} and behind {losses} of {len(rows)} rivals")
+    return (f"How the verdict moves with the layer ({model}, FD-CAM's "
+            f"{frame['metric'].iloc[0]} AUC against each rival of Table I by its paired 95 % "
+            f"interval): " + "; ".join(parts) + ".")
 
 
 def _photos(rows: pd.DataFrame) -> str:

@@ -258,6 +258,8 @@ def recognised(rows: pd.DataFrame) -> tuple[int, int]:
     """How many imagenet-sample photos the model recognises: of the photos in `rows`
     (results rows with ``image`` and ``target``, the explained top-1 class), those whose
     top-1 class is the photo's own (`sample_label`), and how many photos there are."""
+    if "error" in rows.columns:  # an image that failed has no class to compare
+        rows = rows[rows["error"].isna()]
     first = rows.drop_duplicates("image")
     hits = sum(int(target) == sample_label(str(image))
                for image, target in zip(first["image"], first["target"], strict=True))

@@ -234,15 +234,14 @@ def styled_by_layer(frame: pd.DataFrame, *, caption: str | None = None,
     if not isinstance(frame, pd.DataFrame) or not needed <= set(frame.columns):
         raise FdcamError("styled_by_layer needs a by_layer result (columns "
                          f"{', '.join(sorted(needed))})")
+    from fdcam.paper.by_layer import premise_words
+
     methods = list(dict.fromkeys(frame["method"]))
     columns: dict[str, list[str]] = {}
     for layer, rows in frame.groupby("layer", sort=False):
-        share = rows["share_negative"].iloc[0]
-        head = {True: "linear head", False: "non-linear head"}.get(
-            rows["head_linear"].iloc[0], "head not surveyed")
+        negatives, _, head = premise_words(rows)
         most = int(rows["n"].max())
-        premise = f"{share:.0%} negative" if share == share else "negatives not surveyed"
-        header = f"<code>{layer}</code><br>{premise}<br>{head}<br>n = {most}"
+        header = f"<code>{layer}</code><br>{negatives}<br>{head}<br>n = {most}"
         rows = rows.set_index("method").reindex(methods)
         cells = []
         for item in rows.itertuples():

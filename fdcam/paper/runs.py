@@ -291,9 +291,7 @@ def wall_time(setup: Setup) -> pd.DataFrame:
     """
     columns = ["stage", "what", "hours", "paused_hours", "runs", "finished", "threads",
                "device"]
-    folder = setup.results_dir
-    path = next((p / "wall_time.csv" for p in (folder, folder.parent)
-                 if (p / "wall_time.csv").exists()), None)
+    path = _wall_time_log(setup)
     if path is None:
         return pd.DataFrame(columns=columns)
     log = pd.read_csv(path)
@@ -316,14 +314,20 @@ def wall_time(setup: Setup) -> pd.DataFrame:
     return table.rename(columns={"subject": "what"})[columns]
 
 
+def _wall_time_log(setup: Setup) -> Path | None:
+    """The staged evaluation's ``wall_time.csv``: in the results folder or the one above it
+    (imagenet-sample: one log for all layers). None where no run logged time."""
+    folder = setup.results_dir
+    return next((p / "wall_time.csv" for p in (folder, folder.parent)
+                 if (p / "wall_time.csv").exists()), None)
+
+
 def elapsed_hours(setup: Setup) -> float:
     """Hours during which at least one staged run of the profile was running: the union of
     the runs' intervals [start, start + seconds + paused] in ``wall_time.csv`` (runs of two
     stages often ran side by side, one per core, so this is less than `wall_time`'s sum).
     0 where no run logged time."""
-    folder = setup.results_dir
-    path = next((p / "wall_time.csv" for p in (folder, folder.parent)
-                 if (p / "wall_time.csv").exists()), None)
+    path = _wall_time_log(setup)
     if path is None:
         return 0.0
     log = pd.read_csv(path)

@@ -252,7 +252,7 @@ def replication(first: Setup, second: Setup, table: str = "I") -> pd.DataFrame:
 
 def replication_sentence(frame: pd.DataFrame, first: str, second: str) -> str:
     """`replication` in one sentence: on how many of the comparisons that both setups
-    (named `first` and `second`, e.g. "EfficientNet-Lite0 at `x`") decide on enough images
+    (named `first` and `second`, e.g. "EfficientNet-Lite0 at `x`") ran on enough images
     the paired intervals say the same — FD-CAM better on both, the rival better on both,
     undecided on both — and where they differ; rivals without rows, or with too few images,
     on one of them are named, not counted. Agreement in "undecided" is agreement that
@@ -270,9 +270,13 @@ def replication_sentence(frame: pd.DataFrame, first: str, second: str) -> str:
     named = [f"{count} {what}" for count, what in zip(
         kinds, ("with FD-CAM better on both", "with the rival better on both",
                 "undecided on both"), strict=True) if count]
-    text = (f"Rival by rival, {second} agrees with {first} on {len(same)} of the {len(both)} "
-            f"comparisons of FD-CAM with a rival in one metric that both decide"
-            + (f" ({', '.join(named)})" if named else ""))
+    if both.empty:
+        text = (f"Rival by rival, {first} and {second} have no comparison of FD-CAM with a "
+                f"rival that both ran on enough images yet")
+    else:
+        text = (f"Rival by rival, {second} agrees with {first} on {len(same)} of the "
+                f"{len(both)} comparisons of FD-CAM with a rival in one metric that both ran "
+                f"on enough images" + (f" ({', '.join(named)})" if named else ""))
     differ = both[both["first"] != both["second"]]
     if len(differ):
         text += "; they differ on " + ", ".join(

@@ -209,3 +209,23 @@ def test_pointing_blank_counts_and_the_game_without_them(tmp_path: Path) -> None
            "+30.0 [" in sentence
     assert blank_maps.pointing_blank_sentence(counts.iloc[:0], without.iloc[:0], "On t") == (
         "On t, no pointing map has been checked for blankness yet.")
+
+
+def test_pointing_flags_survive_a_cut_line_an_empty_file_and_two_headers(
+        tmp_path: Path) -> None:
+    setup = tiny_setup(tmp_path)
+    keeper = blank_maps.PointingBlankKeeper(setup)
+    path = blank_maps.pointing_blank_csv(setup)
+    path.write_bytes(b"")  # a kill between creating the file and writing to it
+    maps = torch.zeros(2, 4, 4)
+    maps[1, 2, 3] = 0.7  # class 5's map is blank, class 6's is not
+    keeper("m,1", "gradcam", [5, 6], maps)  # an id with a comma is quoted
+    flags = blank_maps._read_flags(setup)
+    assert flags.values.tolist() == [["m,1", "gradcam", 5, True], ["m,1", "gradcam", 6, False]]
+    with path.open("ab") as handle:  # a second writer's header, then a line cut by a kill
+        handle.write(b"image,method,target,blank\nm2,fdcam,3,Tr")
+    keeper("m2", "fdcam", [4], torch.ones(1, 4, 4))
+    flags = blank_maps._read_flags(setup)
+    # The cut row is skipped (its map is checked again), the next one is whole.
+    assert flags.values.tolist() == [["m,1", "gradcam", 5, True],
+                                     ["m,1", "gradcam", 6, False], ["m2", "fdcam", 4, False]]

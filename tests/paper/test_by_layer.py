@@ -178,11 +178,12 @@ def test_summary_line_and_table_show_each_layer_and_rival(tmp_path: Path) -> Non
         "How the verdict moves with the layer (M, FD-CAM's overall AUC against each rival of "
         "Table I by its paired 95 % interval): at `_blocks.14` (49% negative, outside the "
         "premise, non-linear head; n = 24), ahead of 0 and behind 1 of 1 rivals; at `_swish` "
-        "(A ≥ 0, linear head; n = 24), ahead of 1 and behind 0 of 2 rivals.")
+        "(0% negative, inside the premise (A ≥ 0), linear head; n = 24), ahead of 1 and "
+        "behind 0 of 2 rivals.")
     assert summary_line(frame.iloc[:0], "M") == ""
     fewer = frame.copy()
     fewer.loc[fewer.index[-1], "n"] = 10  # a heavy rival on fewer photos: the range
-    assert "(A ≥ 0, linear head; n = 10–24)" in summary_line(fewer, "M")
+    assert "(A ≥ 0), linear head; n = 10–24)" in summary_line(fewer, "M")
     assert "a linear head; n = 10–24)" in premise_note(fewer)
     html = styled_by_layer(frame, caption="by layer").to_html()
     # One column per layer, its premise in the header; Grad-CAM ahead of FD-CAM at the
@@ -213,12 +214,18 @@ def test_replication_compares_each_rival_and_counts_only_decided_pairs(tmp_path:
     # Deletion is tied everywhere (undecided on both); overall follows insertion.
     assert text == (
         "Rival by rival, L2 at `y` agrees with L0 at `x` on 4 of the 6 comparisons of FD-CAM "
-        "with a rival in one metric that both decide (2 with FD-CAM better on both, 2 "
+        "with a rival in one metric that both ran on enough images (2 with FD-CAM better on "
+        "both, 2 "
         "undecided on both); they differ on Grad-CAM++ insertion (FD-CAM better on L0, "
         "undecided on L2), Grad-CAM++ overall (FD-CAM better on L0, undecided on L2); "
         "XGrad-CAM has no rows on L2 yet.")
     assert replication_sentence(frame.iloc[:0], "a", "b") == (
         "No rival has rows on both a and b yet.")
+    none = frame.assign(second="too few images")
+    assert replication_sentence(none, "L0 at `x`", "L2 at `y`").startswith(
+        "Rival by rival, L0 at `x` and L2 at `y` have no comparison of FD-CAM with a rival that "
+        "both ran on enough images yet; Grad-CAM, Grad-CAM++ and XGrad-CAM have too few "
+        "images on L2 yet.")
 
 
 def test_replication_line_says_both_verdicts_per_metric(tmp_path: Path) -> None:

@@ -210,3 +210,30 @@ def test_stage_5_grows_every_layer_by_a_step_before_the_next(
     assert calls == [("a#1", 50), ("b#2", 50), ("a#1", 100), ("b#2", 100),
                      ("a#1", 120), ("b#2", 120)]
     assert chosen == [["gradcam", "fdcam"]] * 6  # the light methods only
+
+
+def test_verify_exits_1_when_a_recomputed_row_has_no_value(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setattr(settings, "RESULTS_ROOT", tmp_path)
+    committed = tmp_path / "imagenet-sample" / "_blocks.14" / "faithfulness.csv"
+    committed.parent.mkdir(parents=True)
+    committed.write_text(f"{HEADER}\nn01_tench,fdcam,0,0.9,0.5,0.2,0.3,\n"
+                         f"n02_carp,fdcam,0,0.9,0.5,0.2,0.3,\n")
+    identity = '# fdcam-results/2 {"layer": "_blocks.14", "model": "efficientnet-lite0"}'
+    fresh = tmp_path / "fresh.csv"
+    fresh.write_text(f"{identity}\n{HEADER}\nn01_tench.JPEG,fdcam,0,0.9,0.5,0.2,0.3,\n"
+                     f"n02_carp.JPEG,fdcam,0,,,,,OSError: truncated\n")
+    assert sample_evaluation.main(["--verify", str(fresh)]) == 1
+    assert "1 of 2 rows have no value to compare" in capsys.readouterr().out
+
+
+def test_drop_rows_leaves_the_pointing_blank_flags_alone(tmp_path: Path) -> None:
+    layer = tmp_path / "_blocks.14"
+    layer.mkdir()
+    (layer / "pointing.csv").write_text(
+        f"{','.join(result_columns(True, content=False))}\n"
+        "m0,gradcam,1,0.5,,,,True,True,False,\nm0,fdcam,1,0.5,,,,True,True,False,\n")
+    (layer / "pointing_blank.csv").write_text("image,method,target,blank\nm0,gradcam,1,True\n")
+    assert sample_evaluation.drop_rows(["gradcam"], tmp_path) == {layer / "pointing.csv": 1}
+    assert "gradcam" in (layer / "pointing_blank.csv").read_text()
