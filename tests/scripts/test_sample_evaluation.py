@@ -169,16 +169,22 @@ def test_a_heartbeat_claimed_by_a_run_killed_before_it_logged_it_is_logged_next(
     assert (tmp_path / "wall_time.csv").read_text().splitlines()[1].startswith("2,2023-11-14")
 
 
+def committed_and_fresh(folder: Path, committed: str, fresh: str) -> Path:
+    """Committed rows of `_blocks.14` under `folder` (the results root) and a recomputed
+    file that records that layer; returns the recomputed file's path."""
+    path = folder / "imagenet-sample" / "_blocks.14" / "faithfulness.csv"
+    path.parent.mkdir(parents=True)
+    path.write_text(f"{HEADER}\n{committed}")
+    identity = '# fdcam-results/2 {"layer": "_blocks.14", "model": "efficientnet-lite0"}'
+    (folder / "fresh.csv").write_text(f"{identity}\n{HEADER}\n{fresh}")
+    return folder / "fresh.csv"
+
+
 def test_verify_exits_1_above_the_tolerance(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                             capsys: pytest.CaptureFixture[str]) -> None:
     monkeypatch.setattr(settings, "RESULTS_ROOT", tmp_path)
-    committed = tmp_path / "imagenet-sample" / "_blocks.14" / "faithfulness.csv"
-    committed.parent.mkdir(parents=True)
-    committed.write_text(f"{HEADER}\nn01_tench,fdcam,0,0.9,0.5,0.2,0.3,\n")
-    identity = '# fdcam-results/2 {"layer": "_blocks.14", "model": "efficientnet-lite0"}'
-    fresh = tmp_path / "fresh.csv"
-    fresh.write_text(f"{identity}\n{HEADER}\nn01_tench.JPEG,fdcam,0,0.9,0.5002,0.2,"
-                     f"{0.5002 - 0.2!r},\n")
+    fresh = committed_and_fresh(tmp_path, "n01_tench,fdcam,0,0.9,0.5,0.2,0.3,\n",
+                                f"n01_tench.JPEG,fdcam,0,0.9,0.5002,0.2,{0.5002 - 0.2!r},\n")
     assert sample_evaluation.main(["--verify", str(fresh)]) == 0
     assert "largest difference: 2.00e-04 over 1 rows, within 0.001" in capsys.readouterr().out
     assert sample_evaluation.main(["--verify", str(fresh), "--tolerance", "1e-4"]) == 1
@@ -216,14 +222,9 @@ def test_verify_exits_1_when_a_recomputed_row_has_no_value(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
         capsys: pytest.CaptureFixture[str]) -> None:
     monkeypatch.setattr(settings, "RESULTS_ROOT", tmp_path)
-    committed = tmp_path / "imagenet-sample" / "_blocks.14" / "faithfulness.csv"
-    committed.parent.mkdir(parents=True)
-    committed.write_text(f"{HEADER}\nn01_tench,fdcam,0,0.9,0.5,0.2,0.3,\n"
-                         f"n02_carp,fdcam,0,0.9,0.5,0.2,0.3,\n")
-    identity = '# fdcam-results/2 {"layer": "_blocks.14", "model": "efficientnet-lite0"}'
-    fresh = tmp_path / "fresh.csv"
-    fresh.write_text(f"{identity}\n{HEADER}\nn01_tench.JPEG,fdcam,0,0.9,0.5,0.2,0.3,\n"
-                     f"n02_carp.JPEG,fdcam,0,,,,,OSError: truncated\n")
+    fresh = committed_and_fresh(
+        tmp_path, "n01_tench,fdcam,0,0.9,0.5,0.2,0.3,\nn02_carp,fdcam,0,0.9,0.5,0.2,0.3,\n",
+        "n01_tench.JPEG,fdcam,0,0.9,0.5,0.2,0.3,\nn02_carp.JPEG,fdcam,0,,,,,OSError: truncated\n")
     assert sample_evaluation.main(["--verify", str(fresh)]) == 1
     assert "1 of 2 rows have no value to compare" in capsys.readouterr().out
 
