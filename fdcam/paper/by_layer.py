@@ -164,3 +164,10 @@ def _photos(rows: pd.DataFrame) -> str:
     """A layer's n: "300", or "100–300" where some rivals (the heavy ones) ran on fewer."""
     low, high = int(rows["n"].min()), int(rows["n"].max())
     return f"{high}" if low == high else f"{low}–{high}"
+
+
+def inside_premise(frame: pd.DataFrame) -> pd.Series:
+    """Per row of a `by_layer` frame: whether its layer is inside the premise with a head
+    that is not linear (A ≥ 0, where both of FD-CAM's ideas can be tested), as the rule
+    that chose the main layer asks; the other layers are the contrast."""
+    return frame["share_negative"].eq(0) & frame["head_linear"].eq(False)

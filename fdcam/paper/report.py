@@ -241,7 +241,11 @@ def styled_by_layer(frame: pd.DataFrame, *, caption: str | None = None,
     for layer, rows in frame.groupby("layer", sort=False):
         negatives, _, head = premise_words(rows)
         most = int(rows["n"].max())
-        header = f"<code>{layer}</code><br>{negatives}<br>{head}<br>n = {most}"
+        # A call site's name on two lines ("_blocks.14" / "._swish#1"), so that six layers
+        # fit the text column.
+        block, dot, call = str(layer).partition("._")
+        name = f"<code>{block}</code>" + (f"<br><code>.{'_' + call}</code>" if dot else "")
+        header = f"{name}<br>{negatives}<br>{head}<br>n = {most}"
         rows = rows.set_index("method").reindex(methods)
         cells = []
         for item in rows.itertuples():
@@ -252,7 +256,7 @@ def styled_by_layer(frame: pd.DataFrame, *, caption: str | None = None,
             value = format_number(item.fdcam_minus_rival, places, signed=True)
             value = {"FD-CAM better": f"<b>{value}</b>",
                      "rival better": f"<i>{value}</i>"}.get(str(item.verdict), value)
-            fewer = f" (n = {int(item.n)})" if int(item.n) < most else ""
+            fewer = f"<br>n = {int(item.n)}" if int(item.n) < most else ""
             cells.append(value + _small(format_interval(item.ci_low, item.ci_high, places,
                                                         signed=True) + fewer))
         columns[header] = cells

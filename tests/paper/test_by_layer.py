@@ -191,6 +191,16 @@ def test_summary_line_and_table_show_each_layer_and_rival(tmp_path: Path) -> Non
     assert "<code>_blocks.14</code><br>49% negative<br>non-linear head<br>n = 24" in html
     assert "<i>-0.100</i>" in html and "<b>+0.050</b>" in html
     assert html.count("—") == 1
+    # A call site's name on two lines; a rival on fewer photos says how many.
+    renamed = frame.assign(layer=frame["layer"].replace("_swish", "_blocks.15._swish#2"))
+    renamed.loc[renamed.index[-1], "n"] = 10
+    html = styled_by_layer(renamed).to_html()
+    assert "<code>_blocks.15</code><br><code>._swish#2</code><br>0% negative" in html
+    assert "<br>n = 10</span>" in html
+    from fdcam.paper.by_layer import inside_premise
+
+    assert inside_premise(frame).tolist() == [False, False, False]  # negatives; linear head
+    assert inside_premise(frame.assign(head_linear=False)).tolist() == [False, True, True]
     with pytest.raises(FdcamError, match=r"^styled_by_layer needs a by_layer result"):
         styled_by_layer(frame.drop(columns="verdict"))
 
