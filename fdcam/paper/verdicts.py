@@ -320,8 +320,8 @@ def conclusion(verdicts: pd.DataFrame, *, model: str, layer: str, images: str,
     which claims held (confirmed on every metric) and which were refuted, each refuted one
     with the metrics that refute it and, for the first, its deciding rival's difference,
     interval and n; then the claims not decided, and those without rows yet. Every verdict
-    sentence names the model and the layer. `more`: sentences appended as they are (the
-    verdict by layer, the replication on another network)."""
+    sentence names the model and the layer. `more`: further lines, each its own paragraph
+    (the verdict by layer, the replication on another network)."""
     needed = {"claim", "metric", "verdict", "n", "evidence"}
     if not needed <= set(verdicts.columns):
         raise FdcamError("conclusion needs a claim_verdicts result (columns "
@@ -356,8 +356,9 @@ def conclusion(verdicts: pd.DataFrame, *, model: str, layer: str, images: str,
                     "images): " + "; ".join(open_) + ".")
     if empty:
         text.append("No rows yet: " + "; ".join(empty) + ".")
-    text.extend(sentence for sentence in more if sentence)
-    return " ".join(text)
+    # Each further line (by layer, replication) a paragraph of its own: the opening reads
+    # as the verdict first, then how it moves.
+    return "\n\n".join([" ".join(text), *(line for line in more if line)])
 
 
 def _metric_name(metric: str) -> str:

@@ -367,8 +367,8 @@ def test_conclusion_names_model_layer_and_what_held():
         "FD-CAM best in insertion and overall, second in deletion (Table I), in insertion and "
         "overall (insertion: deciding rival Group-CAM +0.012 [+0.004, +0.020], n = 250). Not "
         "decided on EfficientNet-Lite0 at `_blocks.15._swish#2` (an interval that "
-        "contains zero, or too few images): FD-CAM the best at the pointing game (Table II). "
-        "By layer: …")
+        "contains zero, or too few images): FD-CAM the best at the pointing game (Table II)."
+        "\n\nBy layer: …")
     nothing = conclusion(verdicts[verdicts["claim"] == table_2], model="m", layer="l",
                          images="2 photos")
     assert "On m at `l`, no claim was confirmed on every metric." in nothing
