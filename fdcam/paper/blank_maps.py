@@ -14,7 +14,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 try:
     import fcntl
@@ -126,8 +125,13 @@ def blank_map_counts(setup: Setup, methods: Sequence[str] | None = None,
     Columns: method, label, n (its images with a blank-map row), blank, share (blank / n).
     Empty where no blank-map rows exist yet.
     """
+    return _counts(blank_rows(setup, methods, tolerance), methods)
+
+
+def _counts(rows: pd.DataFrame, methods: Sequence[str] | None) -> pd.DataFrame:
+    """Per method of rows with a ``blank`` column (in `methods`' order, else the rows'):
+    method, label, n, blank, share."""
     columns = ["method", "label", "n", "blank", "share"]
-    rows = blank_rows(setup, methods, tolerance)
     if rows.empty:
         return pd.DataFrame(columns=columns)
     order = list(dict.fromkeys(methods if methods is not None else rows["method"]))
@@ -270,9 +274,8 @@ def run_pointing_blank_maps(setup: Setup, methods: Sequence[str] | None = None) 
     whose flag a kill lost): each such map is made again with the method's explainer, the
     image's classes in one batch as the run makes them, and checked. A setup that does not
     run missing rows only reads them. Returns the path."""
-    from fdcam.baselines import make_explainer
-    from fdcam.paper.figure_data import image_tensor
-    from fdcam.paper.runs import method_options, pointing_results
+    from fdcam.paper.figure_data import discriminability_maps
+    from fdcam.paper.runs import pointing_results
 
     path = pointing_blank_csv(setup)
     if not setup.run_missing or not setup.pointing_csv.exists():
@@ -284,17 +287,11 @@ def run_pointing_blank_maps(setup: Setup, methods: Sequence[str] | None = None) 
     done = pd.MultiIndex.from_frame(_read_flags(setup)[["image", "method", "target"]])
     todo = rows[~pd.MultiIndex.from_frame(rows[["image", "method", "target"]]).isin(done)]
     keeper = PointingBlankKeeper(setup)
-    explainers: dict[str, Any] = {}
-    for (image_id, method), part in todo.groupby(["image", "method"], sort=False):
-        if method not in explainers:
-            explainers[method] = make_explainer(method, setup.pointing_model,
-                                                **method_options(method, setup))
-        # As the run explains them: one batch of the image's classes per method.
-        classes = [int(c) for c in part["target"]]
-        x = image_tensor(setup.pointing_images[image_id].image).to(setup.device)
-        batch = x[None].repeat(len(classes), 1, 1, 1)
-        explained = explainers[method](batch, target=classes)
-        keeper(image_id, method, classes, explained.saliency)
+    for (image_id, method), _ in todo.groupby(["image", "method"], sort=False):
+        # The image's classes in one batch, as the run explains them (kept maps reused).
+        maps = discriminability_maps(setup, image_id, [method])
+        if method in maps.maps:
+            keeper(image_id, method, maps.classes, maps.maps[method])
     return path
 
 
@@ -320,19 +317,10 @@ def pointing_blank_counts(setup: Setup, methods: Sequence[str] | None = None) ->
     """Per method: on how many of its image–class pairs with a flag its map was blank.
     Columns: method, label, n, blank, share, hit_rate (its pointing accuracy in % on the
     pairs where its map was not blank)."""
-    columns = ["method", "label", "n", "blank", "share", "hit_rate"]
     rows = pointing_blank_rows(setup, methods)
-    if rows.empty:
-        return pd.DataFrame(columns=columns)
-    order = list(dict.fromkeys(methods if methods is not None else rows["method"]))
-    table = rows.groupby("method").agg(n=("blank", "size"), blank=("blank", "sum"))
+    table = _counts(rows, methods)
     kept = rows[~rows["blank"]].groupby("method")["hit"].mean().astype(float)
-    table = table.reindex([m for m in order if m in table.index])
-    table["hit_rate"] = kept.reindex(table.index)
-    table = table.reset_index()
-    table["label"] = table["method"].map(method_label)
-    table["share"] = table["blank"] / table["n"]
-    return table[columns]
+    return table.assign(hit_rate=kept.reindex(table["method"]).to_numpy())
 
 
 def pointing_without_blank(setup: Setup, methods: Sequence[str] | None = None
@@ -349,16 +337,14 @@ def pointing_blank_sentence(counts: pd.DataFrame, without: pd.DataFrame, where: 
 
     if counts.empty:
         return f"{where}, no pointing map has been checked for blankness yet."
-    blank = counts[counts["blank"] > 0].sort_values(["share", "label"],
-                                                     ascending=[False, True])
-    if blank.empty:
+    listed = _listed(counts, "pairs")
+    if not listed:
         return (f"{where}, no method's map was blank on any of the "
                 f"{int(counts['n'].max())} image–class pairs checked.")
-    parts = [f"{r.label} on {int(r.blank)} of {int(r.n)} pairs ({_share(r.share)})"
-             for r in blank.itertuples(index=False)]
     text = (f"{where}, the pointing map is blank — zero at every pixel — for "
-            f"{join_words(parts)}. A blank map's maximum is its first pixel, top left, so its "
-            f"hit says whether the class's box covers that corner, not what the method found.")
+            f"{listed}. A blank map's maximum is its first pixel, top left, "
+            f"so its hit says whether the class's box covers that corner, not what the method "
+            f"found.")
     if len(without):
         quoted = [f"{r.label} {format_difference(r.fdcam_minus_rival, r.ci_low, r.ci_high, 1)}"
                   f" (n = {int(r.n)}, {r.verdict})" for r in without.itertuples(index=False)]
@@ -373,14 +359,10 @@ def blank_map_sentence(counts: pd.DataFrame, where: str) -> str:
     names the network and layer (e.g. "On EfficientNet-Lite0 at `_swish`")."""
     if counts.empty:
         return f"{where}, no blank-map rows have been computed yet."
-    blank = counts[counts["blank"] > 0].sort_values(["share", "label"],
-                                                     ascending=[False, True])
-    n = int(counts["n"].max())
-    if blank.empty:
-        return f"{where}, no method's map was blank on any of the {n} photos."
-    parts = [f"{row.label} on {int(row.blank)} of {int(row.n)} photos ({_share(row.share)})"
-             for row in blank.itertuples(index=False)]
-    listed = parts[0] if len(parts) == 1 else ", ".join(parts[:-1]) + " and " + parts[-1]
+    listed = _listed(counts, "photos")
+    if not listed:
+        return (f"{where}, no method's map was blank on any of the {int(counts['n'].max())} "
+                f"photos.")
     return (f"{where}, the map is blank — zero at every pixel — for {listed}. On those "
             f"photos the method's insertion and deletion AUCs are the blank map's: they "
             f"measure the row-by-row order, not the method.")
@@ -444,6 +426,17 @@ def blank_map_summary(setup: Setup, methods: Sequence[str] | None = None) -> str
     where = f"On {model_at_layer(setup.model)}"
     return (f"{blank_map_sentence(blank_map_counts(setup, methods), where)} "
             f"{without_blank_sentence(without_blank_maps(setup, methods))}").strip()
+
+
+def _listed(counts: pd.DataFrame, unit: str) -> str:
+    """The methods of `_counts` with blank maps, most often first, in words: "Grad-CAM on 35
+    of 276 pairs (13%) and …"; "" where none had any."""
+    blank = counts[counts["blank"] > 0].sort_values(["share", "label"],
+                                                     ascending=[False, True])
+    if blank.empty:
+        return ""
+    return join_words([f"{r.label} on {int(r.blank)} of {int(r.n)} {unit} ({_share(r.share)})"
+                       for r in blank.itertuples(index=False)])
 
 
 def _share(value: float) -> str:

@@ -244,8 +244,8 @@ def styled_by_layer(frame: pd.DataFrame, *, caption: str | None = None,
         # A call site's name on two lines ("_blocks.14" / "._swish#1"), so that six layers
         # fit the text column.
         block, dot, call = str(layer).partition("._")
-        name = f"<code>{block}</code>" + (f"<br><code>.{'_' + call}</code>" if dot else "")
-        header = f"{name}<br>{negatives}<br>{head}<br>n = {most}"
+        label = f"<code>{block}</code>" + (f"<br><code>._{call}</code>" if dot else "")
+        header = f"{label}<br>{negatives}<br>{head}<br>n = {most}"
         rows = rows.set_index("method").reindex(methods)
         cells = []
         for item in rows.itertuples():

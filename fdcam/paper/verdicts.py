@@ -265,11 +265,11 @@ def replication_sentence(frame: pd.DataFrame, first: str, second: str) -> str:
     unknown = {"no rows", "too few images"}
     both = frame[~frame["first"].isin(unknown) & ~frame["second"].isin(unknown)]
     same = both[both["first"] == both["second"]]
-    kinds = [(same["first"] == word).sum() for word in
-             ("FD-CAM better", "rival better", "undecided")]
-    named = [f"{count} {what}" for count, what in zip(
-        kinds, ("with FD-CAM better on both", "with the rival better on both",
-                "undecided on both"), strict=True) if count]
+    phrases = {"FD-CAM better": "with FD-CAM better on both",
+               "rival better": "with the rival better on both",
+               "undecided": "undecided on both"}
+    counts = same["first"].value_counts()
+    named = [f"{counts[word]} {phrase}" for word, phrase in phrases.items() if word in counts]
     if both.empty:
         text = (f"Rival by rival, {first} and {second} have no comparison of FD-CAM with a "
                 f"rival that both ran on enough images yet")
@@ -284,11 +284,11 @@ def replication_sentence(frame: pd.DataFrame, first: str, second: str) -> str:
             f"{short[first]}, {r.second} on {short[second]})"
             for r in differ.itertuples(index=False))
     for column, name in (("first", first), ("second", second)):
-        for word, what in (("no rows", "no rows"), ("too few images", "too few images")):
+        for word in ("no rows", "too few images"):
             missing = list(frame.loc[frame[column] == word, "label"].drop_duplicates())
             if missing:
                 text += (f"; {join_words(missing)} {'has' if len(missing) == 1 else 'have'} "
-                         f"{what} on {short[name]} yet")
+                         f"{word} on {short[name]} yet")
     return text + "."
 
 
