@@ -392,6 +392,20 @@ def blank_map_table(counts: pd.DataFrame, without: pd.DataFrame) -> pd.DataFrame
                          "FD-CAM − it, overall, without blank maps": cells})
 
 
+def pointing_blank_table(counts: pd.DataFrame) -> pd.DataFrame:
+    """For the page: `pointing_blank_counts` as per method its image–class pairs, blank
+    maps, their share and its pointing accuracy (%) on the pairs where its map was not
+    blank ("—" where every map was blank)."""
+    from fdcam.paper.numbers import MISSING
+
+    return pd.DataFrame({"method": counts["label"], "pairs": counts["n"],
+                         "blank maps": counts["blank"],
+                         "share": [_share(v) for v in counts["share"]],
+                         "accuracy (%) without its blank maps": [
+                             MISSING if pd.isna(v) else f"{v:.1f}"
+                             for v in counts["hit_rate"]]})
+
+
 def without_blank_sentence(without: pd.DataFrame) -> str:
     """Whether FD-CAM's lead over the methods with blank maps survives leaving those photos
     out, from `without_blank_maps`: "" where no method had blank maps."""

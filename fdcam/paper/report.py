@@ -293,6 +293,25 @@ def styled_survey(summary: pd.DataFrame, *, caption: str | None = None,
                      .format(lambda v: "yes" if v else "no", subset=flags), caption, name)
 
 
+#: The blank-map tables' long column names as short two-line headers (so that the tables
+#: fit the text column).
+BLANK_HEADERS = {"blank maps": "blank<br>maps",
+                 "FD-CAM − it, overall, without blank maps":
+                     "FD-CAM − it, overall AUC,<br>without blank maps",
+                 "accuracy (%) without its blank maps": "accuracy (%)<br>without blank maps"}
+
+
+def styled_blank_maps(table: pd.DataFrame, *, caption: str | None = None,
+                      name: str = "blank-maps") -> Any:
+    """`fdcam.paper.blank_maps.blank_map_table` or `pointing_blank_table` as styled HTML in
+    the book's table look: one row per method, short two-line headers, no index."""
+    if not isinstance(table, pd.DataFrame) or "method" not in table.columns:
+        raise FdcamError("styled_blank_maps needs a blank_map_table or pointing_blank_table "
+                         "result (a method column)")
+    shown = table.rename(columns=BLANK_HEADERS)
+    return _decorate(shown.style, caption, name).hide(axis="index")
+
+
 def summary_table(table_1: pd.DataFrame, table_2: pd.DataFrame, *,
                   caption: str | None = None, name: str = "summary") -> Any:
     """The landing page's table: Table I's three AUCs and Table II's pointing game (Eq. 12),

@@ -7,11 +7,12 @@ from pathlib import Path
 import pytest
 import torch
 
+from fdcam.errors import FdcamError
 from fdcam.evaluation.faithfulness import insertion_deletion_curves
 from fdcam.evaluation.results import result_columns
 from fdcam.evaluation.results_file import read_results
 from fdcam.models import LoadedModel
-from fdcam.paper import blank_maps
+from fdcam.paper import blank_maps, report
 from fdcam.paper.figure_data import image_tensor
 from fdcam.paper.setups import Setup
 from tests.models import tiny_sequential
@@ -209,6 +210,13 @@ def test_pointing_blank_counts_and_the_game_without_them(tmp_path: Path) -> None
            "+30.0 [" in sentence
     assert blank_maps.pointing_blank_sentence(counts.iloc[:0], without.iloc[:0], "On t") == (
         "On t, no pointing map has been checked for blankness yet.")
+    shown = blank_maps.pointing_blank_table(counts.reset_index()).set_index("method")
+    assert shown.loc["Grad-CAM"].tolist() == [30, 10, "33%", "70.0"]
+    assert shown.loc["FD-CAM"].tolist() == [30, 0, "0%", "100.0"]
+    html = report.styled_blank_maps(shown.reset_index(), name="p b").to_html()
+    assert 'id="T_p-b"' in html and "blank<br>maps" in html and ">70.0<" in html
+    with pytest.raises(FdcamError, match="styled_blank_maps needs"):
+        report.styled_blank_maps(counts)  # the method is the index here, not a column
 
 
 def test_pointing_flags_survive_a_cut_line_an_empty_file_and_two_headers(
