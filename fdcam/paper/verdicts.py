@@ -318,10 +318,11 @@ def conclusion(verdicts: pd.DataFrame, *, model: str, layer: str, images: str,
     """The landing page's opening, in a few sentences, from `claim_verdicts`: what was
     tested (the claims, on `model` at `layer`, with `images`, e.g. "250 photos"), then
     which claims held (confirmed on every metric) and which were refuted, each refuted one
-    with the metrics that refute it and, for the first, its deciding rival's difference,
-    interval and n; then the claims not decided, and those without rows yet. Every verdict
-    sentence names the model and the layer. `more`: further lines, each its own paragraph
-    (the verdict by layer, the replication on another network)."""
+    with the metrics that refute it (unless it is a claim of one metric) and, for the first,
+    its deciding rival's difference, interval and n; then the claims not decided, and those
+    without rows yet. Every verdict sentence names the model and the layer. `more`: further
+    lines, each its own paragraph (the verdict by layer, the replication on another
+    network)."""
     needed = {"claim", "metric", "verdict", "n", "evidence"}
     if not needed <= set(verdicts.columns):
         raise FdcamError("conclusion needs a claim_verdicts result (columns "
@@ -335,10 +336,14 @@ def conclusion(verdicts: pd.DataFrame, *, model: str, layer: str, images: str,
             held.append(name)
         elif (words == "refuted").any():
             against = rows[words == "refuted"]
-            metrics = " and ".join(against["metric"])
             first = against.iloc[0]
-            refuted.append(f"{name}, in {metrics} ({first['metric']}: deciding rival "
-                           f"{first['evidence']}, n = {int(first['n'])})")
+            evidence = f"deciding rival {first['evidence']}, n = {int(first['n'])}"
+            if len(rows) == 1:  # a claim of one metric names it itself
+                refuted.append(f"{name}: {evidence}")
+            else:
+                metrics = [METRIC_NAMES.get(str(m), str(m)) for m in against["metric"]]
+                lead = f"{metrics[0]}: " if len(metrics) > 1 else ""
+                refuted.append(f"{name}, in {' and '.join(metrics)} ({lead}{evidence})")
         elif (words == "no data").all():
             empty.append(name)
         else:

@@ -369,6 +369,14 @@ def test_conclusion_names_model_layer_and_what_held():
         "decided on EfficientNet-Lite0 at `_blocks.15._swish#2` (an interval that "
         "contains zero, or too few images): FD-CAM the best at the pointing game (Table II)."
         "\n\nBy layer: …")
+    # A claim of one metric names it itself; a single refuting metric needs no "metric:".
+    pointing = verdicts.iloc[[0, 1, 3]].assign(verdict="refuted",
+                                               metric=["insertion", "deletion", "pointing_game"])
+    pointing.loc[pointing.index[1], "verdict"] = "undecided"
+    assert "refuted: FD-CAM best in insertion and overall, second in deletion (Table I), in " \
+           "insertion (deciding rival Group-CAM +0.012 [+0.004, +0.020], n = 250); FD-CAM the " \
+           "best at the pointing game (Table II): deciding rival Grad-CAM +1.0 [−4.0, +6.0], " \
+           "n = 12." in conclusion(pointing, model="m", layer="l", images="")
     nothing = conclusion(verdicts[verdicts["claim"] == table_2], model="m", layer="l",
                          images="2 photos")
     assert "On m at `l`, no claim was confirmed on every metric." in nothing
