@@ -309,7 +309,12 @@ def styled_blank_maps(table: pd.DataFrame, *, caption: str | None = None,
         raise FdcamError("styled_blank_maps needs a blank_map_table or pointing_blank_table "
                          "result (a method column)")
     shown = table.rename(columns=BLANK_HEADERS)
-    return _decorate(shown.style, caption, name).hide(axis="index")
+    styler = _decorate(shown.style, caption, name).hide(axis="index")
+    # The method names read as row labels, left aligned like the other tables' labels (a
+    # table style: it outranks the numbers' right alignment, which a cell property would not).
+    column = f"col{list(shown.columns).index('method')}"
+    return styler.set_table_styles([{"selector": f"td.{column}", "props": "text-align: left;"}],
+                                   overwrite=False)
 
 
 def summary_table(table_1: pd.DataFrame, table_2: pd.DataFrame, *,

@@ -215,6 +215,7 @@ def test_pointing_blank_counts_and_the_game_without_them(tmp_path: Path) -> None
     assert shown.loc["FD-CAM"].tolist() == [30, 0, "0%", "100.0"]
     html = report.styled_blank_maps(shown.reset_index(), name="p b").to_html()
     assert 'id="T_p-b"' in html and "blank<br>maps" in html and ">70.0<" in html
+    assert "#T_p-b td.col0 {\n  text-align: left;" in html  # the method column
     with pytest.raises(FdcamError, match="styled_blank_maps needs"):
         report.styled_blank_maps(counts)  # the method is the index here, not a column
 
