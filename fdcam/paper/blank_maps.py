@@ -386,10 +386,8 @@ def blank_map_table(counts: pd.DataFrame, without: pd.DataFrame) -> pd.DataFrame
             cells.append("no photo left")
         else:
             cells.append(MISSING)
-    return pd.DataFrame({"method": counts["label"], "photos": counts["n"],
-                         "blank maps": counts["blank"],
-                         "share": [_share(v) for v in counts["share"]],
-                         "FD-CAM − it, overall, without blank maps": cells})
+    return _shown_counts(counts, "photos").assign(
+        **{"FD-CAM − it, overall, without blank maps": cells})
 
 
 def pointing_blank_table(counts: pd.DataFrame) -> pd.DataFrame:
@@ -398,12 +396,17 @@ def pointing_blank_table(counts: pd.DataFrame) -> pd.DataFrame:
     blank ("—" where every map was blank)."""
     from fdcam.paper.numbers import MISSING
 
-    return pd.DataFrame({"method": counts["label"], "pairs": counts["n"],
-                         "blank maps": counts["blank"],
-                         "share": [_share(v) for v in counts["share"]],
-                         "accuracy (%) without its blank maps": [
-                             MISSING if pd.isna(v) else f"{v:.1f}"
-                             for v in counts["hit_rate"]]})
+    return _shown_counts(counts, "pairs").assign(
+        **{"accuracy (%) without its blank maps": [MISSING if pd.isna(v) else f"{v:.1f}"
+                                                   for v in counts["hit_rate"]]})
+
+
+def _shown_counts(counts: pd.DataFrame, unit: str) -> pd.DataFrame:
+    """A `_counts` table's first columns as the page shows them: method (its label), `unit`
+    (its images or pairs), blank maps and their share."""
+    return pd.DataFrame({"method": counts["label"].to_numpy(), unit: counts["n"].to_numpy(),
+                         "blank maps": counts["blank"].to_numpy(),
+                         "share": [_share(v) for v in counts["share"]]})
 
 
 def without_blank_sentence(without: pd.DataFrame) -> str:
