@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 from pathlib import Path
 
@@ -83,10 +84,28 @@ def test_by_layer_figure_is_legible_and_refuses_other_frames(tmp_path: Path) -> 
     fig = plots.by_layer_figure(frame)
     texts = [t.get_text() for t in fig.axes[0].get_xticklabels()]
     assert texts == ["_blocks.14\n49% neg.\nnon-linear head",
-                     "_blocks.15._swish#2\n0% neg.\nnon-linear head"]
+                     "_blocks.15.\n_swish#2\n0% neg.\nnon-linear head"]
     assert plots.smallest_font(fig) >= plots.MIN_FONT_PT
     with pytest.raises(FdcamError, match="by_layer_figure needs"):
         plots.by_layer_figure(frame.iloc[:0])
+
+
+def test_by_layer_figure_tick_labels_do_not_touch_at_six_call_sites(tmp_path: Path) -> None:
+    from fdcam.paper import plots
+
+    layers = ["_blocks.14._swish#1", "_blocks.14._swish#2", "_blocks.14", "_blocks.15._swish#1",
+              "_blocks.15._swish#2", "_swish"]
+    setups = {layer: rows_at(tmp_path / f"l{k}", {"fdcam": (0.5, 0.2), "gradcam": (0.6, 0.2)},
+                             0.02) for k, layer in enumerate(layers)}
+    survey = pd.DataFrame({"share negative": [0.0, 0.0, 0.49, 0.0, 0.0, 0.0],
+                           "linear head": [False] * 5 + [True]},
+                          index=pd.Index(layers, name="layer"))
+    fig = plots.by_layer_figure(by_layer(setups, survey))
+    fig.canvas.draw()
+    boxes = [t.get_window_extent() for t in fig.axes[0].get_xticklabels()]
+    assert len(boxes) == 6
+    for left, right in itertools.pairwise(boxes):
+        assert left.x1 < right.x0, "neighbouring layer names run into each other"
 
 
 def test_cross_checks_decide_table_i_at_each_setup(tmp_path: Path) -> None:

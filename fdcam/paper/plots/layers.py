@@ -14,12 +14,26 @@ from fdcam.paper.names import METRICS
 from fdcam.paper.plots.style import COLUMN_WIDTH_IN, method_color, styled
 
 
+def _wrapped(layer: str, width: int = 12) -> str:
+    """A layer's name broken after its dots into lines of at most `width` characters where a
+    dot allows it (``_blocks.15._swish#2`` → ``_blocks.15.`` / ``_swish#2``), so that
+    neighbouring tick labels do not run into each other."""
+    pieces = [part + "." for part in layer.split(".")[:-1]] + [layer.split(".")[-1]]
+    lines = [""]
+    for piece in pieces:
+        if lines[-1] and len(lines[-1]) + len(piece) > width:
+            lines.append("")
+        lines[-1] += piece
+    return "\n".join(lines)
+
+
 @styled
 def by_layer_figure(frame: pd.DataFrame, *, width: float = COLUMN_WIDTH_IN) -> Figure:
     """One column per layer (the frame's order, input to output), one dot per rival: FD-CAM
     minus the rival with its 95 % interval; above 0, FD-CAM is ahead (for deletion, behind).
     Layers with negative activations (outside the premise) are shaded grey; under each
-    layer's name, its share of negatives and whether its head is linear.
+    layer's name (broken after a dot when long), its share of negatives and whether its
+    head is linear.
 
     frame: a `fdcam.paper.by_layer.by_layer` result (one metric).
     """
@@ -53,7 +67,7 @@ def by_layer_figure(frame: pd.DataFrame, *, width: float = COLUMN_WIDTH_IN) -> F
         share = first["share_negative"]
         head = {True: "linear head", False: "non-linear head"}.get(first["head_linear"], "")
         share_text = f"{share:.0%} neg." if share == share else ""
-        ticks.append("\n".join(part for part in (layer, share_text, head) if part))
+        ticks.append("\n".join(part for part in (_wrapped(layer), share_text, head) if part))
     ax.set_xticks(x, ticks)
     ax.set_xlim(-0.5, len(layers) - 0.5)
     direction = "lower is better" if METRICS.get(metric) == "lower" else "higher is better"
