@@ -296,7 +296,9 @@ def replication_line(checks: pd.DataFrame, agreement: pd.DataFrame, first: str,
                      second: str) -> str:
     """The replication on the landing page: Table I's claim on `second` (another network)
     beside `first` (the main layer), metric by metric, from `cross_checks` (whose ``claim``
-    column holds the names), then `replication_sentence` of `agreement` (`replication`)."""
+    column holds the names), then `replication_sentence` of `agreement` (`replication`).
+    Its n is the range of the n behind `second`'s verdicts ("100–250" where a deciding
+    rival is a heavy method, run on fewer images)."""
 
     def said(name: str) -> str:
         rows = checks[checks["claim"] == name]
@@ -307,8 +309,11 @@ def replication_line(checks: pd.DataFrame, agreement: pd.DataFrame, first: str,
             by_word.setdefault(str(word), []).append(str(metric))
         return ", ".join(f"{word} in {join_words(metrics)}" for word, metrics in by_word.items())
 
-    photos = checks.loc[checks["claim"] == second, "n"]
-    count = f" (n = {int(photos.max())})" if len(photos) else ""
+    photos = checks.loc[(checks["claim"] == second) & (checks["n"] > 0), "n"]
+    count = ""
+    if len(photos):
+        low, high = int(photos.min()), int(photos.max())
+        count = f" (n = {high})" if low == high else f" (n = {low}–{high})"
     return (f"On a second network, {second}{count}, Table I's claim is {said(second)}; on "
             f"{first}, {said(first)}. " + replication_sentence(agreement, first, second))
 

@@ -272,3 +272,7 @@ def test_replication_line_says_both_verdicts_per_metric(tmp_path: Path) -> None:
     assert replication_line(checks.iloc[:3], replication(first, second), "L0 at `x`",
                             "L2 at `y`").startswith(
         "On a second network, L2 at `y`, Table I's claim is without rows yet;")
+    # A deciding rival on fewer images (a heavy method's prefix) widens n to a range.
+    fewer = checks.assign(n=[24, 24, 24, 10, 24, 24])
+    assert replication_line(fewer, replication(first, second), "L0 at `x`",
+                            "L2 at `y`").startswith("On a second network, L2 at `y` (n = 10–24),")
