@@ -20,6 +20,7 @@ from fdcam.errors import FdcamError
 from fdcam.evaluation.statistics import paired_verdicts
 from fdcam.paper.blank_maps import blank_map_counts
 from fdcam.paper.layer_survey import committed_survey
+from fdcam.paper.numbers import format_count_range
 from fdcam.paper.setups import Setup, setup
 from fdcam.paper.tables import paired_vs_fdcam
 
@@ -136,7 +137,8 @@ def premise_note(frame: pd.DataFrame) -> str:
         if own > 0:
             named.insert(0, f"FD-CAM {own:.0%}")
         blank_text = "; blank maps: " + ", ".join(named) if named else ""
-        parts.append(f"`{layer}` ({negatives}, {premise}, a {head}; n = {_photos(rows)}): "
+        n = format_count_range(rows["n"])
+        parts.append(f"`{layer}` ({negatives}, {premise}, a {head}; n = {n}): "
                      f"FD-CAM ahead of {wins} and behind {losses} of {len(rows)} rivals"
                      f"{blank_text}")
     return "; ".join(parts) + "." if parts else ""
@@ -153,17 +155,12 @@ def summary_line(frame: pd.DataFrame, model: str) -> str:
         negatives, premise, head = premise_words(rows)
         wins = int((rows["verdict"] == "FD-CAM better").sum())
         losses = int((rows["verdict"] == "rival better").sum())
-        parts.append(f"at `{layer}` ({negatives}, {premise}, {head}; n = {_photos(rows)}), "
+        n = format_count_range(rows["n"])
+        parts.append(f"at `{layer}` ({negatives}, {premise}, {head}; n = {n}), "
                      f"ahead of {wins} and behind {losses} of {len(rows)} rivals")
     return (f"How the verdict moves with the layer ({model}, FD-CAM's "
             f"{frame['metric'].iloc[0]} AUC against each rival of Table I by its paired 95 % "
             f"interval): " + "; ".join(parts) + ".")
-
-
-def _photos(rows: pd.DataFrame) -> str:
-    """A layer's n: "300", or "100–300" where some rivals (the heavy ones) ran on fewer."""
-    low, high = int(rows["n"].min()), int(rows["n"].max())
-    return f"{high}" if low == high else f"{low}–{high}"
 
 
 def inside_premise(frame: pd.DataFrame) -> pd.Series:

@@ -80,3 +80,10 @@ def format_difference(mean: Any, low: Any, high: Any, decimals: int = 3) -> str:
     """A paired difference with its interval, as in the prose: "-0.004 [-0.009, +0.001]"."""
     return (f"{format_number(mean, decimals, signed=True)} "
             f"{format_interval(low, high, decimals, signed=True)}")
+
+
+def format_count_range(counts: Any) -> str:
+    """How many images lie behind several numbers (a Series of n): "300", or "100–300"
+    where some (the heavy methods', say) rest on fewer."""
+    low, high = int(min(counts)), int(max(counts))
+    return f"{high}" if low == high else f"{low}–{high}"

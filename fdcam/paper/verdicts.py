@@ -17,7 +17,7 @@ from fdcam.evaluation.statistics import (
 )
 from fdcam.paper.figure_findings import join_words
 from fdcam.paper.names import method_label
-from fdcam.paper.numbers import format_difference
+from fdcam.paper.numbers import format_count_range, format_difference
 from fdcam.paper.runs import hard_pairs, read_run_results, table_methods
 from fdcam.paper.settings import FAITHFULNESS_METRICS
 from fdcam.paper.setups import Setup
@@ -310,10 +310,7 @@ def replication_line(checks: pd.DataFrame, agreement: pd.DataFrame, first: str,
         return ", ".join(f"{word} in {join_words(metrics)}" for word, metrics in by_word.items())
 
     photos = checks.loc[(checks["claim"] == second) & (checks["n"] > 0), "n"]
-    count = ""
-    if len(photos):
-        low, high = int(photos.min()), int(photos.max())
-        count = f" (n = {high})" if low == high else f" (n = {low}–{high})"
+    count = f" (n = {format_count_range(photos)})" if len(photos) else ""
     return (f"On a second network, {second}{count}, Table I's claim is {said(second)}; on "
             f"{first}, {said(first)}. " + replication_sentence(agreement, first, second))
 

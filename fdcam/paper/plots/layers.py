@@ -18,7 +18,8 @@ def _wrapped(layer: str, width: int = 12) -> str:
     """A layer's name broken after its dots into lines of at most `width` characters where a
     dot allows it (``_blocks.15._swish#2`` → ``_blocks.15.`` / ``_swish#2``), so that
     neighbouring tick labels do not run into each other."""
-    pieces = [part + "." for part in layer.split(".")[:-1]] + [layer.split(".")[-1]]
+    parts = layer.split(".")
+    pieces = [part + "." for part in parts[:-1]] + parts[-1:]
     lines = [""]
     for piece in pieces:
         if lines[-1] and len(lines[-1]) + len(piece) > width:
